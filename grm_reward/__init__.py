@@ -1,0 +1,54 @@
+"""grm-reward: a plug-in generative reward model (DeepSeek-GRM style) for RL post-training.
+
+A judge LLM writes principles, a critique and a score per response; it is sampled k times
+(each sample sees the responses in its own shuffled order) and the scores are summed.
+
+>>> from grm_reward import GenerativeRewardModel
+>>> rm = GenerativeRewardModel(k=4)                      # doctest: +SKIP
+>>> rm.score("What is 2+2?", ["4", "5"]).rewards         # doctest: +SKIP
+[0.83, 0.21]
+
+Importing this package loads no engine: torch, vllm, fastapi, trl and verl are imported only
+by the backend or adapter that needs them.
+"""
+
+from grm_reward.config import GRMConfig
+from grm_reward.errors import (
+    AllSamplesInvalidError,
+    BackendCapabilityError,
+    BackendError,
+    BackendUnavailableError,
+    ConfigError,
+    GenerationError,
+    GRMError,
+    InputError,
+    PromptTooLongError,
+    TemplateError,
+)
+from grm_reward.model import GenerativeRewardModel
+from grm_reward.parsing import parse_judgement
+from grm_reward.types import Judgement, Principle, Request, RewardResult, Usage
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AllSamplesInvalidError",
+    "BackendCapabilityError",
+    "BackendError",
+    "BackendUnavailableError",
+    "ConfigError",
+    "GRMConfig",
+    "GRMError",
+    "GenerationError",
+    "GenerativeRewardModel",
+    "InputError",
+    "Judgement",
+    "Principle",
+    "PromptTooLongError",
+    "Request",
+    "RewardResult",
+    "TemplateError",
+    "Usage",
+    "__version__",
+    "parse_judgement",
+]

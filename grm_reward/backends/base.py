@@ -1,0 +1,167 @@
+"""The backend protocol: prompts in, n samples per prompt out, with token counts.
+
+The core never asks which backend it holds. A backend implements :meth:`Backend.generate`
+(required) and, when it can read logits or constrain decoding, :meth:`Backend.fill_scores`
+(the format guarantee and token-probability scores); it declares the latter in
+``capabilities`` so a config that needs it fails at start-up, not mid-run.
+
+One :class:`GenerationRequest` asks for ``n`` samples of one prompt: engines that can share the
+prompt's prefill between its samples (vLLM ``SamplingParams(n=...)``, OpenAI ``n``, our
+transformers backend) should. ``seeds`` holds one seed per sample so that a sample's text
+depends on its own seed, not on what else was in the batch.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from grm_reward.errors import BackendCapabilityError
+from grm_reward.types import Message
+
+__all__ = [
+    "FORCED_SCORES_PREFIX",
+    "Backend",
+    "BackendStats",
+    "Generation",
+    "GenerationOutput",
+    "GenerationRequest",
+    "ScoreFill",
+    "ScoreFillRequest",
+    "score_block_regex",
+    "score_number_strings",
+]
+
+#: What the format guarantee appends to a sample before the judge fills in its scores.
+FORCED_SCORES_PREFIX = "Scores: \\boxed{"
+
+Capability = Literal["score_fill", "token_prob"]
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """``n`` samples of one judge prompt.
+
+    ``assistant_prefix``, when set, is the start of the judge's answer: generation continues it
+    (a chat template's ``continue_final_message``), and the returned text excludes it.
+    """
+
+    messages: tuple[Message, ...]
+    n: int
+    seeds: tuple[int, ...]
+    max_tokens: int
+    temperature: float
+    top_p: float = 1.0
+    assistant_prefix: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.n < 1 or len(self.seeds) != self.n:
+            raise ValueError(f"GenerationRequest needs n >= 1 and one seed per sample (n={self.n}, seeds={len(self.seeds)})")
+
+
+@dataclass(slots=True)
+class Generation:
+    """One sample: its text, how many tokens it took, and why it stopped ("stop" or "length")."""
+
+    text: str
+    completion_tokens: int
+    finish_reason: str = "stop"
+
+
+@dataclass(slots=True)
+class GenerationOutput:
+    """The samples of one request; ``prompt_tokens`` counts the prompt once."""
+
+    samples: list[Generation]
+    prompt_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreFillRequest:
+    """Fill ``num_scores`` integers in ``score_range`` after ``assistant_prefix``.
+
+    The prefix ends with :data:`FORCED_SCORES_PREFIX`; the backend must produce exactly
+    ``v1, v2, ..., vn}`` (the language of :func:`score_block_regex`). With ``expectation``,
+    it also returns the expected value over the range at each position (token probabilities).
+    """
+
+    messages: tuple[Message, ...]
+    assistant_prefix: str
+    num_scores: int
+    score_range: tuple[int, int]
+    expectation: bool = False
+
+
+@dataclass(slots=True)
+class ScoreFill:
+    """The filled scores (most likely value at each position) and, if asked, their expectations."""
+
+    values: list[int]
+    expected: list[float] | None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(slots=True)
+class BackendStats:
+    """Counters a backend keeps over its lifetime (benchmarks and /metrics read them).
+
+    ``prefill_tokens`` counts prompt tokens actually run through the model; with prefill sharing
+    it is smaller than ``prompt_tokens`` times the number of samples.
+    """
+
+    calls: int = 0
+    prompts: int = 0
+    samples: int = 0
+    prompt_tokens: int = 0
+    prefill_tokens: int = 0
+    completion_tokens: int = 0
+    generate_seconds: float = 0.0
+    fill_calls: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class Backend(abc.ABC):
+    """A generation engine for the judge."""
+
+    #: Short name used in logs and metrics.
+    name: str = "backend"
+    #: Optional abilities beyond ``generate``.
+    capabilities: frozenset[Capability] = frozenset()
+
+    def __init__(self) -> None:
+        self.stats = BackendStats()
+
+    @abc.abstractmethod
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
+        """Sample ``request.n`` texts for every request; one output per request, in order."""
+
+    async def fill_scores(self, requests: Sequence[ScoreFillRequest]) -> list[ScoreFill]:
+        """Constrained score filling (format guarantee / token probabilities), where supported."""
+        raise BackendCapabilityError(f"the {self.name!r} backend cannot fill scores under a constraint")
+
+    async def aclose(self) -> None:
+        """Release engines, connections and memory."""
+
+
+def score_number_strings(score_range: tuple[int, int]) -> list[str]:
+    """The decimal spellings of every valid score, e.g. ['1', ..., '10']."""
+    lo, hi = score_range
+    return [str(v) for v in range(lo, hi + 1)]
+
+
+def score_block_regex(num_scores: int, score_range: tuple[int, int]) -> str:
+    """A regex for what follows ``\\boxed{``: exactly ``num_scores`` in-range integers and ``}``.
+
+    Usable as a vLLM / SGLang guided-decoding pattern.
+
+    >>> score_block_regex(2, (1, 10))
+    '(10|9|8|7|6|5|4|3|2|1), (10|9|8|7|6|5|4|3|2|1)\\\\}'
+    """
+    # Longest spellings first, so a regex engine prefers "10" over "1".
+    numbers = sorted(score_number_strings(score_range), key=lambda s: (-len(s), -int(s)))
+    one = "(" + "|".join(re.escape(s) for s in numbers) + ")"
+    return ", ".join([one] * num_scores) + r"\}"

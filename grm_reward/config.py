@@ -1,0 +1,239 @@
+"""`GRMConfig`: the one source of truth for every knob.
+
+Each field is documented once, beside the field; the CLI derives its flags and help text from
+these descriptions, and YAML/JSON config files map onto the same names. Rules that span
+fields (k > 1 needs temperature > 0, a binary template needs the 0-1 range, ...) are checked
+when the config is built, so a bad setting fails at start-up, not in the middle of a run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from grm_reward.errors import ConfigError
+
+__all__ = ["GRMConfig", "TransformersOptions", "load_config_file"]
+
+#: Temperature the paper uses for inference-time scaling (App. D.1); greedy for k=1.
+PAPER_VOTING_TEMPERATURE = 0.5
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TransformersOptions(_Section):
+    """Settings of the local `transformers` backend."""
+
+    device: str = Field(
+        "auto", description="Torch device for the judge: 'auto' (cuda if available, else cpu), 'cpu', 'cuda:0', ..."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype: 'auto' is bfloat16 on GPU and float32 on CPU."
+    )
+    batch_size: int = Field(
+        16, ge=1, description="Most sequences decoded together in one batch (the k samples of a prompt count k)."
+    )
+    max_context: int | None = Field(
+        None, ge=16, description="Context window of the judge in tokens; default: read from the model config."
+    )
+
+
+class GRMConfig(BaseModel):
+    """Configuration of a :class:`~grm_reward.GenerativeRewardModel`.
+
+    >>> GRMConfig(k=8).effective_temperature   # the paper's 0.5 when k > 1 and none is given
+    0.5
+    >>> GRMConfig(k=1).effective_temperature   # greedy decoding for a single sample
+    0.0
+
+    Configs are immutable; :meth:`updated` returns a validated copy with some fields changed.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # --- judge -----------------------------------------------------------------------------
+    model: str | None = Field(
+        None,
+        description=(
+            "Judge model: a Hugging Face id or local folder (e.g. BBQGOD/DeepSeek-GRM-27B). "
+            "Default: the embedded SmolLM2-135M-Instruct, which shows the machinery, not judging quality."
+        ),
+    )
+    backend: str = Field(
+        "transformers",
+        description="Generation engine: 'transformers', 'vllm', 'openai', or 'package.module:factory' for your own.",
+    )
+    system_prompt: str | None = Field(None, description="Optional system message sent before the judge prompt.")
+
+    # --- sampling --------------------------------------------------------------------------
+    k: int = Field(1, ge=1, le=1024, description="Judge samples per request; their scores are summed (voting).")
+    temperature: float | None = Field(
+        None,
+        ge=0.0,
+        le=5.0,
+        description="Sampling temperature; default 0 (greedy) for k=1 and the paper's 0.5 for k>1.",
+    )
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling threshold.")
+    max_new_tokens: int = Field(1024, ge=1, description="Generation budget of each judge sample, in tokens.")
+    seed: int = Field(0, ge=0, description="Base seed: same input + seed + backend gives the same result.")
+    shuffle: Literal["random", "balanced", "none"] = Field(
+        "random",
+        description=(
+            "Order responses are shown in, per sample: 'random' (seeded, as in the paper), 'balanced' "
+            "(rotations of one seeded order, so each response visits each position equally often), 'none'."
+        ),
+    )
+
+    # --- prompt ----------------------------------------------------------------------------
+    template: str = Field(
+        "auto",
+        description=(
+            "Judge prompt: 'auto' (paper default; its single-response form for one response; the rubric form "
+            "when principles are given), 'default', 'single', 'rubric', 'single_binary', or a path to a .txt file."
+        ),
+    )
+    score_range: tuple[int, int] = Field((1, 10), description="Smallest and largest valid score (inclusive).")
+    max_responses: int = Field(32, ge=1, description="Most responses accepted in one request.")
+
+    # --- reading and voting ----------------------------------------------------------------
+    format_guarantee: bool = Field(
+        False,
+        description=(
+            "When a sample has no readable score block, continue it with a forced 'Scores: \\boxed{' and let the "
+            "judge fill in-range integers under a constraint. Such samples are marked forced. Off = strict paper "
+            "reading (they are invalid)."
+        ),
+    )
+    token_prob: bool = Field(
+        False,
+        description=(
+            "Vote on token-probability scores: the expected value over the score range at each score position "
+            "(the paper's TokenProb baseline). Needs a backend that exposes logits."
+        ),
+    )
+    normalize: Literal["unit", "mean", "sum"] = Field(
+        "unit",
+        description=(
+            "Scale of `rewards`: 'unit' = mean voted score mapped to [0, 1]; 'mean' = mean score on the score range; "
+            "'sum' = the paper's raw vote (sum over voting samples)."
+        ),
+    )
+    tie_break: Literal["random", "first", "none"] = Field(
+        "random",
+        description="How `best` is chosen among tied top votes: seeded 'random' (paper), 'first', or 'none' (no best).",
+    )
+    failure_reward: float | None = Field(
+        None,
+        description=(
+            "Reward given when no sample of a request could be read. None = abstain (TRL skips None; the "
+            "server reports the failure)."
+        ),
+    )
+    on_all_invalid: Literal["failure_reward", "raise"] = Field(
+        "failure_reward", description="When every sample is unreadable: use failure_reward, or raise an error."
+    )
+
+    # --- backend sections -------------------------------------------------------------------
+    transformers: TransformersOptions = Field(default_factory=TransformersOptions)
+
+    @field_validator("backend")
+    @classmethod
+    def _check_backend(cls, value: str) -> str:
+        if value in {"transformers", "vllm", "openai"}:
+            return value
+        module, sep, attr = value.partition(":")
+        if not sep or not module or not attr:
+            raise ValueError(
+                f"unknown backend {value!r}: use 'transformers', 'vllm', 'openai' or 'package.module:factory'"
+            )
+        return value
+
+    @field_validator("score_range")
+    @classmethod
+    def _check_range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        lo, hi = value
+        if lo < 0 or hi <= lo:
+            raise ValueError(f"score_range must be (lo, hi) with 0 <= lo < hi, got {value}")
+        if hi > 1000:
+            raise ValueError(f"score_range upper bound {hi} is unreasonably large (max 1000)")
+        return value
+
+    @model_validator(mode="after")
+    def _check_cross_field(self) -> GRMConfig:
+        if self.k > 1 and self.temperature == 0.0:
+            raise ValueError(
+                f"k={self.k} samples with temperature=0 would be identical; set temperature > 0 "
+                f"(the paper uses {PAPER_VOTING_TEMPERATURE}) or k=1"
+            )
+        if self.template == "single_binary" and self.score_range != (0, 1):
+            raise ValueError("template 'single_binary' scores 0 or 1: set score_range=(0, 1)")
+        return self
+
+    # --- construction helpers ----------------------------------------------------------------
+    @property
+    def effective_temperature(self) -> float:
+        """The temperature actually used: the configured one, else 0 for k=1 and 0.5 for k>1."""
+        if self.temperature is not None:
+            return self.temperature
+        return 0.0 if self.k == 1 else PAPER_VOTING_TEMPERATURE
+
+    @classmethod
+    def build(cls, **values: Any) -> GRMConfig:
+        """Build a config, turning validation errors into a readable :class:`ConfigError`."""
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise ConfigError(_format_validation_error(exc)) from exc
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> GRMConfig:
+        """Load a YAML or JSON config file; keyword overrides win over the file."""
+        values = load_config_file(path)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.build(**values)
+
+    def updated(self, **changes: Any) -> GRMConfig:
+        """A validated copy with some fields changed (nested sections as dicts are merged)."""
+        values = self.model_dump()
+        for key, value in changes.items():
+            if isinstance(value, dict) and isinstance(values.get(key), dict):
+                values[key] = {**values[key], **value}
+            else:
+                values[key] = value
+        return GRMConfig.build(**values)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML (.yaml/.yml) or JSON config file into a dict of GRMConfig fields."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:  # yaml.YAMLError / json.JSONDecodeError
+        raise ConfigError(f"config file {path} is not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings, got {type(data).__name__}")
+    return data
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    lines = ["invalid configuration:"]
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        lines.append(f"  {where}: {err['msg']}")
+    return "\n".join(lines)

@@ -1,0 +1,78 @@
+"""The one exception tree of grm-reward.
+
+Every error the library raises on purpose derives from :class:`GRMError`::
+
+    GRMError
+    ├── ConfigError (ValueError)           a setting is wrong or settings contradict each other
+    ├── InputError (ValueError)            a request is malformed: empty responses, wrong types, ...
+    │   └── PromptTooLongError             the rendered judge prompt does not fit the judge's context
+    ├── TemplateError (ValueError)         a prompt template is missing placeholders or unknown
+    ├── AllSamplesInvalidError             no judge sample could be read (only with on_all_invalid="raise")
+    └── BackendError                       the generation engine failed
+        ├── BackendUnavailableError        its dependencies or model files are missing (with an install hint)
+        ├── BackendCapabilityError         it cannot do what the config asks (e.g. forced scoring)
+        └── GenerationError                a generation call failed after retries
+
+Judge *output* never raises: an unreadable sample is data (see :mod:`grm_reward.parsing`).
+Foreign exceptions (torch, HTTP clients, ...) are mapped onto this tree once, at the backend
+boundary, with ``raise ... from exc`` so the original traceback is kept.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AllSamplesInvalidError",
+    "BackendCapabilityError",
+    "BackendError",
+    "BackendUnavailableError",
+    "ConfigError",
+    "GRMError",
+    "GenerationError",
+    "InputError",
+    "PromptTooLongError",
+    "TemplateError",
+]
+
+
+class GRMError(Exception):
+    """Base class of every error grm-reward raises on purpose."""
+
+
+class ConfigError(GRMError, ValueError):
+    """A configuration value is invalid, or two values contradict each other."""
+
+
+class InputError(GRMError, ValueError):
+    """A scoring request is malformed. ``index`` names the request in a batch, when known."""
+
+    def __init__(self, message: str, *, index: int | None = None) -> None:
+        self.index = index
+        super().__init__(f"request {index}: {message}" if index is not None else message)
+
+
+class PromptTooLongError(InputError):
+    """The judge prompt (plus the generation budget) exceeds the judge model's context window."""
+
+
+class TemplateError(GRMError, ValueError):
+    """A prompt template is unknown or lacks a required placeholder."""
+
+
+class AllSamplesInvalidError(GRMError):
+    """Every judge sample of a request was unreadable (raised only when configured to)."""
+
+
+class BackendError(GRMError):
+    """The generation engine failed."""
+
+
+class BackendUnavailableError(BackendError):
+    """A backend's optional dependencies or model files are missing."""
+
+
+class BackendCapabilityError(BackendError):
+    """The backend cannot do what the configuration asks of it."""
+
+
+class GenerationError(BackendError):
+    """A generation call failed (after any retries the backend makes)."""

@@ -1,0 +1,234 @@
+"""Plain data: what goes into the reward model and what comes out.
+
+`Request` is one query with 1..n responses; `Judgement` is one sampled judge output, already
+mapped back to the original response order; `RewardResult` is the vote over the samples.
+Everything here is pure data with `to_dict()` for JSON; no I/O, no engines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Union
+
+from grm_reward.errors import InputError
+
+__all__ = ["Message", "Principle", "Judgement", "Request", "RequestLike", "RewardResult", "Usage"]
+
+#: A chat message: ``{"role": "user" | "assistant" | "system" | ..., "content": str}``.
+Message = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Principle:
+    """One judging criterion, as the judge wrote it or the user supplied it.
+
+    ``weight`` is the number written beside it: "(Weight: 30%)" becomes 0.3 and a bare
+    "(4)" stays 4.0; None when no weight was given.
+    """
+
+    text: str
+    weight: float | None = None
+
+
+@dataclass(slots=True)
+class Judgement:
+    """One judge sample.
+
+    ``scores`` are in the **original** response order (the order of ``Request.responses``),
+    whatever order the sample was shown; ``order[p]`` is the original index of the response
+    shown at position ``p``. ``scores`` is None when the sample is invalid, and ``reason`` says
+    why. ``forced`` marks scores filled in under the format guarantee.
+    """
+
+    text: str
+    scores: list[int] | None
+    order: list[int]
+    principles: list[Principle] = field(default_factory=list)
+    critique: str = ""
+    reason: str | None = None
+    forced: bool = False
+    token_scores: list[float] | None = None
+    meta_score: float | None = None
+    seed: int | None = None
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+
+    @property
+    def valid(self) -> bool:
+        return self.scores is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["valid"] = self.valid
+        return data
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token counts of a call: prompt tokens sent, and completion tokens generated."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, other: Usage) -> None:
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+
+
+@dataclass(slots=True)
+class RewardResult:
+    """The reward for each response of one request.
+
+    ``rewards[i]`` is the normalised reward of response ``i`` (see ``GRMConfig.normalize``), or
+    ``GRMConfig.failure_reward`` (None by default) when no sample could be read. ``votes[i]`` is
+    the paper's raw vote: the sum of response ``i``'s scores over the samples that voted.
+    ``best`` is the index of the top-voted response (None on an unbroken tie or a failure).
+    """
+
+    rewards: list[float | None]
+    votes: list[float]
+    samples: list[Judgement]
+    num_voted: int
+    best: int | None
+    tie: bool
+    usage: Usage = field(default_factory=Usage)
+
+    @property
+    def num_valid(self) -> int:
+        return sum(1 for s in self.samples if s.valid)
+
+    @property
+    def num_forced(self) -> int:
+        return sum(1 for s in self.samples if s.forced and s.valid)
+
+    @property
+    def all_invalid(self) -> bool:
+        return self.num_voted == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rewards": list(self.rewards),
+            "votes": list(self.votes),
+            "best": self.best,
+            "tie": self.tie,
+            "num_valid": self.num_valid,
+            "num_forced": self.num_forced,
+            "num_voted": self.num_voted,
+            "usage": asdict(self.usage),
+            "samples": [s.to_dict() for s in self.samples],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One query and the 1..n responses to score together.
+
+    ``prompt`` is the user's query as a string, or a conversation as chat messages whose last
+    user turn is the query. ``principles`` (a rubric) replaces the principles the judge would
+    write; ``reference`` is a reference answer shown to the judge.
+    """
+
+    prompt: str | Sequence[Message]
+    responses: Sequence[str]
+    principles: str | Sequence[str] | None = None
+    reference: str | None = None
+
+    def __post_init__(self) -> None:
+        validate_request(self)
+
+    @property
+    def n(self) -> int:
+        return len(self.responses)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prompt": self.prompt if isinstance(self.prompt, str) else [dict(m) for m in self.prompt],
+            "responses": list(self.responses),
+            "principles": self.principles if isinstance(self.principles, (str, type(None))) else list(self.principles),
+            "reference": self.reference,
+        }
+
+    @classmethod
+    def coerce(cls, item: RequestLike, *, index: int | None = None) -> Request:
+        """Accept a Request, a mapping with the same keys, or a ``(prompt, responses)`` pair."""
+        if isinstance(item, Request):
+            return item
+        try:
+            if isinstance(item, Mapping):
+                unknown = set(item) - {"prompt", "responses", "principles", "reference"}
+                if unknown:
+                    raise InputError(f"unknown request keys {sorted(unknown)}")
+                if "prompt" not in item or "responses" not in item:
+                    raise InputError("a request needs 'prompt' and 'responses'")
+                return cls(**item)
+            if isinstance(item, tuple) and len(item) == 2:
+                return cls(prompt=item[0], responses=item[1])
+        except InputError as exc:
+            raise InputError(str(exc), index=index) from None
+        raise InputError(
+            f"expected a Request, a mapping or a (prompt, responses) pair, got {type(item).__name__}", index=index
+        )
+
+
+RequestLike = Union[Request, Mapping[str, Any], tuple[Any, Any]]
+
+
+def validate_request(req: Request) -> None:
+    """Raise :class:`InputError` with a precise message if ``req`` cannot be scored."""
+    prompt = req.prompt
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise InputError("prompt is empty")
+    elif isinstance(prompt, Sequence) and not isinstance(prompt, (bytes, bytearray)):
+        if len(prompt) == 0:
+            raise InputError("prompt is an empty list of messages")
+        for j, message in enumerate(prompt):
+            if not isinstance(message, Mapping) or "role" not in message or "content" not in message:
+                raise InputError(f"prompt message {j} must be a mapping with 'role' and 'content'")
+            if not isinstance(message["role"], str):
+                raise InputError(f"prompt message {j}: 'role' must be a string")
+            message_text(message, where=f"prompt message {j}")
+    else:
+        raise InputError(f"prompt must be a string or a list of chat messages, got {type(prompt).__name__}")
+
+    responses = req.responses
+    if isinstance(responses, (str, bytes)) or not isinstance(responses, Sequence):
+        raise InputError(f"responses must be a list of strings, got {type(responses).__name__}")
+    if len(responses) == 0:
+        raise InputError("responses is empty: give at least one response to score")
+    for i, response in enumerate(responses):
+        if not isinstance(response, str):
+            raise InputError(f"response {i} must be a string, got {type(response).__name__}")
+
+    principles = req.principles
+    if principles is not None:
+        if isinstance(principles, str):
+            if not principles.strip():
+                raise InputError("principles is an empty string (use None for judge-written principles)")
+        elif isinstance(principles, Sequence) and all(isinstance(p, str) for p in principles):
+            if not any(p.strip() for p in principles):
+                raise InputError("principles is empty (use None for judge-written principles)")
+        else:
+            raise InputError("principles must be a string or a list of strings")
+    if req.reference is not None and not isinstance(req.reference, str):
+        raise InputError(f"reference must be a string, got {type(req.reference).__name__}")
+
+
+def message_text(message: Message, *, where: str = "message") -> str:
+    """The text of a chat message; OpenAI-style content parts are joined, non-text parts rejected."""
+    content = message["content"]
+    if isinstance(content, str):
+        return content
+    if content is None:
+        return ""
+    if isinstance(content, Sequence):
+        texts = []
+        for part in content:
+            if isinstance(part, Mapping) and part.get("type") == "text" and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            else:
+                kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
+                raise InputError(f"{where}: only text content can be judged, found a {kind!r} part")
+        return "\n".join(texts)
+    raise InputError(f"{where}: 'content' must be a string or a list of text parts")

@@ -1,0 +1,55 @@
+"""The exported surface and import hygiene."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import grm_reward
+
+EXPECTED = {
+    "AllSamplesInvalidError",
+    "BackendCapabilityError",
+    "BackendError",
+    "BackendUnavailableError",
+    "ConfigError",
+    "GRMConfig",
+    "GRMError",
+    "GenerationError",
+    "GenerativeRewardModel",
+    "InputError",
+    "Judgement",
+    "Principle",
+    "PromptTooLongError",
+    "Request",
+    "RewardResult",
+    "TemplateError",
+    "Usage",
+    "__version__",
+    "parse_judgement",
+}
+
+
+def test_exported_names() -> None:
+    assert set(grm_reward.__all__) == EXPECTED
+    for name in grm_reward.__all__:
+        assert hasattr(grm_reward, name), name
+
+
+def test_import_loads_no_heavy_dependency() -> None:
+    code = (
+        "import sys, grm_reward, grm_reward.cli, grm_reward.backends;"
+        "heavy = [m for m in ('torch', 'vllm', 'fastapi', 'trl', 'verl', 'transformers', 'httpx') if m in sys.modules];"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""
+
+
+def test_package_ships_templates_and_marker() -> None:
+    from importlib import resources
+
+    files = resources.files("grm_reward")
+    assert files.joinpath("py.typed").is_file()
+    for name in ("default", "single", "single_binary", "rubric", "reference_section"):
+        assert files.joinpath("prompts", "templates", f"{name}.txt").is_file()
