@@ -6,7 +6,7 @@ import pytest
 
 from grm_reward import ConfigError, GRMConfig
 from grm_reward.cli import build_parser
-from grm_reward.cli_options import config_from_args
+from grm_reward.cli.options import config_from_args
 
 
 def test_defaults_are_the_papers() -> None:

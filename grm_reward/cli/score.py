@@ -1,7 +1,4 @@
-"""The ``grm-reward`` command line.
-
-    grm-reward score INPUT.jsonl -o OUTPUT.jsonl [-k K] [--model M] [--backend B] ...
-    grm-reward config [--config FILE] [flags]      # print the effective settings
+"""``grm-reward score INPUT.jsonl -o OUTPUT.jsonl [-k K] [--model M] [--backend B] ...``
 
 Each input line is ``{"prompt": str | messages, "responses": [str, ...]}`` with optional
 ``principles`` and ``reference``; other keys are kept. Each output line adds ``rewards``,
@@ -20,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from grm_reward.cli_options import add_config_arguments, config_from_args
+from grm_reward.cli.options import add_config_arguments, config_from_args
 from grm_reward.errors import GRMError, InputError
 from grm_reward.types import Request, RewardResult
 
-__all__ = ["main"]
+__all__ = ["register"]
 
 _REQUEST_KEYS = ("prompt", "responses", "principles", "reference")
 #: Keys the output adds; an input row that already has one keeps it under "input_<key>".
@@ -164,6 +161,9 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
     from grm_reward.model import GenerativeRewardModel
 
+    if args.chunk_size < 1:
+        print("grm-reward: --chunk-size must be at least 1", file=sys.stderr)
+        return 2
     config = config_from_args(args)
     if args.input != "-" and not Path(args.input).is_file():
         print(f"grm-reward: input file {args.input} does not exist", file=sys.stderr)
@@ -198,21 +198,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 1 if any(r.error for r in rows) else 0
 
 
-def _cmd_config(args: argparse.Namespace) -> int:
-    import yaml
-
-    config = config_from_args(args)
-    print(yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False), end="")
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="grm-reward",
-        description="Generative reward model (DeepSeek-GRM style): principles, critiques, 1-10 scores, voting.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     score = sub.add_parser(
         "score",
         help="score a JSONL file of {prompt, responses} rows",
@@ -225,27 +211,3 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
     add_config_arguments(score)
     score.set_defaults(func=_cmd_score)
-
-    config = sub.add_parser("config", help="print the effective settings as YAML")
-    add_config_arguments(config)
-    config.set_defaults(func=_cmd_config)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "chunk_size", 1) < 1:
-        parser.error("--chunk-size must be at least 1")
-    try:
-        return int(args.func(args))
-    except GRMError as exc:
-        print(f"grm-reward: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("grm-reward: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,3 @@
+from grm_reward.cli import main
+
+raise SystemExit(main())
