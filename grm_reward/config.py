@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from grm_reward.errors import ConfigError
 
-__all__ = ["GRMConfig", "TransformersOptions", "load_config_file"]
+__all__ = ["GRMConfig", "OpenAIOptions", "TransformersOptions", "VLLMOptions", "load_config_file"]
 
 #: Temperature the paper uses for inference-time scaling (App. D.1); greedy for k=1.
 PAPER_VOTING_TEMPERATURE = 0.5
@@ -41,6 +41,33 @@ class TransformersOptions(_Section):
     max_context: int | None = Field(
         None, ge=16, description="Context window of the judge in tokens; default: read from the model config."
     )
+
+
+class OpenAIOptions(_Section):
+    """Settings of the `openai` backend: any OpenAI-compatible server."""
+
+    base_url: str = Field(
+        "http://127.0.0.1:8000/v1",
+        description="Server root including /v1 (vllm serve, SGLang, verl's reward router, a hosted API).",
+    )
+    api_key: str | None = Field(None, description="API key; default: read from the variable named by api_key_env.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
+    mode: Literal["chat", "completions"] = Field(
+        "chat", description="'chat' sends messages to /chat/completions; 'completions' sends a templated prompt."
+    )
+    timeout_s: float = Field(300.0, gt=0, description="Timeout of one HTTP request, in seconds.")
+    max_retries: int = Field(4, ge=0, description="Retries on 429, 5xx and connection errors (exponential backoff).")
+    max_concurrency: int = Field(64, ge=1, description="Most HTTP requests in flight at once.")
+
+
+class VLLMOptions(_Section):
+    """Settings of the in-process `vllm` backend (GPU)."""
+
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs the judge is sharded over.")
+    gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0, description="Share of GPU memory vLLM may use.")
+    max_model_len: int | None = Field(None, ge=16, description="Context length; default: the model's.")
+    dtype: str = Field("auto", description="Weights dtype passed to vLLM ('auto', 'bfloat16', ...).")
+    enable_prefix_caching: bool = Field(True, description="Share prompt prefixes between samples and requests.")
 
 
 class GRMConfig(BaseModel):
@@ -140,6 +167,8 @@ class GRMConfig(BaseModel):
 
     # --- backend sections -------------------------------------------------------------------
     transformers: TransformersOptions = Field(default_factory=TransformersOptions)
+    openai: OpenAIOptions = Field(default_factory=OpenAIOptions)
+    vllm: VLLMOptions = Field(default_factory=VLLMOptions)
 
     @field_validator("backend")
     @classmethod

@@ -1,0 +1,132 @@
+"""MicroBatcher: batching concurrent calls, listwise grouping, failure isolation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from grm_reward import GenerationError, GenerativeRewardModel, InputError, Request
+from grm_reward.backends import ScriptedBackend
+from grm_reward.batching import MicroBatcher, split_result
+from tests.helpers import quality_judge
+
+QUALITY = {"a": 2, "b": 9, "c": 5, "d": 7, "e": 4}
+
+
+def make(**config):
+    backend = ScriptedBackend(quality_judge(QUALITY))
+    return GenerativeRewardModel(backend=backend, k=config.pop("k", 2), **config), backend
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_concurrent_submissions_share_one_backend_call() -> None:
+    rm, backend = make()
+
+    async def main():
+        batcher = MicroBatcher(rm, max_wait_s=0.05)
+        results = await asyncio.gather(*(batcher.submit(Request("q", [r])) for r in "abcde"))
+        return batcher, results
+
+    batcher, results = run(main())
+    assert backend.stats.calls == 1
+    assert [r.votes for r in results] == [[4.0], [18.0], [10.0], [14.0], [8.0]]
+    assert batcher.stats.batches == 1 and batcher.stats.completed == 5
+
+
+def test_max_batch_requests_splits_batches() -> None:
+    rm, backend = make()
+
+    async def main():
+        batcher = MicroBatcher(rm, max_wait_s=10.0, max_batch_requests=2)
+        results = await asyncio.gather(*(batcher.submit(Request("q", [r])) for r in "abcd"))
+        return batcher, results
+
+    batcher, results = run(main())
+    assert backend.stats.calls == 2 and batcher.stats.batch_sizes == [2, 2]
+    assert len(results) == 4
+
+
+def test_group_by_prompt_judges_a_group_listwise_and_splits_back() -> None:
+    rm, backend = make(k=4)
+
+    async def main():
+        batcher = MicroBatcher(rm, max_wait_s=0.05, group_by_prompt=True, max_group_size=3)
+        calls = [batcher.submit(Request("p1", [r])) for r in "abcd"] + [batcher.submit(Request("p2", ["e"]))]
+        return batcher, await asyncio.gather(*calls)
+
+    batcher, results = run(main())
+    from grm_reward.backends.scripted import shown_responses
+
+    shown = sorted(len(shown_responses(r.messages[-1]["content"])) for r in backend.requests)
+    # p1's four responses become a listwise request of 3 and a single one; p2 stays single.
+    assert [r.votes for r in results] == [[8.0], [36.0], [20.0], [28.0], [16.0]]
+    assert batcher.stats.grouped_requests == 3
+    assert shown.count(3) >= 1 and max(shown) == 3
+    assert results[1].best == 0 and results[0].best is None  # "b" was the best of its group
+    for result in results:
+        assert all(s.scores is None or len(s.scores) == 1 for s in result.samples)
+
+
+def test_a_bad_request_fails_alone() -> None:
+    rm, _ = make(max_responses=2)
+
+    async def main():
+        batcher = MicroBatcher(rm, max_wait_s=0.05)
+        good = batcher.submit(Request("q", ["a"]))
+        bad = batcher.submit(Request("q", ["a", "b", "c"]))
+        return await asyncio.gather(good, bad, return_exceptions=True)
+
+    good, bad = run(main())
+    assert good.votes == [4.0]
+    assert isinstance(bad, InputError) and "max_responses" in str(bad)
+
+
+def test_backend_failure_reaches_every_caller_and_the_batcher_keeps_serving() -> None:
+    state = {"fail": True}
+
+    def judge(call):
+        if state["fail"]:
+            raise GenerationError("engine down")
+        return quality_judge(QUALITY)(call)
+
+    rm = GenerativeRewardModel(backend=ScriptedBackend(judge), k=1)
+
+    async def main():
+        batcher = MicroBatcher(rm, max_wait_s=0.01)
+        first = await asyncio.gather(*(batcher.submit(Request("q", [r])) for r in "ab"), return_exceptions=True)
+        state["fail"] = False
+        second = await batcher.submit(Request("q", ["c"]))
+        return batcher, first, second
+
+    batcher, first, second = run(main())
+    assert all(isinstance(r, GenerationError) for r in first)
+    assert second.votes == [5.0]
+    assert batcher.stats.failed == 2 and batcher.stats.retries == 1
+
+
+def test_aclose_flushes_pending_work() -> None:
+    rm, _ = make()
+
+    async def main():
+        batcher = MicroBatcher(rm, max_wait_s=60.0)
+        task = asyncio.ensure_future(batcher.submit(Request("q", ["a"])))
+        await asyncio.sleep(0)
+        await batcher.aclose()
+        return await task
+
+    assert run(main()).votes == [4.0]
+
+
+def test_split_result() -> None:
+    rm, _ = make(k=2)
+    full = rm.score("q", ["a", "b", "c"])
+    part = split_result(full, 1)
+    assert part.rewards == [full.rewards[1]] and part.votes == [18.0]
+    assert part.best == 0 and part.samples[0].scores == [9]
+    assert split_result(full, 0).best is None
+    with pytest.raises(IndexError):
+        split_result(full, 3)
