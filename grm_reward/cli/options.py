@@ -51,11 +51,14 @@ def _add_field(group: Any, flag: str, dest: str, info: FieldInfo, short: str | N
     annotation, optional = _unwrap_optional(info.annotation)
     names = [flag] + ([short] if short else [])
     kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, "help": _describe(info)}
+    if annotation is not bool:
+        kwargs["metavar"] = dest.rsplit(_SEP, 1)[-1].upper()
     if annotation is bool:
         group.add_argument(*names, action=argparse.BooleanOptionalAction, **kwargs)
         return
     if get_origin(annotation) is Literal:
         kwargs["choices"] = [str(c) for c in get_args(annotation)]
+        kwargs.pop("metavar")
     elif annotation is int:
         kwargs["type"] = int
     elif annotation is float:
