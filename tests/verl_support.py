@@ -46,18 +46,27 @@ def word_tokenizer() -> Any:
     return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", unk_token="[UNK]")
 
 
-def rollout_batch(tokenizer: Any, rows: Sequence[dict[str, Any]], *, prompt_length: int = 8, response_length: int = 6) -> Any:
+def rollout_batch(
+    tokenizer: Any,
+    rows: Sequence[dict[str, Any]],
+    *,
+    prompt_length: int = 8,
+    response_length: int = 6,
+    pad_id: int | None = None,
+) -> Any:
     """A `DataProto` laid out as verl's trainer hands it to the reward loop.
 
     Each row has ``prompt`` (the chat-templated prompt text), ``response`` and optionally
     ``raw_prompt`` (messages), ``ground_truth``, ``extra_info``, ``uid``. Prompts are left-padded,
-    responses right-padded and followed by an EOS token when they fit, as rollouts end.
+    responses right-padded and followed by an EOS token when they fit, as rollouts end. ``pad_id``
+    (default: the pad token) fills the padding: verl's agent loop pads with id 0, which is an
+    ordinary token ("!") in Llama 3 and Qwen vocabularies, so only the attention mask tells.
     """
     import torch
     from tensordict import TensorDict
     from verl import DataProto
 
-    pad = tokenizer.pad_token_id
+    pad = tokenizer.pad_token_id if pad_id is None else pad_id
     prompts, responses, masks = [], [], []
     for row in rows:
         p = tokenizer.encode(row["prompt"], add_special_tokens=False)

@@ -168,6 +168,12 @@ def test_what_the_judge_sees(verl_modules, config, tokenizer) -> None:
     no_raw = verl_support.rollout_batch(tokenizer, [{k: v for k, v in ROWS[0].items() if k != "raw_prompt"}])
     assert manager.request(no_raw).prompt == "user what is two plus two assistant"  # decoded prompt tokens
 
+    # Padding made of an ordinary token: only the attention mask says where prompt and response end.
+    filler = tokenizer.convert_tokens_to_ids("maybe")
+    padded = verl_support.rollout_batch(tokenizer, [ROWS[2] | {"raw_prompt": None}], pad_id=filler)
+    assert manager.request(padded).prompt == "user name a fruit assistant"
+    assert manager.request(padded).responses == ["apple"]
+
 
 def test_extra_info_reference_and_principles(verl_modules, config, tokenizer) -> None:
     _, verl_support, _, _ = verl_modules
