@@ -95,7 +95,7 @@ class TransformersBackend(Backend):
             model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
         except OSError as exc:
             raise BackendUnavailableError(f"cannot load judge model {path!r}: {exc}") from exc
-        model.to(device)
+        model.to(device)  # type: ignore[arg-type]
         return cls(model, tokenizer, batch_size=options.batch_size, max_context=options.max_context)
 
     # --- protocol ---------------------------------------------------------------------------
@@ -167,7 +167,7 @@ class TransformersBackend(Backend):
                 for (i, j), generation in zip(part, generations):
                     results[i][j] = generation
         outputs = []
-        for request, ids, samples in zip(requests, encoded, results):
+        for ids, samples in zip(encoded, results):
             done = [s for s in samples if s is not None]
             outputs.append(GenerationOutput(samples=done, prompt_tokens=len(ids)))
             self.stats.prompt_tokens += len(ids)
@@ -331,7 +331,7 @@ class TransformersBackend(Backend):
         torch = self.torch
         probs: dict[int, float] = {}
         # frontier: (token path so far, probability of the path, logits after the path)
-        frontier: list[tuple[tuple[int, ...], float, torch.Tensor]] = [((), 1.0, logits)]
+        frontier: list[tuple[tuple[int, ...], float, Any]] = [((), 1.0, logits)]
         while frontier:
             path, mass, node_logits = frontier.pop()
             depth = len(path)
