@@ -30,7 +30,11 @@ class TransformersOptions(_Section):
     """Settings of the local `transformers` backend."""
 
     device: str = Field(
-        "auto", description="Torch device for the judge: 'auto' (cuda if available, else cpu), 'cpu', 'cuda:0', ..."
+        "auto",
+        description=(
+            "Torch device for the judge: 'auto' (cuda if available, spread over all GPUs when there are several; "
+            "else cpu), 'cpu', 'cuda:0', ..."
+        ),
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weights dtype: 'auto' is bfloat16 on GPU and float32 on CPU."
