@@ -28,7 +28,7 @@ def make(judge, **config):
 
 
 def test_rewards_follow_hidden_quality_whatever_the_position() -> None:
-    rm, backend = make(quality_judge(QUALITY), k=8)
+    rm, _ = make(quality_judge(QUALITY), k=8)
     responses = ["poor answer", "great answer", "decent answer"]
     result = rm.score("Explain something.", responses)
     assert result.votes == [8 * 3.0, 8 * 8.0, 8 * 6.0]
