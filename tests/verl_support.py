@@ -14,10 +14,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 OVERLAY_DIR = ROOT / "integrations" / "verl" / "config"
 
-WORDS = (
-    "what is two plus two four five the answer sky blue green it colour of name a fruit apple pear "
-    "yes no maybe system you are helpful user assistant"
-).split()
+WORDS = [
+    *("what", "is", "two", "plus", "four", "five", "the", "answer", "sky", "blue", "green", "it", "colour", "of"),
+    *("name", "a", "fruit", "apple", "pear", "yes", "no", "maybe", "system", "you", "are", "helpful", "user"),
+    "assistant",
+]
 
 
 def compose(overrides: Sequence[str] = (), *, overlay: bool = True) -> Any:
@@ -72,7 +73,7 @@ def rollout_batch(
         p = tokenizer.encode(row["prompt"], add_special_tokens=False)
         r = tokenizer.encode(row["response"], add_special_tokens=False)
         if len(r) < response_length:
-            r = r + [tokenizer.eos_token_id]
+            r = [*r, tokenizer.eos_token_id]
         assert len(p) <= prompt_length and len(r) <= response_length, row
         prompts.append([pad] * (prompt_length - len(p)) + p)
         responses.append(r + [pad] * (response_length - len(r)))

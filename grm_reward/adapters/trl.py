@@ -105,7 +105,7 @@ class GRMReward:
         elif isinstance(rm, GRMConfig):
             self.rm = GenerativeRewardModel(rm.updated(**config) if config else rm)
         elif rm is not None:
-            self.rm = GenerativeRewardModel(GRMConfig.from_file(rm, **config))
+            self.rm = GenerativeRewardModel(GRMConfig.from_file(os.fspath(rm), **config))
         else:
             self.rm = GenerativeRewardModel(GRMConfig.build(**config))
         if not 1 <= max_group_size <= self.rm.config.max_responses:
@@ -210,7 +210,7 @@ class SyncGRMReward:
         self.reward = reward
 
     @property
-    def __name__(self) -> str:  # type: ignore[override]
+    def __name__(self) -> str:
         return self.reward.__name__
 
     def __repr__(self) -> str:

@@ -106,7 +106,7 @@ class GRMVerlSettings(BaseModel):
         if not isinstance(values, dict):
             raise ConfigError(f"reward.grm must be a mapping, got {type(values).__name__}")
         try:
-            return cls(**values)
+            return cls(**{str(key): value for key, value in values.items()})
         except ValidationError as exc:
             raise ConfigError(f"invalid reward.grm settings: {exc}") from exc
 
@@ -221,7 +221,7 @@ class GRMRewardManager(RewardManagerBase):
         """verl's answer for one rollout: the score and the same extra-info keys every time."""
         reward = result.rewards[0]
         stats = result_stats(result)
-        info = {f"grm_{key}": value for key, value in stats.items()}
+        info: dict[str, float | str] = {f"grm_{key}": value for key, value in stats.items()}
         info["grm_critique"] = critique(result)
         return {
             "reward_score": self.settings.failure_score if reward is None else float(reward),
@@ -229,7 +229,8 @@ class GRMRewardManager(RewardManagerBase):
         }
 
     def _decode(self, ids: Any) -> str:
-        return str(self.tokenizer.decode(ids.tolist(), skip_special_tokens=True))
+        tokenizer: Any = self.tokenizer  # verl annotates it as AutoTokenizer; it is a tokenizer instance
+        return str(tokenizer.decode(ids.tolist(), skip_special_tokens=True))
 
 
 def compute_score(*args: Any, **kwargs: Any) -> float:

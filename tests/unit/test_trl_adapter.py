@@ -243,7 +243,7 @@ def test_picklable_and_works_after_unpickling() -> None:
 
 
 def test_sync_view_blocks_and_keeps_the_name() -> None:
-    reward, backend = reward_for()
+    reward, _ = reward_for()
     sync = reward.as_sync()
     assert sync.__name__ == "grm"
     result: list = []

@@ -207,7 +207,7 @@ def test_failures_keep_the_same_keys_and_get_the_failure_score(verl_modules, tok
 
 
 def test_router_address_builds_the_openai_judge_config(verl_modules, tokenizer) -> None:
-    adapter, verl_support, _, _ = verl_modules
+    _, verl_support, _, _ = verl_modules
     config = verl_support.compose([
         "reward.reward_model.enable=True",
         "reward.reward_model.model_path=/models/DeepSeek-GRM-16B",
@@ -250,7 +250,7 @@ def test_config_file_under_judge_settings(verl_modules, tmp_path) -> None:
 
 def test_bad_settings_fail_at_start(verl_modules, tokenizer) -> None:
     _, verl_support, _, _ = verl_modules
-    with pytest.raises(ConfigError, match="reward.grm"):
+    with pytest.raises(ConfigError, match=r"reward\.grm"):
         manager_from(verl_modules, verl_support.compose(["+reward.grm.max_groupsize=3"]), tokenizer)
     with pytest.raises(ConfigError, match="k"):
         manager_from(verl_modules, verl_support.compose(["reward.grm.judge.k=0"]), tokenizer)
@@ -259,11 +259,11 @@ def test_bad_settings_fail_at_start(verl_modules, tokenizer) -> None:
 def test_verl_hosted_judge_needs_the_custom_reward_function_path(verl_modules, tokenizer) -> None:
     _, verl_support, _, _ = verl_modules
     config = verl_support.compose(["reward.reward_model.enable=True", "reward.custom_reward_function.path=null"])
-    with pytest.raises(ConfigError, match="custom_reward_function.path"):
+    with pytest.raises(ConfigError, match=r"custom_reward_function\.path"):
         manager_from(verl_modules, config, tokenizer, reward_router_address="127.0.0.1:1")
 
 
 def test_compute_score_hook_is_not_a_scorer(verl_modules) -> None:
-    with pytest.raises(ConfigError, match="reward_manager.name=grm"):
+    with pytest.raises(ConfigError, match=r"reward_manager\.name=grm"):
         verl_modules[0].compute_score(data_source="x", solution_str="y", ground_truth="z", extra_info={})
 
