@@ -175,6 +175,17 @@ def test_what_the_judge_sees(verl_modules, config, tokenizer) -> None:
     assert manager.request(padded).responses == ["apple"]
 
 
+def test_colocated_batches_carry_only_the_raw_prompt(verl_modules, config, tokenizer) -> None:
+    """verl 0.9's V1 trainer sends a colocated judge only prompts, responses, mask and raw_prompt."""
+    _, verl_support, _, _ = verl_modules
+    manager = manager_from(verl_modules, config, tokenizer)
+    batch = verl_support.rollout_batch(tokenizer, ROWS)
+    batch.non_tensor_batch = {"raw_prompt": batch.non_tensor_batch["raw_prompt"]}
+    request = manager.request(batch[0:1])
+    assert request.reference is None and request.principles is None and request.responses == ["four"]
+    assert score_batch(manager, batch)[0]["reward_score"] == pytest.approx((checksum_score("four") - 1) / 9)
+
+
 def test_extra_info_reference_and_principles(verl_modules, config, tokenizer) -> None:
     _, verl_support, _, _ = verl_modules
     manager = manager_from(verl_modules, config, tokenizer)
