@@ -170,6 +170,11 @@ class GRMRewardManager(RewardManagerBase):
             reward_router_address=reward_router_address,
             reward_model_path=reward_model.model_path if reward_router_address else None,
         )
+        if self.settings.max_group_size > self.judge_config.max_responses:
+            raise ConfigError(
+                f"reward.grm.max_group_size={self.settings.max_group_size} exceeds the judge's "
+                f"max_responses={self.judge_config.max_responses}"
+            )
         super().__init__(config, tokenizer, compute_score)
         self.rm = GenerativeRewardModel(self.judge_config)
         self._batcher: tuple[asyncio.AbstractEventLoop, MicroBatcher] | None = None

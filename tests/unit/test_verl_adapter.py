@@ -265,6 +265,10 @@ def test_bad_settings_fail_at_start(verl_modules, tokenizer) -> None:
         manager_from(verl_modules, verl_support.compose(["+reward.grm.max_groupsize=3"]), tokenizer)
     with pytest.raises(ConfigError, match="k"):
         manager_from(verl_modules, verl_support.compose(["reward.grm.judge.k=0"]), tokenizer)
+    with pytest.raises(ConfigError, match="max_responses=3"):
+        manager_from(
+            verl_modules, verl_support.compose(["reward.grm.max_group_size=4", "+reward.grm.judge.max_responses=3"]), tokenizer
+        )
 
 
 def test_verl_hosted_judge_needs_the_custom_reward_function_path(verl_modules, tokenizer) -> None:
