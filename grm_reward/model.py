@@ -19,9 +19,9 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from grm_reward._sync import LoopThread
 from grm_reward.backends import create_backend
@@ -41,6 +41,8 @@ from grm_reward.types import Judgement, Message, Principle, Request, RequestLike
 from grm_reward.voting import normalise, unpermute, vote
 
 __all__ = ["GenerativeRewardModel"]
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -66,18 +68,21 @@ class GenerativeRewardModel:
     [6.0, 9.0]
 
     Build it from a :class:`GRMConfig`, from keyword arguments (``GenerativeRewardModel(k=8)``),
-    or both (keywords override the config). ``backend`` injects a ready engine; otherwise the
-    one ``config.backend`` names is built on first use.
+    or both (keywords override the config). ``backend`` is a backend name (a setting, like
+    ``backend="openai"``) or a ready :class:`Backend` instance to inject; otherwise the engine
+    ``config.backend`` names is built on first use. ``meta_rm`` injects a ready meta RM likewise.
     """
 
     def __init__(
         self,
         config: GRMConfig | None = None,
         *,
-        backend: Backend | None = None,
+        backend: Backend | str | None = None,
         meta_rm: MetaRewardModel | None = None,
         **overrides: Any,
     ) -> None:
+        if isinstance(backend, str):  # a backend *name* is a setting, like the other keywords
+            overrides["backend"], backend = backend, None
         if config is None:
             config = GRMConfig.build(**overrides)
         elif overrides:
@@ -149,6 +154,14 @@ class GenerativeRewardModel:
         return f"GenerativeRewardModel(model={model!r}, backend={self.config.backend!r}, k={self.config.k})"
 
     # --- public API ---------------------------------------------------------------------------
+    def run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the private event loop the sync methods use, and wait for it.
+
+        For sync wrappers around async code that uses this model (engines that hold loop-bound
+        resources, such as HTTP connection pools, then stay on one loop between calls).
+        """
+        return self._loop.run(coro)
+
     def score(
         self,
         prompt: str | Sequence[Message],

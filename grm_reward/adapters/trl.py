@@ -217,7 +217,7 @@ class SyncGRMReward:
         return f"{self.reward!r}.as_sync()"
 
     def __call__(self, **kwargs: Any) -> list[float | None]:
-        return self.reward.rm._loop.run(self.reward(**kwargs))
+        return self.reward.rm.run_sync(self.reward(**kwargs))
 
 
 def completion_text(completion: str | Sequence[Message] | Message, *, include_reasoning: bool = False) -> str:

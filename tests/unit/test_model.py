@@ -284,3 +284,8 @@ def test_result_to_dict_is_json_ready() -> None:
     assert '"valid": true' in text
     assert data["samples"][0]["scores"] == [8, 3]
     assert data["samples"][0]["principles"][0] == {"text": "Accuracy", "weight": 0.6}
+
+
+def test_backend_name_keyword_is_a_setting() -> None:
+    rm = GenerativeRewardModel(backend="package.module:factory", k=2)
+    assert rm.config.backend == "package.module:factory" and rm._backend is None
