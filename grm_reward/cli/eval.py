@@ -33,7 +33,7 @@ def _k_values(text: str) -> list[int]:
 def _benchmark_args(values: Sequence[str]) -> list[tuple[str, str | None]]:
     from grm_reward.eval.benchmarks import parse_benchmark_arg
 
-    parsed = []
+    parsed: list[tuple[str, str | None]] = []
     for value in values:
         parts = [value] if "=" in value else [p for p in value.split(",") if p.strip()]
         parsed.extend(parse_benchmark_arg(part) for part in parts)

@@ -385,8 +385,9 @@ def load_bon(path: Path) -> Loaded:
         if not isinstance(responses, list) or len(responses) < 2 or not all(isinstance(r, str) for r in responses):
             raise _RowError("'responses' must be a list of at least 2 strings")
         best = row.get("best")
-        indices = best if isinstance(best, list) else [best]
-        if not indices or not all(isinstance(i, int) and not isinstance(i, bool) for i in indices):
+        given: list[Any] = best if isinstance(best, list) else [best]
+        indices = [i for i in given if isinstance(i, int) and not isinstance(i, bool)]
+        if not given or len(indices) != len(given):
             raise _RowError(f"'best' must be an index or a list of indices, got {best!r}")
         if not all(0 <= i < len(responses) for i in indices):
             raise _RowError(f"'best' {best!r} is out of range for {len(responses)} responses")
@@ -448,7 +449,7 @@ def _rows(file: Path) -> Iterator[tuple[str, Mapping[str, Any] | LoadIssue]]:
                 yield where, row if isinstance(row, dict) else _not_object(file, where, row)
             return
         opener = gzip.open if name.endswith(".gz") else open
-        with opener(file, "rt", encoding="utf-8") as stream:  # type: ignore[operator]
+        with opener(file, "rt", encoding="utf-8") as stream:
             for number, raw in enumerate(stream, start=1):
                 if not raw.strip():
                     continue
@@ -558,7 +559,7 @@ def _messages(row: Mapping[str, Any], key: str) -> tuple[Message, ...]:
 
 def _answer(value: Any, key: str) -> str:
     if isinstance(value, dict) and isinstance(value.get("answer"), str):
-        return value["answer"]
+        return str(value["answer"])
     raise _RowError(f"{key!r} entries must be objects with a string 'answer'")
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -116,7 +116,7 @@ def roc_auc(scores: Sequence[float], labels: Sequence[int]) -> float | None:
         for position in range(start, end + 1):
             ranks[order[position]] = midrank
         start = end + 1
-    positive_rank_sum = sum(r for r, y in zip(ranks, labels) if y == 1)
+    positive_rank_sum = sum(r for r, y in zip(ranks, labels, strict=True) if y == 1)
     return (positive_rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
 
 

@@ -298,18 +298,18 @@ def write_plots(report: Mapping[str, Any], folder: Path) -> list[Path]:
         cols = min(3, len(benches))
         rows = math.ceil(len(benches) / cols)
         fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False, layout="constrained")
-        for ax, bench in zip(axes.flat, benches):
+        for ax, bench in zip(axes.flat, benches, strict=False):
             for method, style in (("voting", "-o"), ("meta_rm", "--s")):
                 by_k = bench["curves"].get(method)
                 if not by_k:
                     continue
-                ks = sorted((int(k) for k in by_k if "headline" in by_k[k]))
+                ks = sorted(int(k) for k in by_k if "headline" in by_k[k])
                 if not ks:
                     continue
                 mean = [100 * by_k[str(k)]["headline"]["mean"] for k in ks]
                 std = [100 * by_k[str(k)]["headline"]["std"] for k in ks]
                 ax.plot(ks, mean, style, label=f"{_METHOD_LABEL[method]}@k")
-                ax.fill_between(ks, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.2)
+                ax.fill_between(ks, [m - s for m, s in zip(mean, std, strict=True)], [m + s for m, s in zip(mean, std, strict=True)], alpha=0.2)
                 ax.set_xscale("log", base=2)
                 ax.set_xticks(ks, [str(k) for k in ks])
             ax.set_title(_bench_label(bench), fontsize=10)

@@ -160,13 +160,13 @@ async def _score_items(
     scorer: Scorer, chunk: list[EvalItem], protocol: ViewProtocol, started: float
 ) -> list[ItemSamples]:
     views = [item_views(item, protocol) for item in chunk]
-    requests = [view_request(item, view) for item, item_views_ in zip(chunk, views) for view in item_views_]
+    requests = [view_request(item, view) for item, item_views_ in zip(chunk, views, strict=True) for view in item_views_]
     results = await scorer.ascore_batch(requests)
     if len(results) != len(requests):
         raise GRMError(f"the reward model returned {len(results)} results for {len(requests)} requests")
     seconds = (time.perf_counter() - started) / len(chunk)
     records, cursor = [], 0
-    for item, item_views_ in zip(chunk, views):
+    for item, item_views_ in zip(chunk, views, strict=True):
         usage = Usage()
         samples = []
         for _ in item_views_:
@@ -230,11 +230,11 @@ async def _sample_all(
     scorer: Scorer | None,
     progress: Any,
 ) -> None:
-    own = scorer is None
+    own = None
     if scorer is None:
         from grm_reward.model import GenerativeRewardModel
 
-        scorer = GenerativeRewardModel(config)
+        scorer = own = GenerativeRewardModel(config)
     try:
         for run in runs:
             if not run.todo:
@@ -249,8 +249,8 @@ async def _sample_all(
                 progress=progress.update if progress is not None else None,
             )
     finally:
-        if own:
-            await scorer.aclose()  # type: ignore[union-attr]
+        if own is not None:
+            await own.aclose()
 
 
 def _check_settings(config: GRMConfig, settings: EvalSettings) -> None:

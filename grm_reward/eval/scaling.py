@@ -129,7 +129,7 @@ def item_outcome(
             use_token_scores=settings.use_token_scores,
             tie_break="none",
         )
-        for view, samples in zip(record.views, record.samples)
+        for view, samples in zip(record.views, record.samples, strict=True)
     ]
     policy = settings.tie_policy
     if item.task == "label":
@@ -143,15 +143,15 @@ def item_outcome(
         return ItemOutcome(item, credit=_grid_mean(grid), grid=grid)
     # the pairs protocol: one input per (good, other) pair
     wins: dict[tuple[int, int], float] = {}
-    for view, outcome in zip(record.views, votes):
-        totals = dict(zip(view, outcome.votes))
+    for view, outcome in zip(record.views, votes, strict=True):
+        by_index = dict(zip(view, outcome.votes, strict=True))
         if item.task == "best":
             (best,) = item.good
             other = next(i for i in view if i != best)
-            wins[(best, other)] = pair_credit(totals[best], totals[other], policy, rng)
+            wins[(best, other)] = pair_credit(by_index[best], by_index[other], policy, rng)
         else:
             chosen_i, rejected_j = sorted(view)
-            wins[(chosen_i, rejected_j)] = pair_credit(totals[chosen_i], totals[rejected_j], policy, rng)
+            wins[(chosen_i, rejected_j)] = pair_credit(by_index[chosen_i], by_index[rejected_j], policy, rng)
     if item.task == "best":
         return ItemOutcome(item, credit=math.prod(wins.values()))  # the best must win every pair
     k = len(STYLE_LEVELS)
@@ -171,7 +171,7 @@ def scaling_curves(
     too_many = [k for k in settings.ks if k > available]
     if too_many:
         raise ValueError(f"k={too_many} exceed the {available} samples stored per item")
-    methods: list[Method] = ["voting"] + (["meta_rm"] if has_meta_scores(records) else [])
+    methods: list[Method] = ["voting", "meta_rm"] if has_meta_scores(records) else ["voting"]
     curves: dict[Method, dict[int, dict[str, Spread]]] = {}
     for method in methods:
         curves[method] = {}

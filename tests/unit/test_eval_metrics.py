@@ -9,12 +9,19 @@ import pytest
 
 from grm_reward.eval.benchmarks import BENCHMARKS
 from grm_reward.eval.items import EvalItem
-from grm_reward.eval.metrics import ItemOutcome, choice_credit, pair_credit, roc_auc, style_difficulty, summarize
+from grm_reward.eval.metrics import (
+    ItemOutcome,
+    choice_credit,
+    pair_credit,
+    roc_auc,
+    style_difficulty,
+    summarize,
+)
 
 
 def brute_force_auc(scores, labels):
-    pos = [s for s, y in zip(scores, labels) if y == 1]
-    neg = [s for s, y in zip(scores, labels) if y == 0]
+    pos = [s for s, y in zip(scores, labels, strict=True) if y == 1]
+    neg = [s for s, y in zip(scores, labels, strict=True) if y == 0]
     wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in itertools.product(pos, neg))
     return wins / (len(pos) * len(neg))
 

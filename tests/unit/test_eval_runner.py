@@ -181,7 +181,7 @@ def test_meta_rm_curves_appear_with_meta_scores(tmp_path) -> None:
 
         async def ascore_batch(self, requests):
             results = await super().ascore_batch(requests)
-            for request, result in zip(requests, results):
+            for request, result in zip(requests, results, strict=True):
                 quality = [_marked_quality(r) for r in request.responses]
                 best = quality.index(max(quality))
                 for sample in result.samples:
