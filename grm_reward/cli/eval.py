@@ -178,8 +178,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                        help="'list': all responses of an item in one judge input (paper, default); 'pairs': one "
                             "input per (best, other) pair, the best must win all (RMB's rule for baselines, "
                             "RM-Bench's 9 pairs)")
-    group.add_argument("--k-meta-ratio", type=float, default=0.5, metavar="R",
-                       help="MetaRM@k keeps the max(1, floor(R*k)) samples with the highest meta scores (default 0.5)")
+    group.add_argument("--k-meta-ratio", type=float, metavar="R",
+                       help="MetaRM@k keeps the max(1, floor(R*k)) samples with the highest meta scores "
+                            "(default: k_meta/k when the config sets k_meta, else 0.5, the paper's k/2)")
     group.add_argument("--chunk-size", type=int, default=8, metavar="N",
                        help="items sent to the reward model together (default 8)")
     group.add_argument("--concurrency", type=int, default=1, metavar="N",

@@ -50,7 +50,7 @@ class EvalSettings:
     resamples: int = 32
     tie_policy: TiePolicy = "random"
     protocol: ViewProtocol = "list"
-    k_meta_ratio: float = 0.5
+    k_meta_ratio: float | None = None
     chunk_size: int = 8
     concurrency: int = 1
     resume: bool = True
@@ -205,7 +205,7 @@ def evaluate(
         ks=ks,
         resamples=settings.resamples,
         tie_policy=settings.tie_policy,
-        k_meta_ratio=settings.k_meta_ratio,
+        k_meta_ratio=k_meta_ratio(config, settings.k_meta_ratio),
         use_token_scores=config.token_prob,
         score_range=config.score_range,
         seed=settings.seed,
@@ -214,6 +214,15 @@ def evaluate(
     report = build_report(config, settings, scaling, runs, curves)
     write_outputs(report, settings.output_dir, plots=settings.plots)
     return report
+
+
+def k_meta_ratio(config: GRMConfig, given: float | None) -> float:
+    """The share of the k samples MetaRM@k keeps: ``given``, else the config's ``k_meta / k`` when a
+    ``k_meta`` is set (so MetaRM@K votes like the reward model itself), else the paper's 1/2."""
+    if given is not None:
+        return given
+    k_meta = getattr(config, "k_meta", None)  # a GRMConfig field once the meta RM is configured there
+    return min(1.0, k_meta / config.k) if k_meta else 0.5
 
 
 def sampling_config(config: GRMConfig) -> GRMConfig:
@@ -266,5 +275,5 @@ def _check_settings(config: GRMConfig, settings: EvalSettings) -> None:
             )
     if settings.resamples < 1:
         raise InputError("resamples must be at least 1")
-    if not 0.0 < settings.k_meta_ratio <= 1.0:
+    if settings.k_meta_ratio is not None and not 0.0 < settings.k_meta_ratio <= 1.0:
         raise InputError(f"k_meta ratio must be in (0, 1], got {settings.k_meta_ratio}")

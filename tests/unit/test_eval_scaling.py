@@ -176,3 +176,14 @@ def test_voting_improves_with_k_for_a_noisy_but_informative_judge() -> None:
     assert means[0] < means[1] < means[2], means
     assert means[2] - means[0] > 0.1
     assert curves[1]["headline"].std > 0 and math.isfinite(curves[16]["headline"].std)
+
+
+def test_k_meta_ratio_defaults_to_half_or_the_configs_k_meta() -> None:
+    from types import SimpleNamespace
+
+    from grm_reward.eval.runner import k_meta_ratio
+
+    assert k_meta_ratio(SimpleNamespace(k=8), None) == 0.5
+    assert k_meta_ratio(SimpleNamespace(k=8, k_meta=None), None) == 0.5
+    assert k_meta_ratio(SimpleNamespace(k=8, k_meta=2), None) == 0.25
+    assert k_meta_ratio(SimpleNamespace(k=8, k_meta=2), 0.75) == 0.75
