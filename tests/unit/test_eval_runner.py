@@ -14,7 +14,7 @@ from grm_reward.backends import ScriptedBackend
 from grm_reward.cli import main
 from grm_reward.errors import PromptTooLongError
 from grm_reward.eval.runner import EvalSettings, evaluate
-from tests.helpers import _marked_quality, marked, noisy_quality_judge
+from tests.helpers import _marked_quality, judge_text, marked, noisy_quality_judge
 
 NOISY = "tests.helpers:noisy_quality_backend"
 
@@ -243,3 +243,24 @@ def test_importing_the_harness_loads_no_plotting_or_engine() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
+
+
+def test_meta_rm_curves_from_the_core_meta_rm(tmp_path) -> None:
+    """With the core's meta RM (issue 5) rating the samples, MetaRM@k reads its scores."""
+    meta_rm = pytest.importorskip("grm_reward.meta_rm", reason="the meta RM is not in this version yet")
+    quality = {"right": 9, "wrong": 2}
+
+    def judge(call):  # careful samples score by quality, sloppy ones backwards
+        careful = call.seed % 2 == 0
+        return judge_text([quality[r] if careful else 11 - quality[r] for r in call.responses],
+                          analysis="careful" if careful else "sloppy")
+
+    rows = [{"id": f"m{i}", "prompt": f"q{i}", "chosen": "right", "rejected": "wrong"} for i in range(6)]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rm = GenerativeRewardModel(backend=ScriptedBackend(judge), k=8,
+                               meta_rm=meta_rm.ScriptedMetaRM(lambda text: 2.0 if "careful" in text else -15.8))
+    report = evaluate(rm.config, settings_for(tmp_path, ("pairwise", str(data)), tie_policy="half"), scorer=rm)
+    curves = report["benchmarks"][0]["curves"]
+    assert curves["meta_rm"]["8"]["headline"]["mean"] == 1.0
+    assert curves["meta_rm"]["8"]["headline"]["mean"] > curves["voting"]["8"]["headline"]["mean"]
