@@ -57,5 +57,11 @@ bench: $(VENV)/.runtime-installed
 	$(BIN)/python benchmarks/bench_layer_overhead.py
 	$(BIN)/python benchmarks/bench_prefill_sharing.py
 
+# The evaluation harness's benchmarks (several minutes each on a CPU; see benchmarks/README.md).
+.PHONY: bench-eval
+bench-eval: $(VENV)/.runtime-installed
+	$(BIN)/python benchmarks/bench_sampling_reuse.py
+	$(BIN)/python benchmarks/bench_listwise_tokens.py
+
 clean:
 	rm -rf $(VENV) demo_output.jsonl .pytest_cache

@@ -102,6 +102,8 @@ def build_report(
             "notes": [*bench.notes, *run.loaded.notes],
             **pass_stats(records),
         }
+        if not run.loaded.items:
+            entry["notes"].append("no items selected: check --subset (it matches subset or section names)")
         if run.unusable_lines:
             entry["notes"].append(f"{run.unusable_lines} stored lines were unusable (cut short or stale) and resampled")
         if bench.metric == "accuracy" and records:
@@ -203,7 +205,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
 
 
 def _columns(report: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-    methods = [m for m in ("voting", "meta_rm") if any(m in b["curves"] for b in report["benchmarks"])]
+    methods = ["voting"] + (["meta_rm"] if any("meta_rm" in b["curves"] for b in report["benchmarks"]) else [])
     return [(f"{_METHOD_LABEL[m]}@{k}", m, str(k)) for m in methods for k in report["ks"]]
 
 

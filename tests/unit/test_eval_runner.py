@@ -268,3 +268,13 @@ def test_meta_rm_curves_from_the_core_meta_rm(tmp_path) -> None:
     (store,) = (tmp_path / "out" / "samples").glob("pairwise-*.jsonl")
     stored = [json.loads(line) for line in store.read_text().splitlines()[1:]]
     assert {s["meta_score"] for r in stored for s in r["samples"][0]} == {2.0, -15.8}
+
+
+def test_a_subset_that_matches_nothing_is_reported(tmp_path) -> None:
+    pairs = write_pairs(tmp_path / "pairs.jsonl", 2)
+    report = evaluate(GRMConfig(k=2), settings_for(tmp_path, ("pairwise", str(pairs)), subsets=["nothing*"]),
+                      scorer=CountingScorer(k=2))
+    bench = report["benchmarks"][0]
+    assert bench["items_scored"] == 0 and bench["curves"] == {}
+    assert any("no items selected" in note for note in bench["notes"])
+    assert "| pairwise JSONL | accuracy | 0 | – | – |" in (tmp_path / "out" / "report.md").read_text()
