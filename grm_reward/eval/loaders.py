@@ -148,14 +148,7 @@ def load_rewardbench(path: Path) -> Loaded:
 
     def build(row: Mapping[str, Any], where: str) -> EvalItem:
         subset = _text(row, "subset")
-        return _chosen_rejected_item(
-            uid=str(row.get("id", where)),
-            prompt=_prompt(row, "prompt"),
-            chosen=_text(row, "chosen"),
-            rejected=[_text(row, "rejected")],
-            subset=subset,
-            section=_REWARDBENCH_SECTION_OF.get(subset, PRIOR_SETS_SECTION),
-        )
+        return _pair_row(row, where, subset, _REWARDBENCH_SECTION_OF.get(subset, PRIOR_SETS_SECTION))
 
     return _from_rows(_files(path, (".jsonl", ".jsonl.gz")), build)
 
@@ -364,15 +357,7 @@ def load_pairwise(path: Path) -> Loaded:
     """Generic pairwise JSONL: ``{prompt, chosen, rejected}`` plus optional ``id``, ``subset``, ``section``."""
 
     def build(row: Mapping[str, Any], where: str) -> EvalItem:
-        subset, section = _groups(row, path)
-        return _chosen_rejected_item(
-            uid=str(row.get("id", where)),
-            prompt=_prompt(row, "prompt"),
-            chosen=_text(row, "chosen"),
-            rejected=[_text(row, "rejected")],
-            subset=subset,
-            section=section,
-        )
+        return _pair_row(row, where, *_groups(row, path))
 
     return _from_rows(_files(path, (".jsonl", ".jsonl.gz")), build)
 
@@ -570,6 +555,18 @@ def _groups(row: Mapping[str, Any], path: Path) -> tuple[str, str]:
     if not isinstance(subset, str) or not isinstance(section, str):
         raise _RowError("'subset' and 'section' must be strings")
     return subset, section
+
+
+def _pair_row(row: Mapping[str, Any], where: str, subset: str, section: str) -> EvalItem:
+    """A ``{id?, prompt, chosen, rejected}`` row (RewardBench's and the generic pairwise format)."""
+    return _chosen_rejected_item(
+        uid=str(row.get("id", where)),
+        prompt=_prompt(row, "prompt"),
+        chosen=_text(row, "chosen"),
+        rejected=[_text(row, "rejected")],
+        subset=subset,
+        section=section,
+    )
 
 
 def _chosen_rejected_item(
