@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import random
 import statistics
 import tempfile
 import time
@@ -78,8 +80,9 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="judge model (default: the embedded SmolLM2-135M)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=16, help="transformers backend batch size")
-    parser.add_argument("--repeats", type=int, default=2,
-                        help="rounds of (one pass, separate runs), order alternating; times are medians")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="rounds; each runs the one pass and every k-run once, in a shuffled order; "
+                             "times are medians over rounds")
     args = parser.parse_args()
     ks = tuple(sorted({int(k) for k in args.ks.split(",")}))
     k_max = ks[-1]
@@ -90,21 +93,25 @@ def main() -> None:
         root = Path(tmp)
         data = write_pairs(root / "pairs.jsonl", args.items)
         run(base.updated(k=1), backend, data, root / "warmup", (1,))  # first-call costs stay out of both sides
-        rounds = []
-        for r in range(args.repeats):  # alternate the order, so drift on a shared machine hits both sides
-            sides = {}
-            for side in (("one", "separate") if r % 2 == 0 else ("separate", "one")):
-                if side == "one":
-                    sides["one"] = run(base, backend, data, root / "one", ks)
+        loads = [os.getloadavg()[0]]
+        measured: dict[str, list[dict]] = {name: [] for name in ["one", *map(str, ks)]}
+        order = list(measured)
+        for r in range(args.repeats):  # a shuffled order per round: drift on a shared machine hits every run
+            random.Random(r).shuffle(order)
+            for name in order:
+                if name == "one":
+                    measured[name].append(run(base, backend, data, root / "one", ks))
                 else:
-                    sides["separate"] = [run(base.updated(k=k), backend, data, root / f"k{k}", (k,)) for k in ks]
-            rounds.append(sides)
-    one = _median_run([r["one"] for r in rounds])
-    separate = [_median_run([r["separate"][i] for r in rounds]) for i in range(len(ks))]
+                    k = int(name)
+                    measured[name].append(run(base.updated(k=k), backend, data, root / f"k{k}", (k,)))
+        loads.append(os.getloadavg()[0])
+    one = _median_run(measured["one"])
+    separate = [_median_run(measured[str(k)]) for k in ks]
 
     print(f"judge: {judge_name(base)} on {args.device} · {args.items} pairwise items · "
           f"max_new_tokens={args.max_new_tokens} · temperature={args.temperature} · "
-          f"times: median of {args.repeats} rounds")
+          f"times: median of {args.repeats} rounds · load average {loads[0]:.1f} -> {loads[1]:.1f} "
+          f"on {os.cpu_count()} CPUs")
     header = f"{'run':<22}{'wall s':>9}{'cpu s':>9}{'samples':>9}{'compl tok':>11}{'prefill tok':>13}"
     print(header)
     print("-" * len(header))
@@ -129,7 +136,7 @@ def main() -> None:
             total += len(texts)
             same += sum(a == b for a, b in zip(texts, one["texts"][uid][: m["k"]], strict=True))
     print(f"k-run samples identical to the first k samples of the K={k_max} pass: {same}/{total}")
-    print("Voting@k, one pass (resampled) vs its own run: " + ", ".join(
+    print("Voting@k from the one pass (mean over k-subsets) / from the k-run (its first k samples): " + ", ".join(
         f"k={m['k']}: {100 * one['voting'][str(m['k'])]:.1f} / {100 * m['voting'][str(m['k'])]:.1f}" for m in separate))
 
 

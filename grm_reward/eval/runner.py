@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -125,8 +125,8 @@ async def sample_items(
         async with gate:
             done, errors = await _sample_chunk(scorer, chunk, protocol)
         run.store.append(done, keep_text=keep_text)
-        for record in done:
-            run.records[record.item.uid] = record
+        for record in done:  # the texts are on disk now; the metrics need only scores and counts
+            run.records[record.item.uid] = _without_texts(record)
         run.errors.update(errors)
         run.sampled += len(done)
         if progress is not None:
@@ -176,6 +176,11 @@ async def _score_items(
             samples.append(list(result.samples))
         records.append(ItemSamples(item, list(item_views_), samples, usage, seconds))
     return records
+
+
+def _without_texts(record: ItemSamples) -> ItemSamples:
+    samples = [[replace(j, text="", critique="", principles=[]) for j in view] for view in record.samples]
+    return replace(record, samples=samples)
 
 
 def evaluate(
