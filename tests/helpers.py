@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from grm_reward import GenerativeRewardModel
 from grm_reward.backends.scripted import FillCall, JudgeCall, ScriptedBackend
 
 
@@ -78,3 +79,18 @@ def noisy_quality_judge(noise: int = 3) -> Callable[[JudgeCall], str]:
 def noisy_quality_backend(config: object) -> ScriptedBackend:
     """Backend factory for eval CLI tests: `--backend tests.helpers:noisy_quality_backend`."""
     return ScriptedBackend(noisy_quality_judge())
+
+
+class CountingScorer:
+    """A reward model over a scripted judge that counts the requests it scores."""
+
+    def __init__(self, k: int = 4, judge=None, **config) -> None:
+        self.backend = ScriptedBackend(judge or noisy_quality_judge())
+        self.rm = GenerativeRewardModel(backend=self.backend, k=k, **config)
+        self.requests = 0
+        self.calls = 0
+
+    async def ascore_batch(self, requests):
+        self.calls += 1
+        self.requests += len(requests)
+        return await self.rm.ascore_batch(requests)

@@ -14,7 +14,7 @@ from grm_reward.backends import ScriptedBackend
 from grm_reward.cli import main
 from grm_reward.errors import PromptTooLongError
 from grm_reward.eval.runner import EvalSettings, evaluate
-from tests.helpers import _marked_quality, judge_text, marked, noisy_quality_judge
+from tests.helpers import CountingScorer, _marked_quality, judge_text, marked, noisy_quality_judge
 
 NOISY = "tests.helpers:noisy_quality_backend"
 
@@ -37,21 +37,6 @@ def write_bon(path: Path, n: int) -> Path:
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
-
-
-class CountingScorer:
-    """A reward model over a scripted judge that counts the requests it scores."""
-
-    def __init__(self, k: int = 4, judge=None, **config) -> None:
-        self.backend = ScriptedBackend(judge or noisy_quality_judge())
-        self.rm = GenerativeRewardModel(backend=self.backend, k=k, **config)
-        self.requests = 0
-        self.calls = 0
-
-    async def ascore_batch(self, requests):
-        self.calls += 1
-        self.requests += len(requests)
-        return await self.rm.ascore_batch(requests)
 
 
 def settings_for(tmp_path: Path, *benchmarks, **changes) -> EvalSettings:
