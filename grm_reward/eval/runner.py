@@ -193,7 +193,8 @@ def evaluate(
     """Run the evaluation end to end and write its outputs; returns the report (a JSON-ready dict).
 
     ``scorer`` defaults to a :class:`~grm_reward.GenerativeRewardModel` built from ``config``
-    (only if some item still needs samples). ``progress_factory(runs)`` may return a context
+    (only if some item still needs samples); one you pass must sample as ``config`` says, since
+    the stored samples are keyed by ``config``. ``progress_factory(runs)`` may return a context
     manager with an ``update(benchmark, items)`` method (the CLI's progress bar).
     """
     config = sampling_config(config)
