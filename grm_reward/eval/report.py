@@ -104,6 +104,11 @@ def build_report(
         }
         if not run.loaded.items:
             entry["notes"].append("no items selected: check --subset (it matches subset or section names)")
+        elif records and bench.headline_sections and not set(bench.headline_sections) & {r.item.section for r in records}:
+            entry["notes"].append(
+                f"no {bench.headline} figure: none of the items falls in its sections "
+                f"({', '.join(bench.headline_sections)}); see the section rows"
+            )
         if run.unusable_lines:
             entry["notes"].append(f"{run.unusable_lines} stored lines were unusable (cut short or stale) and resampled")
         if bench.metric == "accuracy" and records:
@@ -294,7 +299,7 @@ def write_plots(report: Mapping[str, Any], folder: Path) -> list[Path]:
     except ImportError as exc:
         raise ImportError(f"plots need matplotlib: {_INSTALL_HINT}") from exc
     folder.mkdir(parents=True, exist_ok=True)
-    benches = [b for b in report["benchmarks"] if b["curves"]]
+    benches = [b for b in report["benchmarks"] if _has_headline(b)]
     written: list[Path] = []
     if benches:
         cols = min(3, len(benches))
@@ -350,6 +355,10 @@ def write_plots(report: Mapping[str, Any], folder: Path) -> list[Path]:
         ax.legend(fontsize=8)
         written.append(_save(fig, folder / "tokens_per_item.png", plt))
     return written
+
+
+def _has_headline(bench: Mapping[str, Any]) -> bool:
+    return any("headline" in metrics for by_k in bench["curves"].values() for metrics in by_k.values())
 
 
 def _save(fig: Any, path: Path, plt: Any) -> Path:

@@ -263,3 +263,16 @@ def test_a_subset_that_matches_nothing_is_reported(tmp_path) -> None:
     assert bench["items_scored"] == 0 and bench["curves"] == {}
     assert any("no items selected" in note for note in bench["notes"])
     assert "| pairwise JSONL | accuracy | 0 | – | – |" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_benchmark_without_its_headline_sections_still_plots(tmp_path) -> None:
+    (tmp_path / "llmbar").mkdir()
+    rows = [{"input": f"q{i}", "output_1": marked("a", 6), "output_2": marked("b", 5), "label": 1} for i in range(3)]
+    (tmp_path / "llmbar" / "Processed_FairEval.json").write_text(json.dumps(rows))
+    pairs = write_pairs(tmp_path / "pairs.jsonl", 3)
+    settings = settings_for(tmp_path, ("llmbar", str(tmp_path / "llmbar")), ("pairwise", str(pairs)), plots=True)
+    report = evaluate(GRMConfig(k=2), settings, scorer=CountingScorer(k=2))  # warnings are errors in tests
+    llmbar = report["benchmarks"][0]
+    assert "headline" not in llmbar["curves"]["voting"]["2"] and "section:Processed" in llmbar["curves"]["voting"]["2"]
+    assert any("no LLMBar figure" in note for note in llmbar["notes"])
+    assert (tmp_path / "out" / "plots" / "accuracy_vs_k.png").is_file()
