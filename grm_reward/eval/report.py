@@ -61,6 +61,11 @@ def pass_stats(records: Sequence[ItemSamples]) -> dict[str, Any]:
             "completion_per_item": completion / items if items else 0.0,
             "completion_per_sample": sum(j.completion_tokens for j in samples) / total if total else 0.0,
         },
+        # wall time of the judge calls, shared out over the items of each chunk, over every run that sampled them
+        "judge_seconds": {
+            "total": sum(r.seconds for r in records),
+            "per_item": sum(r.seconds for r in records) / items if items else 0.0,
+        },
     }
 
 
@@ -267,7 +272,8 @@ def _benchmark_section(bench: Mapping[str, Any], columns: list[tuple[str, str, s
         f"forced {100 * samples['forced_share']:.1f}% · judge inputs with no readable sample: "
         f"{samples['requests_without_readable_sample']} (scored as ties).",
         f"Judge tokens per item: {tokens['prompt_per_item']:.0f} prompt, {tokens['completion_per_item']:.0f} "
-        f"completion ({tokens['completion_per_sample']:.1f} per sample).",
+        f"completion ({tokens['completion_per_sample']:.1f} per sample); judge time {bench['judge_seconds']['per_item']:.1f} s "
+        "per item (wall, summed over the runs that sampled them).",
     ]
     if bench.get("item_stderr") is not None:
         lines.append(

@@ -276,3 +276,12 @@ def test_a_benchmark_without_its_headline_sections_still_plots(tmp_path) -> None
     assert "headline" not in llmbar["curves"]["voting"]["2"] and "section:Processed" in llmbar["curves"]["voting"]["2"]
     assert any("no LLMBar figure" in note for note in llmbar["notes"])
     assert (tmp_path / "out" / "plots" / "accuracy_vs_k.png").is_file()
+
+
+def test_judge_time_survives_resuming(tmp_path) -> None:
+    pairs = write_pairs(tmp_path / "pairs.jsonl", 4)
+    first = evaluate(GRMConfig(k=2), settings_for(tmp_path, ("pairwise", str(pairs))), scorer=CountingScorer(k=2))
+    again = evaluate(GRMConfig(k=2), settings_for(tmp_path, ("pairwise", str(pairs))), scorer=CountingScorer(k=2))
+    seconds = first["benchmarks"][0]["judge_seconds"]
+    assert seconds["total"] > 0 and seconds["per_item"] == pytest.approx(seconds["total"] / 4)
+    assert again["benchmarks"][0]["judge_seconds"] == pytest.approx(seconds, rel=1e-3, abs=1e-3)
