@@ -341,24 +341,26 @@ def write_plots(report: Mapping[str, Any], folder: Path) -> list[Path]:
         invalid = [100 * b["samples"]["invalid_share"] for b in report["benchmarks"]]
         forced = [100 * b["samples"]["forced_share"] for b in report["benchmarks"]]
         x = list(range(len(names)))
-        ax.bar([i - 0.2 for i in x], invalid, width=0.4, label="invalid (abstained)")
-        ax.bar([i + 0.2 for i in x], forced, width=0.4, label="forced (format guarantee)")
+        for offset, values, label in ((-0.2, invalid, "invalid (abstained)"), (0.2, forced, "forced (format guarantee)")):
+            bars = ax.bar([i + offset for i in x], values, width=0.4, label=label)
+            ax.bar_label(bars, fmt="%.0f", fontsize=7)
         ax.set_xticks(x, names)
         ax.set_ylabel("share of samples (%)")
-        ax.set_ylim(0, 100)
+        ax.set_ylim(0, 110)
         ax.set_title("Judge samples without a readable score block", fontsize=10)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         written.append(_save(fig, folder / "invalid_share.png", plt))
 
         fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(names) + 2), 3.4), layout="constrained")
         prompt = [b["tokens"]["prompt_per_item"] for b in report["benchmarks"]]
         completion = [b["tokens"]["completion_per_item"] for b in report["benchmarks"]]
-        ax.bar([i - 0.2 for i in x], prompt, width=0.4, label="prompt tokens")
-        ax.bar([i + 0.2 for i in x], completion, width=0.4, label="completion tokens")
+        for offset, values, label in ((-0.2, prompt, "prompt tokens"), (0.2, completion, "completion tokens")):
+            bars = ax.bar([i + offset for i in x], values, width=0.4, label=label)
+            ax.bar_label(bars, fmt="%.0f", fontsize=7)
         ax.set_xticks(x, names)
         ax.set_ylabel(f"tokens per item (K={report['k_max']})")
         ax.set_title("Judge tokens per item, one sampling pass", fontsize=10)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         written.append(_save(fig, folder / "tokens_per_item.png", plt))
     return written
 
