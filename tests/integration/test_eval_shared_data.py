@@ -12,7 +12,7 @@ from grm_reward import GRMConfig
 from grm_reward.eval.benchmarks import BENCHMARKS, load_benchmark
 from grm_reward.eval.runner import EvalSettings, evaluate
 from tests.conftest import SHARED_DATA, requires_shared_data
-from tests.helpers import CountingScorer
+from tests.eval_helpers import CountingScorer
 
 pytestmark = requires_shared_data
 

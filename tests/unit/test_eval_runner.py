@@ -14,9 +14,10 @@ from grm_reward.backends import ScriptedBackend
 from grm_reward.cli import main
 from grm_reward.errors import PromptTooLongError
 from grm_reward.eval.runner import EvalSettings, evaluate
-from tests.helpers import CountingScorer, _marked_quality, judge_text, marked, noisy_quality_judge
+from tests.eval_helpers import CountingScorer, _marked_quality, marked, noisy_quality_judge
+from tests.helpers import judge_text
 
-NOISY = "tests.helpers:noisy_quality_backend"
+NOISY = "tests.eval_helpers:noisy_quality_backend"
 
 
 def write_pairs(path: Path, n: int, *, start: int = 0) -> Path:

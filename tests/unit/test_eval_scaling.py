@@ -13,7 +13,7 @@ from grm_reward.eval.benchmarks import BENCHMARKS
 from grm_reward.eval.items import EvalItem, ItemSamples, item_views, view_request
 from grm_reward.eval.scaling import ScalingSettings, item_outcome, scaling_curves
 from grm_reward.types import Judgement
-from tests.helpers import marked, noisy_quality_judge
+from tests.eval_helpers import marked, noisy_quality_judge
 
 PAIRWISE = BENCHMARKS["pairwise"]
 
