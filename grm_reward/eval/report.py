@@ -78,7 +78,7 @@ def build_report(
 ) -> dict[str, Any]:
     """The report of a run, ready for ``json.dump``."""
     from grm_reward import __version__
-    from grm_reward.eval.store import sampling_key
+    from grm_reward.eval.store import public_settings, sampling_key
 
     benchmarks = []
     for run in runs:
@@ -145,7 +145,7 @@ def build_report(
         "subsets": list(settings.subsets),
         "limit": settings.limit,
         "sampling_key": sampling_key(config, settings.protocol),
-        "config": config.model_dump(mode="json"),
+        "config": public_settings(config),
         "notes": notes,
         "benchmarks": benchmarks,
     }

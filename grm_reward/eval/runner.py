@@ -25,7 +25,7 @@ from grm_reward.eval.items import Protocol as ViewProtocol
 from grm_reward.eval.metrics import TiePolicy
 from grm_reward.eval.report import build_report, write_outputs
 from grm_reward.eval.scaling import ScalingSettings, default_ks, scaling_curves
-from grm_reward.eval.store import SampleStore, sampling_key
+from grm_reward.eval.store import SampleStore, public_settings, sampling_key
 from grm_reward.types import RequestLike, RewardResult, Usage
 
 __all__ = ["BenchmarkRun", "EvalSettings", "Scorer", "evaluate", "sample_items"]
@@ -91,7 +91,7 @@ def prepare(config: GRMConfig, settings: EvalSettings) -> list[BenchmarkRun]:
     """Load every benchmark and what the sample store already holds for it."""
     _check_settings(config, settings)
     key = sampling_key(config, settings.protocol)
-    header = {"config": config.model_dump(mode="json"), "protocol": settings.protocol}
+    header = {"config": public_settings(config), "protocol": settings.protocol}
     runs = []
     for name, path in settings.benchmarks:
         loaded = load_benchmark(

@@ -23,6 +23,7 @@ from grm_reward.types import Judgement, Principle, Usage
 
 __all__ = [
     "REWARD_ONLY_FIELDS",
+    "SECRET_FIELDS",
     "SampleStore",
     "judgement_from_dict",
     "judgement_to_dict",
@@ -33,15 +34,40 @@ __all__ = [
 #: GRMConfig fields that shape the reward computed from the samples but not the samples.
 REWARD_ONLY_FIELDS = frozenset({"normalize", "tie_break", "failure_reward", "on_all_invalid"})
 
+#: Config fields (at any depth) that hold credentials: never written out, never part of the key.
+SECRET_FIELDS = frozenset({"api_key"})
+
 _TEXT_FIELDS = ("text", "critique", "principles")
 _FORMAT = 1
 
 
 def sampling_key(config: GRMConfig, protocol: Protocol) -> str:
     """A short hash of every setting that changes the samples."""
-    settings = {k: v for k, v in config.model_dump(mode="json").items() if k not in REWARD_ONLY_FIELDS}
+    settings = {k: v for k, v in public_settings(config, drop_secrets=True).items() if k not in REWARD_ONLY_FIELDS}
     payload = json.dumps([settings, PROMPT_VERSION, protocol, _FORMAT], sort_keys=True)
     return hashlib.blake2b(payload.encode("utf-8"), digest_size=6).hexdigest()
+
+
+def public_settings(config: GRMConfig, *, drop_secrets: bool = False) -> dict[str, Any]:
+    """The config as plain data with credentials redacted (or dropped): safe to write to disk.
+
+    >>> public_settings(GRMConfig())["k"]
+    1
+    """
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            out = {}
+            for key, item in value.items():
+                if key in SECRET_FIELDS:
+                    if not drop_secrets:
+                        out[key] = None if item is None else "<redacted>"
+                    continue
+                out[key] = clean(item)
+            return out
+        return value
+
+    return clean(config.model_dump(mode="json"))  # type: ignore[no-any-return]
 
 
 def record_key(item: EvalItem) -> str:

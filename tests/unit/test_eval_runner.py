@@ -286,3 +286,23 @@ def test_judge_time_survives_resuming(tmp_path) -> None:
     seconds = first["benchmarks"][0]["judge_seconds"]
     assert seconds["total"] > 0 and seconds["per_item"] == pytest.approx(seconds["total"] / 4)
     assert again["benchmarks"][0]["judge_seconds"] == pytest.approx(seconds, rel=1e-3, abs=1e-3)
+
+
+def test_credentials_in_the_config_are_never_written_out() -> None:
+    from grm_reward.eval.store import public_settings, sampling_key
+
+    class WithKey(GRMConfig):
+        api_key: str | None = None
+
+    secret = WithKey(k=2, api_key="sk-very-secret")
+    assert public_settings(secret)["api_key"] == "<redacted>"
+    assert "api_key" not in public_settings(secret, drop_secrets=True)
+    assert sampling_key(secret, "list") == sampling_key(WithKey(k=2, api_key="another"), "list")
+    assert "sk-very-secret" not in json.dumps(public_settings(secret))
+
+    class Nested:  # an engine section holding the key, as an OpenAI-compatible backend's settings do
+        def model_dump(self, mode: str) -> dict:
+            return {"k": 2, "openai": {"base_url": "http://h/v1", "api_key": "sk-x", "api_key_env": "OPENAI_API_KEY"}}
+
+    assert public_settings(Nested())["openai"] == {  # type: ignore[arg-type]
+        "base_url": "http://h/v1", "api_key": "<redacted>", "api_key_env": "OPENAI_API_KEY"}
