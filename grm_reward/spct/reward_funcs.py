@@ -1,0 +1,446 @@
+"""The SPCT rule reward (Eq. 11) in the form each RL framework loads, for training a judge with GRPO.
+
+The policy being trained *is* the judge: its completion is a judge output (principles, critique,
+``Scores: \\boxed{...}``) for a judge prompt from ``grm-reward spct rl-data``. Each rollout gets
+
+- **+1** when its scores put the labelled best response strictly above every other (n >= 2), or
+  equal the label (n = 1);
+- **-1** otherwise: wrong pick, a tie at the top, wrong score count, out-of-range or unreadable.
+
+Reading is always strict (never the format guarantee): the judge is being taught the format.
+
+Three forms, one rule (:func:`judge_verdict`):
+
+- TRL: :func:`judge_rule_reward`, a ``GRPOTrainer`` reward function reading the rl-data columns
+  ``num_responses``, ``best``, ``label`` (TRL passes dataset columns as keyword lists).
+- verl: :func:`compute_score` (``reward.custom_reward_function.path=pkg://grm_reward.spct.reward_funcs``),
+  reading ``reward_model.ground_truth`` in the encoding of :func:`encode_ground_truth`.
+- OpenRLHF: :func:`openrlhf_reward_func`, wrapped by the file ``examples/openrlhf/judge_rule_reward.py``
+  (``--reward.remote_url /path/judge_rule_reward.py``); the label is the same encoding, and the
+  judge's output is split off the chat-templated query by :func:`split_judge_output`.
+
+**Ground-truth encoding** (verl's ``ground_truth``, OpenRLHF's label): a JSON object, as a string
+or a mapping, ``{"num_responses": n, "best": i | null, "label": s | null}``, plus optionally
+``"score_range": [lo, hi]``. ``best`` is the 0-based position at which the judge prompt *shows* the
+best response (the judge's scores are in shown order); ``label`` is the ground-truth score of a
+single response. The score range defaults to 1-10 for n >= 2 and 0-10 for n = 1 (which accepts
+both the paper's 0/1 single-response template and the 1-10 one; for n = 1 the reward is +1 only
+when the score equals the label, so the range cannot change it).
+
+Importing this module imports neither torch, trl, verl nor openrlhf.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from grm_reward.errors import InputError
+from grm_reward.parsing import parse_judgement
+from grm_reward.spct.rewards import is_correct
+
+__all__ = [
+    "END_TOKENS",
+    "RuleLabel",
+    "Verdict",
+    "compute_score",
+    "encode_ground_truth",
+    "judge_rule_reward",
+    "judge_verdict",
+    "openrlhf_reward_func",
+    "parse_ground_truth",
+    "split_judge_output",
+]
+
+#: Special tokens that end a turn or pad a sequence in common chat templates (stripped from a
+#: judge output that OpenRLHF decoded with ``skip_special_tokens=False``).
+END_TOKENS = (
+    "<|im_end|>",  # ChatML (Qwen, SmolLM)
+    "<|eot_id|>",  # Llama 3
+    "<|eom_id|>",
+    "<|end_of_text|>",
+    "<|endoftext|>",
+    "<end_of_turn>",  # Gemma (DeepSeek-GRM-27B's base)
+    "<eos>",
+    "</s>",  # Llama 2, Mistral
+    "<|end|>",  # Phi-3
+    "<｜end▁of▁sentence｜>",  # DeepSeek (DeepSeek-GRM-16B's base)
+    "<pad>",
+    "<|pad|>",
+    "[PAD]",
+)
+
+#: Where the assistant's turn starts in common chat templates (the last one starts the judge output).
+_ASSISTANT_HEADERS = re.compile(
+    r"<\|im_start\|>assistant\n"
+    r"|<\|start_header_id\|>assistant<\|end_header_id\|>\n\n"
+    r"|<start_of_turn>model\n"
+    r"|<\|assistant\|>\n?"
+    r"|<｜Assistant｜>"
+    r"|\[/INST\]"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleLabel:
+    """What one judge prompt's rule reward needs: how many responses it shows, and the truth."""
+
+    num_responses: int
+    best: int | None = None
+    label: int | None = None
+    score_range: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_responses < 1:
+            raise InputError(f"num_responses must be >= 1, got {self.num_responses}")
+        if self.num_responses == 1 and self.label is None:
+            raise InputError("a single-response judge prompt needs its label (the ground-truth score)")
+        if self.num_responses >= 2:
+            if self.best is None:
+                raise InputError(f"a judge prompt with {self.num_responses} responses needs 'best'")
+            if not 0 <= self.best < self.num_responses:
+                raise InputError(f"best={self.best} is not a 0-based index of {self.num_responses} responses")
+        if self.score_range is not None and not self.score_range[0] < self.score_range[1]:
+            raise InputError(f"score_range must be [lo, hi] with lo < hi, got {list(self.score_range)}")
+
+    @property
+    def range(self) -> tuple[int, int]:
+        """The score range the judge output is read with."""
+        if self.score_range is not None:
+            return self.score_range
+        return (0, 10) if self.num_responses == 1 else (1, 10)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The rule reward of one judge output, with why: ``valid`` (scores read), ``correct``, ``tie``."""
+
+    reward: float
+    valid: bool
+    correct: bool
+    tie: bool
+
+
+def judge_verdict(text: str, truth: RuleLabel) -> Verdict:
+    """Eq. 11 on one judge output, read strictly.
+
+    >>> truth = RuleLabel(num_responses=2, best=1)
+    >>> judge_verdict("Analysis: B wins.\\nScores: \\\\boxed{3, 8}", truth)
+    Verdict(reward=1.0, valid=True, correct=True, tie=False)
+    >>> judge_verdict("Scores: \\\\boxed{8, 8}", truth)
+    Verdict(reward=-1.0, valid=True, correct=False, tie=True)
+    >>> judge_verdict("Both are fine.", truth).reward
+    -1.0
+    """
+    scores = parse_judgement(text, truth.num_responses, truth.range).scores
+    if scores is None:
+        return Verdict(-1.0, valid=False, correct=False, tie=False)
+    correct = is_correct(scores, best=truth.best, label=truth.label)
+    tie = truth.best is not None and truth.num_responses >= 2 and scores.count(max(scores)) > 1
+    return Verdict(1.0 if correct else -1.0, valid=True, correct=correct, tie=tie)
+
+
+# --- the ground-truth encoding ------------------------------------------------------------------
+def encode_ground_truth(
+    num_responses: int,
+    best: int | None = None,
+    label: int | None = None,
+    *,
+    score_range: tuple[int, int] | None = None,
+) -> str:
+    """The JSON string verl's ``ground_truth`` and OpenRLHF's label carry (validated first).
+
+    >>> encode_ground_truth(2, best=1)
+    '{"num_responses": 2, "best": 1, "label": null}'
+    """
+    truth = RuleLabel(num_responses, best, label, score_range)
+    value: dict[str, Any] = {"num_responses": truth.num_responses, "best": truth.best, "label": truth.label}
+    if score_range is not None:
+        value["score_range"] = list(score_range)
+    return json.dumps(value)
+
+
+def parse_ground_truth(value: Any) -> RuleLabel:
+    """A :class:`RuleLabel` from the encoding (a JSON string or a mapping); a clear error otherwise.
+
+    >>> parse_ground_truth('{"num_responses": 1, "best": null, "label": 1}')
+    RuleLabel(num_responses=1, best=None, label=1, score_range=None)
+    >>> parse_ground_truth("4")
+    Traceback (most recent call last):
+    ...
+    grm_reward.errors.InputError: ground truth must be a JSON object like {"num_responses": 2, "best": 0, "label": null} (see grm_reward.spct.reward_funcs.encode_ground_truth), got '4'
+    """
+    data = value
+    if isinstance(value, (str, bytes)):
+        try:
+            data = json.loads(value)
+        except ValueError:
+            data = None
+    if not isinstance(data, Mapping):
+        raise InputError(
+            'ground truth must be a JSON object like {"num_responses": 2, "best": 0, "label": null} '
+            f"(see grm_reward.spct.reward_funcs.encode_ground_truth), got {_short(value)}"
+        )
+    unknown = set(data) - {"num_responses", "best", "label", "score_range"}
+    if unknown:
+        raise InputError(f"ground truth has unknown keys {sorted(unknown)}; known: num_responses, best, label, score_range")
+    if "num_responses" not in data:
+        raise InputError(f"ground truth lacks num_responses: {_short(value)}")
+    score_range = data.get("score_range")
+    if score_range is not None:
+        items = _as_list(score_range)
+        if items is None or len(items) != 2:
+            raise InputError(f"score_range must be [lo, hi], got {_short(score_range)}")
+        score_range = (_as_int(items[0], "score_range[0]"), _as_int(items[1], "score_range[1]"))
+    return RuleLabel(
+        num_responses=_as_int(data["num_responses"], "num_responses"),
+        best=_as_optional_int(data.get("best"), "best"),
+        label=_as_optional_int(data.get("label"), "label"),
+        score_range=score_range,
+    )
+
+
+# --- TRL ----------------------------------------------------------------------------------------
+def judge_rule_reward(
+    prompts: Sequence[Any] | None = None,
+    completions: Sequence[Any] = (),
+    num_responses: Sequence[Any] | None = None,
+    best: Sequence[Any] | None = None,
+    label: Sequence[Any] | None = None,
+    *,
+    score_range: Sequence[Any] | None = None,
+    log_metric: Callable[[str, float], None] | None = None,
+    log_extra: Callable[[str, list[Any]], None] | None = None,
+    **kwargs: Any,
+) -> list[float]:
+    """TRL ``GRPOTrainer`` reward function: +1 / -1 per judge completion (Eq. 11).
+
+    TRL passes the rl-data columns ``num_responses``, ``best`` and ``label`` as lists aligned with
+    ``completions`` (strings, or conversational ``[{"role": "assistant", "content": ...}]``). An
+    optional ``score_range`` column ([lo, hi] per row) overrides the default range. It logs
+    ``judge_rule_reward/unreadable_share`` and ``judge_rule_reward/tie_share`` when TRL passes
+    ``log_metric``, and a ``judge_rule_reward_valid`` column when it passes ``log_extra``. TRL logs
+    the reward itself as ``rewards/judge_rule_reward/mean``.
+
+    >>> judge_rule_reward(
+    ...     completions=[[{"role": "assistant", "content": "Scores: \\\\boxed{2, 9}"}], "Scores: \\\\boxed{1}", "?"],
+    ...     num_responses=[2, 1, 2], best=[1, None, 0], label=[None, 1, None])
+    [1.0, 1.0, -1.0]
+    """
+    count = len(completions)
+    columns = {"num_responses": num_responses, "best": best, "label": label, "score_range": score_range}
+    for name, values in columns.items():
+        if values is None:
+            if name in ("num_responses",):
+                raise InputError(
+                    "judge_rule_reward needs a num_responses column (and best / label): "
+                    "train on rows written by `grm-reward spct rl-data`"
+                )
+            continue
+        if isinstance(values, (str, bytes)) or len(values) != count:
+            raise InputError(f"column {name!r} must hold one value per completion ({count})")
+    verdicts = []
+    for i, completion in enumerate(completions):
+        try:
+            truth = RuleLabel(
+                num_responses=_as_int(_at(num_responses, i), "num_responses"),
+                best=_as_optional_int(_at(best, i), "best"),
+                label=_as_optional_int(_at(label, i), "label"),
+                score_range=_as_optional_range(_at(score_range, i)),
+            )
+        except InputError as exc:
+            raise InputError(f"completion {i}: {exc}") from exc
+        verdicts.append(judge_verdict(_completion_text(completion), truth))
+    if log_metric is not None and verdicts:
+        log_metric("judge_rule_reward/unreadable_share", sum(not v.valid for v in verdicts) / len(verdicts))
+        log_metric("judge_rule_reward/tie_share", sum(v.tie for v in verdicts) / len(verdicts))
+    if log_extra is not None:
+        log_extra("judge_rule_reward_valid", [v.valid for v in verdicts])
+    return [v.reward for v in verdicts]
+
+
+# --- verl ---------------------------------------------------------------------------------------
+def compute_score(
+    data_source: str | None,
+    solution_str: str,
+    ground_truth: Any,
+    extra_info: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> dict[str, float]:
+    """verl ``compute_score``: ``{"score": ±1.0, "valid", "correct", "tie"}`` (the same keys every time).
+
+    ``ground_truth`` is ``reward_model.ground_truth`` in the encoding of :func:`encode_ground_truth`;
+    a malformed one raises :class:`~grm_reward.errors.InputError` (a data error, not a reward).
+
+    >>> compute_score("grm_spct", "Scores: \\\\boxed{9, 4}", '{"num_responses": 2, "best": 0, "label": null}')
+    {'score': 1.0, 'valid': 1.0, 'correct': 1.0, 'tie': 0.0}
+    """
+    verdict = judge_verdict(solution_str, parse_ground_truth(ground_truth))
+    return {
+        "score": verdict.reward,
+        "valid": float(verdict.valid),
+        "correct": float(verdict.correct),
+        "tie": float(verdict.tie),
+    }
+
+
+# --- OpenRLHF -----------------------------------------------------------------------------------
+def openrlhf_reward_func(
+    queries: Sequence[str], prompts: Sequence[str], labels: Sequence[Any], **kwargs: Any
+) -> dict[str, Any]:
+    """OpenRLHF's ``reward_func(queries, prompts, labels)``: one ±1 reward per query.
+
+    ``queries`` are prompt + judge output as OpenRLHF decoded them (chat template and special
+    tokens included); ``labels`` are the ``--data.label_key`` values in the ground-truth encoding.
+    Returns ``{"rewards": [±1.0], "scores": [1.0 correct / 0.0], "extra_logs": {...}}``: ``scores``
+    is the 0/1 signal OpenRLHF's dynamic filtering reads (drops groups all right or all wrong).
+    A query whose judge output cannot be told from its prompt gets -1 and ``judge_split_failed = 1``.
+
+    >>> openrlhf_reward_func(["<|im_start|>user\\nJudge<|im_end|>\\n<|im_start|>assistant\\nScores: \\\\boxed{3, 7}<|im_end|>"],
+    ...                      ["<|im_start|>user\\nJudge<|im_end|>\\n<|im_start|>assistant\\n"],
+    ...                      ['{"num_responses": 2, "best": 1, "label": null}'])["rewards"]
+    [1.0]
+    """
+    if not len(queries) == len(prompts) == len(labels):
+        raise InputError(f"queries, prompts and labels differ in length ({len(queries)}, {len(prompts)}, {len(labels)})")
+    rewards: list[float] = []
+    scores: list[float] = []
+    logs: dict[str, list[float]] = {"judge_valid": [], "judge_tie": [], "judge_split_failed": []}
+    for query, prompt, label in zip(queries, prompts, labels):
+        truth = parse_ground_truth(label)
+        output = split_judge_output(query, prompt)
+        if output is None:
+            verdict = Verdict(-1.0, valid=False, correct=False, tie=False)
+        else:
+            verdict = judge_verdict(output, truth)
+        rewards.append(verdict.reward)
+        scores.append(float(verdict.correct))
+        logs["judge_valid"].append(float(verdict.valid))
+        logs["judge_tie"].append(float(verdict.tie))
+        logs["judge_split_failed"].append(float(output is None))
+    return {"rewards": rewards, "scores": scores, "extra_logs": logs}
+
+
+def split_judge_output(query: str, prompt: str | None) -> str | None:
+    """The judge's output in OpenRLHF's ``query`` (prompt + output), end-of-turn tokens stripped.
+
+    Tried in order: ``prompt`` is a prefix of ``query``; ``query`` starts with a tail of ``prompt``
+    (OpenRLHF left-truncates long prompts); the text after the last assistant header of a known
+    chat template. None when none applies: the judge prompt itself quotes responses and an
+    example ``\\boxed{x, x}``, so reading the whole query could score quoted text.
+
+    >>> split_judge_output("<|im_start|>user\\nQ<|im_end|>\\n<|im_start|>assistant\\nScores: \\\\boxed{1}<|im_end|>",
+    ...                    "<|im_start|>user\\nQ<|im_end|>\\n<|im_start|>assistant\\n")
+    'Scores: \\\\boxed{1}'
+    """
+    start: int | None = None
+    if prompt:
+        if query.startswith(prompt):
+            start = len(prompt)
+        else:
+            start = _after_truncated_prompt(query, prompt)
+    if start is None:
+        headers = list(_ASSISTANT_HEADERS.finditer(query))
+        if headers:
+            start = headers[-1].end()
+    if start is None:
+        return None
+    return _strip_end_tokens(query[start:]).strip()
+
+
+# --- helpers ------------------------------------------------------------------------------------
+def _after_truncated_prompt(query: str, prompt: str) -> int | None:
+    """Where the output starts when ``query`` begins with a tail of ``prompt`` (left truncation).
+
+    A truncated query may begin with a partial character the tokenizer decoded oddly, so the
+    anchor (the query's first characters) is also tried a few characters in.
+    """
+    for skip in (0, 1, 2, 4, 8):
+        anchor = query[skip : skip + 64]
+        if len(anchor) < 16:
+            return None
+        position = prompt.find(anchor)
+        while position >= 0:
+            tail = prompt[position:]
+            if query.startswith(tail, skip):
+                return skip + len(tail)
+            position = prompt.find(anchor, position + 1)
+    return None
+
+
+def _strip_end_tokens(text: str) -> str:
+    previous = None
+    while previous != text:
+        previous = text
+        text = text.rstrip()
+        for token in END_TOKENS:
+            if text.endswith(token):
+                text = text[: -len(token)]
+    return text
+
+
+def _completion_text(completion: Any) -> str:
+    """A TRL completion's text: a string, or the content of its assistant messages."""
+    if isinstance(completion, str):
+        return completion
+    messages = [completion] if isinstance(completion, Mapping) else list(completion)
+    parts = []
+    for message in messages:
+        if not isinstance(message, Mapping):
+            raise InputError(f"a conversational completion holds messages (mappings), got {type(message).__name__}")
+        if message.get("role", "assistant") != "assistant":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, Sequence):  # content blocks
+            parts.extend(str(b.get("text", "")) for b in content if isinstance(b, Mapping) and b.get("type") == "text")
+    return "\n\n".join(p for p in parts if p)
+
+
+def _at(values: Sequence[Any] | None, i: int) -> Any:
+    return None if values is None else values[i]
+
+
+def _is_null(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)  # NaN: pandas' missing int
+
+
+def _as_int(value: Any, name: str) -> int:
+    if _is_null(value):
+        raise InputError(f"{name} is missing")
+    if isinstance(value, bool) or not hasattr(value, "__index__") and not isinstance(value, float):
+        raise InputError(f"{name} must be an integer, got {_short(value)}")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise InputError(f"{name} must be an integer, got {value}")
+        return int(value)
+    return int(value.__index__())
+
+
+def _as_optional_int(value: Any, name: str) -> int | None:
+    return None if _is_null(value) else _as_int(value, name)
+
+
+def _as_list(value: Any) -> list[Any] | None:
+    items = value.tolist() if hasattr(value, "tolist") else value
+    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+        return None
+    return list(items)
+
+
+def _as_optional_range(value: Any) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    items = _as_list(value)
+    if items is None or len(items) != 2:
+        raise InputError(f"score_range must be [lo, hi], got {_short(value)}")
+    return (_as_int(items[0], "score_range[0]"), _as_int(items[1], "score_range[1]"))
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
