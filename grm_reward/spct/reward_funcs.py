@@ -338,10 +338,7 @@ def split_judge_output(query: str, prompt: str | None) -> str | None:
     """
     start: int | None = None
     if prompt:
-        if query.startswith(prompt):
-            start = len(prompt)
-        else:
-            start = _after_truncated_prompt(query, prompt)
+        start = len(prompt) if query.startswith(prompt) else _after_truncated_prompt(query, prompt)
     if start is None:
         headers = list(_ASSISTANT_HEADERS.finditer(query))
         if headers:
@@ -412,7 +409,7 @@ def _is_null(value: Any) -> bool:
 def _as_int(value: Any, name: str) -> int:
     if _is_null(value):
         raise InputError(f"{name} is missing")
-    if isinstance(value, bool) or not hasattr(value, "__index__") and not isinstance(value, float):
+    if isinstance(value, bool) or (not hasattr(value, "__index__") and not isinstance(value, float)):
         raise InputError(f"{name} must be an integer, got {_short(value)}")
     if isinstance(value, float):
         if not value.is_integer():

@@ -1,0 +1,235 @@
+"""SPCT with TRL: train a DeepSeek-GRM-style judge (rejective fine-tuning, then rule-based GRPO).
+
+Stages (paper §3.2, App. C.1):
+
+1. ``sft``  — rejective fine-tuning (RFT): TRL ``SFTTrainer`` on chat rows from
+   ``grm-reward spct rft-data`` (judge prompt -> accepted principles/critique/scores), lr 5e-6.
+2. ``grpo`` — rule-based online RL: TRL ``GRPOTrainer`` on ``grm-reward spct rl-data`` rows with
+   the Eq. 11 reward :func:`grm_reward.spct.reward_funcs.judge_rule_reward` (+1 if the judge's
+   scores pick the labelled best strictly, -1 otherwise, ties and unreadable output included),
+   no format reward, a large KL coefficient (beta 0.08 for 27B, 0.002 for 16B), G = 4, lr 4e-7.
+3. ``meta`` — the meta reward model: ``grm-reward spct train-meta`` (pending: that command is being
+   built on another branch; this stage runs it when the installed grm-reward has it).
+
+    # the whole recipe on a GPU node (see examples/trl/README.md for the full commands)
+    python examples/trl/spct.py --stage all --model google/gemma-2-27b \
+        --rft-data rft.jsonl --rl-data rl.jsonl --meta-data meta.jsonl --output-dir runs/spct
+
+    # CPU smoke run: a tiny random policy with SmolLM2's tokenizer, the shipped smoke data, 2+2 steps
+    python examples/trl/spct.py --smoke --output-dir /tmp/spct-smoke
+
+Each stage writes its model to ``<output-dir>/<stage>/`` and its ``log_history.json`` (TRL's log
+records: loss, ``rewards/judge_rule_reward/mean``, ``judge_rule_reward/unreadable_share``, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+SMOKE_DATA = HERE.parent / "data" / "spct"
+
+# Paper hyper-parameters (App. C.1). Batch sizes there are 1024 (RFT) and 512 (RL), 900 steps each.
+RFT_LR = 5e-6
+RL_LR = 4e-7
+BETA_27B = 0.08
+GROUP_SIZE = 4
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def save_logs(trainer: Any, out: Path) -> None:
+    (out / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1), encoding="utf-8")
+
+
+def build_tiny_policy(path: Path) -> str:
+    """A 1-layer random Llama (about 0.8M parameters) with the embedded SmolLM2 tokenizer and chat template."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from grm_reward.embedded import embedded_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_path())
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def common_args(args: argparse.Namespace) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "logging_steps": 1 if args.smoke else 10,
+        "report_to": "none" if args.smoke else args.report_to,
+        "save_strategy": "no" if args.smoke else "steps",
+        "seed": args.seed,
+        "max_steps": args.max_steps if args.max_steps is not None else (2 if args.smoke else -1),
+    }
+    if args.smoke:  # CPU: TRL's configs default to bf16 and gradient checkpointing
+        values |= {"bf16": False, "gradient_checkpointing": False, "dataloader_pin_memory": False}
+    return values
+
+
+def run_sft(args: argparse.Namespace, model: str, out: Path) -> str:
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    # Prompt-completion rows: the loss covers the judge's answer, not the long judge prompt.
+    rows = [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in read_jsonl(args.rft_data)]
+    config = SFTConfig(
+        output_dir=str(out),
+        learning_rate=args.rft_lr,
+        per_device_train_batch_size=2 if args.smoke else args.per_device_batch_size,
+        gradient_accumulation_steps=1 if args.smoke else args.gradient_accumulation_steps,
+        max_length=args.max_length,
+        num_train_epochs=1,
+        **common_args(args),
+    )
+    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows))
+    trainer.train()
+    trainer.save_model(str(out))
+    save_logs(trainer, out)
+    return str(out)
+
+
+def run_grpo(args: argparse.Namespace, model: str, out: Path) -> str:
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from grm_reward.spct.reward_funcs import judge_rule_reward
+
+    rows = read_jsonl(args.rl_data)
+    config = GRPOConfig(
+        output_dir=str(out),
+        learning_rate=args.rl_lr,
+        beta=args.beta,
+        num_generations=args.group_size,
+        per_device_train_batch_size=args.group_size if args.smoke else args.per_device_batch_size,
+        gradient_accumulation_steps=1 if args.smoke else args.gradient_accumulation_steps,
+        max_completion_length=args.max_completion_length,
+        temperature=args.temperature,
+        loss_type="grpo",  # the paper uses GRPO's original setting
+        scale_rewards="group",  # advantage = (r - mean) / std within the group (Eq. 15)
+        log_completions=True,
+        num_completions_to_print=1 if args.smoke else None,
+        use_vllm=args.use_vllm,
+        **common_args(args),
+    )
+    trainer = GRPOTrainer(
+        model=model, reward_funcs=judge_rule_reward, args=config, train_dataset=Dataset.from_list(rows)
+    )
+    trainer.train()
+    trainer.save_model(str(out))
+    save_logs(trainer, out)
+    return str(out)
+
+
+def train_meta_available() -> bool:
+    """Whether the installed grm-reward has ``grm-reward spct train-meta`` (built on another branch)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "grm_reward", "spct", "train-meta", "--help"], capture_output=True, text=True
+    )
+    return proc.returncode == 0
+
+
+def run_meta(args: argparse.Namespace, out: Path) -> str | None:
+    if not train_meta_available():
+        print("[meta] pending: this grm-reward has no `grm-reward spct train-meta` yet; stage skipped")
+        return None
+    command = [sys.executable, "-m", "grm_reward", "spct", "train-meta", str(args.meta_data), "-o", str(out)]
+    if args.meta_base_model:
+        command += ["--base-model", args.meta_base_model]
+    if args.max_steps is not None:
+        command += ["--max-steps", str(args.max_steps)]
+    subprocess.run(command, check=True)
+    return str(out)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--stage", choices=["all", "sft", "grpo", "meta"], default="all")
+    p.add_argument("--model", help="base model (the paper trains from pretrained Gemma-2-27B / DeepSeek-V2-Lite)")
+    p.add_argument("--rft-data", type=Path, help="`grm-reward spct rft-data` output (chat SFT rows)")
+    p.add_argument("--rl-data", type=Path, help="`grm-reward spct rl-data` output (judge prompts + labels)")
+    p.add_argument("--meta-data", type=Path, help="`grm-reward spct meta-data` output ({text, label})")
+    p.add_argument("--meta-base-model", help="base model of the meta RM (passed to `spct train-meta`)")
+    p.add_argument("--output-dir", type=Path, required=True)
+    p.add_argument("--smoke", action="store_true", help="tiny random policy, shipped smoke data, 2 steps per stage, CPU")
+    p.add_argument("--rft-lr", type=float, default=RFT_LR)
+    p.add_argument("--rl-lr", type=float, default=RL_LR)
+    p.add_argument("--beta", type=float, default=BETA_27B, help="KL coefficient (0.08 for 27B, 0.002 for 16B)")
+    p.add_argument("--group-size", type=int, default=GROUP_SIZE, help="GRPO group size G")
+    p.add_argument("--temperature", type=float, default=1.0, help="rollout temperature (not given by the paper)")
+    p.add_argument("--max-length", type=int, default=4096, help="SFT sequence length")
+    p.add_argument("--max-completion-length", type=int, default=1024, help="judge output tokens in GRPO rollouts")
+    p.add_argument("--per-device-batch-size", type=int, default=4)
+    p.add_argument("--gradient-accumulation-steps", type=int, default=16)
+    p.add_argument("--max-steps", type=int, default=None, help="steps per stage (default: 1 epoch; smoke: 2)")
+    p.add_argument("--use-vllm", action="store_true", help="GRPO rollouts with vLLM (TRL's colocate mode)")
+    p.add_argument("--report-to", default="none")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.rft_data = args.rft_data or SMOKE_DATA / "rft.jsonl"
+        args.rl_data = args.rl_data or SMOKE_DATA / "rl.jsonl"
+        args.meta_data = args.meta_data or SMOKE_DATA / "meta.jsonl"
+        args.max_length = min(args.max_length, 1024)
+        args.max_completion_length = min(args.max_completion_length, 16)
+    needs = {"sft": ["rft_data"], "grpo": ["rl_data"], "meta": ["meta_data"]}
+    stages = ["sft", "grpo", "meta"] if args.stage == "all" else [args.stage]
+    if not args.smoke and not args.model and {"sft", "grpo"} & set(stages):
+        p.error("--model is required (or --smoke)")
+    for stage in stages:
+        for name in needs[stage]:
+            if getattr(args, name) is None:
+                p.error(f"stage {stage} needs --{name.replace('_', '-')}")
+    args.stages = stages
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    model = args.model
+    if args.smoke and model is None:
+        model = build_tiny_policy(args.output_dir / "tiny-policy")
+    timings: dict[str, float] = {}
+    for stage in args.stages:
+        start = time.perf_counter()
+        out = args.output_dir / stage
+        if stage == "sft":
+            model = run_sft(args, model, out)
+        elif stage == "grpo":
+            model = run_grpo(args, model, out)
+        elif args.smoke:
+            print("[meta] skipped in --smoke (the meta RM stage is pending `grm-reward spct train-meta`)")
+            continue
+        else:
+            run_meta(args, out)
+        timings[stage] = round(time.perf_counter() - start, 1)
+        print(f"[{stage}] done in {timings[stage]} s -> {out}")
+    (args.output_dir / "timings.json").write_text(json.dumps(timings), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""The TRL SPCT recipe's smoke run: SFT on RFT rows, then GRPO with the rule reward, on CPU.
+
+Runs ``examples/trl/spct.py --smoke`` as a user would (a tiny random policy with SmolLM2's
+tokenizer, the shipped smoke data) and reads what it wrote: TRL's log history per stage, TRL's
+completions tables and the saved checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import is_available, requires_embedded, requires_torch
+
+pytestmark = [
+    pytest.mark.slow,
+    requires_torch,
+    requires_embedded,
+    pytest.mark.skipif(not is_available("trl"), reason="needs grm-reward[trl]"),
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "examples" / "trl" / "spct.py"
+RL_DATA = ROOT / "examples" / "data" / "spct" / "rl.jsonl"
+
+
+def test_smoke_run_trains_and_logs_the_rule_reward(tmp_path) -> None:
+    import pandas as pd
+
+    from grm_reward.spct.reward_funcs import RuleLabel, judge_verdict
+
+    out = tmp_path / "run"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--smoke", "--output-dir", str(out)],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "[meta] skipped in --smoke" in proc.stdout
+
+    sft_logs = json.loads((out / "sft" / "log_history.json").read_text())
+    sft_steps = [h for h in sft_logs if "loss" in h]
+    assert len(sft_steps) == 2 and all(h["loss"] > 0 for h in sft_steps)
+    assert sft_steps[0]["learning_rate"] == pytest.approx(5e-6)  # the paper's RFT learning rate
+
+    grpo_logs = json.loads((out / "grpo" / "log_history.json").read_text())
+    grpo_steps = [h for h in grpo_logs if "loss" in h]
+    assert len(grpo_steps) == 2
+    for log in grpo_steps:
+        assert -1.0 <= log["rewards/judge_rule_reward/mean"] <= 1.0
+        assert 0.0 <= log["judge_rule_reward/unreadable_share"] <= 1.0
+        assert "judge_rule_reward/tie_share" in log and "kl" in log  # beta > 0: a reference model is used
+    assert grpo_steps[0]["learning_rate"] == pytest.approx(4e-7)
+
+    # Every logged reward is the rule applied to that very completion and its own row's label.
+    rows = {json.loads(line)["prompt"][0]["content"]: json.loads(line) for line in RL_DATA.read_text().splitlines()}
+    tables = sorted((out / "grpo" / "completions").glob("completions_*.parquet"))
+    table = pd.concat([pd.read_parquet(f) for f in tables], ignore_index=True)
+    assert len(table) == 8  # 2 steps x 1 prompt x G = 4
+    for prompt, completion, reward in zip(table.prompt, table.completion, table.judge_rule_reward):
+        row = rows[prompt[-1]["content"]]
+        truth = RuleLabel(row["num_responses"], row["best"], row["label"])
+        assert reward == judge_verdict(completion[0]["content"], truth).reward
+
+    for log in grpo_steps:  # the logged mean is the mean of that step's rewards
+        step_rewards = table[table.step == log["step"]].judge_rule_reward
+        assert log["rewards/judge_rule_reward/mean"] == pytest.approx(step_rewards.mean())
+        assert log["judge_rule_reward/unreadable_share"] == pytest.approx(
+            1.0 - table[table.step == log["step"]].judge_rule_reward_valid.mean()
+        )
+
+    for stage in ("sft", "grpo"):
+        assert (out / stage / "model.safetensors").is_file() and (out / stage / "config.json").is_file()
+    # GRPO started from the SFT checkpoint, and saved a model of the same shape.
+    assert json.loads((out / "grpo" / "config.json").read_text())["hidden_size"] == 16
