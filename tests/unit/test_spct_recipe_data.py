@@ -1,0 +1,43 @@
+"""The recipes' data converters and shipped smoke data (no framework needed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from grm_reward.spct.reward_funcs import parse_ground_truth
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = ROOT / "examples" / "data" / "spct"
+
+
+def load(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def rows(name: str) -> list[dict]:
+    return [json.loads(line) for line in (SMOKE / name).read_text(encoding="utf-8").splitlines()]
+
+
+def test_smoke_data_follow_the_spct_formats() -> None:
+    for row in rows("rl.jsonl"):
+        assert set(row) == {"prompt", "num_responses", "best", "label", "id"}
+        assert row["prompt"][0]["role"] == "user" and "You are a skilled little expert" in row["prompt"][0]["content"]
+        parse_ground_truth({k: row[k] for k in ("num_responses", "best", "label")})  # valid labels
+    for row in rows("rft.jsonl"):
+        assert [m["role"] for m in row["messages"]] == ["user", "assistant"] and isinstance(row["hinted"], bool)
+        assert "\\boxed{" in row["messages"][1]["content"]
+    assert {row["label"] for row in rows("meta.jsonl")} == {0, 1}
+
+
+def test_verl_rows_carry_the_ground_truth_encoding() -> None:
+    prepare = load(ROOT / "examples" / "verl" / "prepare_data.py")
+    row = prepare.verl_row({"prompt": "judge me", "num_responses": 2, "best": 1, "label": None, "id": "x"}, 0, "train")
+    assert row["prompt"] == [{"role": "user", "content": "judge me"}]
+    assert row["data_source"] == "grm_spct" and row["reward_model"]["style"] == "rule"
+    assert parse_ground_truth(row["reward_model"]["ground_truth"]).best == 1
+    assert row["extra_info"] == {"id": "x", "index": 0, "split": "train", "num_responses": 2}
