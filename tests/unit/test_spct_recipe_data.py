@@ -41,3 +41,16 @@ def test_verl_rows_carry_the_ground_truth_encoding() -> None:
     assert row["data_source"] == "grm_spct" and row["reward_model"]["style"] == "rule"
     assert parse_ground_truth(row["reward_model"]["ground_truth"]).best == 1
     assert row["extra_info"] == {"id": "x", "index": 0, "split": "train", "num_responses": 2}
+
+
+def test_openrlhf_rows_and_the_reward_file() -> None:
+    prepare = load(ROOT / "examples" / "openrlhf" / "prepare_data.py")
+    row = prepare.openrlhf_row({"prompt": [{"role": "user", "content": "judge"}], "num_responses": 1, "best": None,
+                                "label": 0, "id": 3}, 0)
+    assert row["prompt"] == [{"role": "user", "content": "judge"}] and row["id"] == "3"
+    assert parse_ground_truth(row["ground_truth"]).label == 0
+    # The file OpenRLHF loads by path: the reward_func(queries, prompts, labels) contract, positional.
+    reward_file = load(ROOT / "examples" / "openrlhf" / "judge_rule_reward.py")
+    prompt = "<|im_start|>user\njudge<|im_end|>\n<|im_start|>assistant\n"
+    out = reward_file.reward_func([prompt + "Scores: \\boxed{0}<|im_end|>"], [prompt], [row["ground_truth"]])
+    assert out["rewards"] == [1.0] and out["scores"] == [1.0]
