@@ -117,7 +117,13 @@ def _sample_in_chunks(
 
 def _judge_config(args: argparse.Namespace, samples: int) -> Any:
     """The judge's config with k = samples, so its temperature rules apply (paper 0.5 when samples > 1)."""
-    return config_from_args(args).updated(k=samples)
+    config = config_from_args(args).updated(k=samples)
+    ignored = [flag for flag, on in (("--format-guarantee", config.format_guarantee), ("--token-prob", config.token_prob),
+                                     ("--meta-rm", config.meta_rm is not None)) if on]
+    if ignored:
+        _say(f"note: {', '.join(ignored)} ignored: SPCT data read every judge sample strictly, as Eq. 10 asks")
+        config = config.updated(format_guarantee=False, token_prob=False, meta_rm=None)
+    return config
 
 
 # --- rft-data ---------------------------------------------------------------------------------
@@ -197,8 +203,9 @@ def _cmd_rft(args: argparse.Namespace) -> int:
             trajectories.close()
     if not args.quiet:
         model = config.model or "embedded SmolLM2-135M-Instruct"
-        print(f"\ngrm-reward spct rft-data: judge {model} ({config.backend}), {args.samples} plain samples per "
-              f"item, hint {args.hint}, temperature {config.effective_temperature}")
+        plan = "1 hinted sample per item" if args.hint == "on" else f"{args.samples} plain samples per item"
+        print(f"\ngrm-reward spct rft-data: judge {model} ({config.backend}), {plan}, hint {args.hint}, "
+              f"temperature {config.effective_temperature}")
         for line in stats.lines():
             print(f"  {line}")
         print(f"  wrote {args.output}" + (f" and {args.trajectories}" if args.trajectories else "")

@@ -343,6 +343,11 @@ def test_rft_data_cli_hint_modes(tmp_path, capsys) -> None:
     on = read_jsonl(out)
     assert len(on) == 6 and all(r["hinted"] for r in on)
 
+    # never forced: the format guarantee (which this scripted judge could not serve) is switched off
+    assert main([*args, "--hint", "off", "--format-guarantee"]) == 0
+    assert read_jsonl(out) == plain_rows
+    assert "--format-guarantee ignored" in capsys.readouterr().err
+
 
 def test_meta_data_cli_samples_or_reuses_trajectories(tmp_path, capsys) -> None:
     src = write_jsonl(tmp_path / "in.jsonl", [*pairs(4), {"id": "u", "prompt": "UNREADABLE", "chosen": "a",
