@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from grm_reward.errors import InputError
-from grm_reward.eval.benchmarks import BENCHMARKS, DATA_ENV, default_data_root, select_items
+from grm_reward.eval.benchmarks import BENCHMARKS, DATA_ENV, default_data_root
 from grm_reward.eval.items import EvalItem
 from grm_reward.eval.loaders import DataError, Loaded, LoadIssue, load_hh_rlhf
 from grm_reward.types import Message, Request
@@ -270,7 +270,7 @@ def _load_named(name: str, path: str | None, seed: int, data_root: str | Path | 
 def _from_eval_items(loaded: Loaded, source: str, seed: int) -> LoadedItems:
     out = LoadedItems(issues=list(loaded.issues), notes=list(loaded.notes), source=source)
     several, grids = 0, 0
-    for item in select_items(loaded.items):
+    for item in loaded.items:
         converted = _from_eval_item(item, seed, source)
         if converted is None:
             if item.task == "style":

@@ -370,6 +370,14 @@ def test_meta_data_cli_samples_or_reuses_trajectories(tmp_path, capsys) -> None:
     assert "no judge calls" in capsys.readouterr().out
     assert [(r["id"], r["label"], r["text"]) for r in reused] == [(r["id"], r["label"], r["text"]) for r in rows]
 
+    broken = traj.read_text(encoding="utf-8").splitlines()
+    broken[1] = json.dumps({**json.loads(broken[1]), "order": [0, 0]})
+    traj.write_text("\n".join([*broken, "{oops"]) + "\n", encoding="utf-8")
+    assert main(["spct", "meta-data", str(traj), "-o", str(out), "--tokenizer", "none", "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "line 2: 'order' [0, 0] is not a permutation" in err and f"line {len(broken) + 1}: not valid JSON" in err
+    assert len(read_jsonl(out)) == len(reused) - 1
+
 
 def test_rl_data_cli(tmp_path, capsys) -> None:
     src = write_jsonl(tmp_path / "in.jsonl", [*pairs(3), {"prompt": "q", "response": "r", "label": 1}, "oops"])
