@@ -15,7 +15,9 @@ Formats (see ``docs/evaluation.md`` for the full description):
 - XSTest: ``xstest_prompts.csv`` plus ``xstest_v2_completions_<model>.csv``;
 - ReaLMistake ``{input, llm_response, error_label}`` in ``<task>/<model>.jsonl``, read from its
   password-protected zip through a temporary folder that is deleted afterwards;
-- generic pairwise ``{prompt, chosen, rejected}`` and best-of-N ``{prompt, responses, best}`` JSONL.
+- generic pairwise ``{prompt, chosen, rejected}`` and best-of-N ``{prompt, responses, best}`` JSONL;
+- HH-RLHF ``{chosen, rejected}`` full ``Human:``/``Assistant:`` transcripts sharing their prefix
+  (not an evaluation benchmark here; the SPCT data builders read it).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -43,6 +46,7 @@ __all__ = [
     "LoadIssue",
     "Loaded",
     "load_bon",
+    "load_hh_rlhf",
     "load_llmbar",
     "load_pairwise",
     "load_realmistake",
@@ -388,6 +392,47 @@ def load_bon(path: Path) -> Loaded:
         )
 
     return _from_rows(_files(path, (".jsonl", ".jsonl.gz")), build)
+
+
+_HH_TURN = re.compile(r"\n\n(Human|Assistant):[ \t]?")
+
+
+def load_hh_rlhf(path: Path) -> Loaded:
+    """HH-RLHF pairs: ``{chosen, rejected}``, each a whole transcript ending in an Assistant turn.
+
+    The shared turns become the prompt (chat messages), the two last Assistant turns the
+    responses (the chosen one first); a pair whose transcripts differ before their last turn is
+    an issue.
+    """
+
+    def build(row: Mapping[str, Any], where: str) -> EvalItem:
+        chosen_turns = _hh_turns(_text(row, "chosen"), "chosen")
+        rejected_turns = _hh_turns(_text(row, "rejected"), "rejected")
+        if chosen_turns[:-1] != rejected_turns[:-1]:
+            raise _RowError("'chosen' and 'rejected' differ before their last Assistant turn")
+        prompt = tuple({"role": role, "content": text} for role, text in chosen_turns[:-1])
+        subset, section = _groups(row, path)
+        return _chosen_rejected_item(
+            uid=str(row.get("id", where)),
+            prompt=prompt,
+            chosen=chosen_turns[-1][1],
+            rejected=[rejected_turns[-1][1]],
+            subset=subset,
+            section=section,
+        )
+
+    return _from_rows(_files(path, (".jsonl", ".jsonl.gz")), build)
+
+
+def _hh_turns(transcript: str, key: str) -> list[tuple[str, str]]:
+    """``[(role, text), ...]`` of a ``\\n\\nHuman: ... \\n\\nAssistant: ...`` transcript."""
+    parts = _HH_TURN.split(transcript)
+    if parts[0].strip() or len(parts) < 5:
+        raise _RowError(f"{key!r} is not a Human/Assistant transcript with a query and an answer")
+    turns = [("user" if role == "Human" else "assistant", text.strip()) for role, text in zip(parts[1::2], parts[2::2])]
+    if turns[-1][0] != "assistant" or turns[-2][0] != "user":
+        raise _RowError(f"{key!r} must end with a Human turn followed by an Assistant turn")
+    return turns
 
 
 # --- row plumbing -----------------------------------------------------------------------------
