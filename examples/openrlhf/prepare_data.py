@@ -1,7 +1,7 @@
 """Convert ``grm-reward spct rl-data`` rows to the prompt JSONL OpenRLHF's PromptDataset reads.
 
 Each row becomes ``{"prompt": [{"role": "user", "content": <judge prompt>}], "ground_truth":
-'{"num_responses": n, "best": i, "label": null}', "id": ...}``; train with
+'{"num_responses": n, "best": i, "label": null, "score_range": [1, 10]}', "id": ...}``; train with
 ``--data.input_key prompt --data.label_key ground_truth --data.apply_chat_template``.
 The ground truth is validated here (:func:`grm_reward.spct.reward_funcs.encode_ground_truth`),
 so a bad row fails now rather than inside a rollout actor.
@@ -25,7 +25,9 @@ def openrlhf_row(row: dict[str, Any], index: int) -> dict[str, Any]:
         prompt = [{"role": "user", "content": prompt}]
     return {
         "prompt": prompt,
-        "ground_truth": encode_ground_truth(row["num_responses"], row.get("best"), row.get("label")),
+        "ground_truth": encode_ground_truth(
+            row["num_responses"], row.get("best"), row.get("label"), score_range=row.get("score_range") or (1, 10)
+        ),
         "id": str(row.get("id", index)),
     }
 

@@ -10,7 +10,7 @@ a rollout that touches the reward, with OpenRLHF 0.11's own code (installed ``--
    tests do) and its ``SingleTurnAgentExecutor`` loads ``judge_rule_reward.py`` exactly as
    ``--reward.remote_url <file>.py`` makes it;
 4. ``executor.execute(...)`` runs each rollout: it tokenizes the prompt, left-truncates it to
-   ``max_length - max_new_tokens`` (with the smoke ``max_length`` of 800 tokens the pairwise and
+   ``max_length - max_new_tokens`` (with the smoke ``max_length`` of 900 tokens the pairwise and
    listwise judge prompts are truncated, the single-response ones are not), asks an engine for tokens — a stand-in for vLLM that samples from a tiny
    random policy (1-layer Llama, SmolLM2's tokenizer) or returns a hand-written judge output — decodes
    prompt + output with special tokens and calls ``reward_func`` through its thread offload;
@@ -110,7 +110,8 @@ class Engine:
 
 def hand_written_output(truth: Any, *, correct: bool) -> str:
     if truth.num_responses == 1:
-        score = truth.label if correct else 1 - truth.label
+        lo, hi = truth.score_range
+        score = (hi if truth.label == 1 else lo) if correct else (lo if truth.label == 1 else hi)
         return f"Analysis: Checked.\nScores: \\boxed{{{score}}}"
     scores = [2] * truth.num_responses
     scores[truth.best] = 8
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--output-dir", type=Path, required=True)
     p.add_argument("--rl-data", type=Path, default=SMOKE_RL)
-    p.add_argument("--max-length", type=int, default=800, help="OpenRLHF's --data.max_len (prompt + output)")
+    p.add_argument("--max-length", type=int, default=900, help="OpenRLHF's --data.max_len (prompt + output)")
     p.add_argument("--max-new-tokens", type=int, default=12)
     p.add_argument("--samples", type=int, default=2, help="policy samples per prompt")
     args = p.parse_args(argv)

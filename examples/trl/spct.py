@@ -8,14 +8,18 @@ Stages (paper §3.2, App. C.1):
    the Eq. 11 reward :func:`grm_reward.spct.reward_funcs.judge_rule_reward` (+1 if the judge's
    scores pick the labelled best strictly, -1 otherwise, ties and unreadable output included),
    no format reward, a large KL coefficient (beta 0.08 for 27B, 0.002 for 16B), G = 4, lr 4e-7.
-3. ``meta`` — the meta reward model: ``grm-reward spct train-meta`` (pending: that command is being
-   built on another branch; this stage runs it when the installed grm-reward has it).
+3. ``meta`` — the meta reward model: ``grm-reward spct train-meta`` on ``grm-reward spct meta-data``
+   rows (binary cross-entropy, lr 1e-5 in the paper); ``GRMConfig(meta_rm=<output-dir>/meta)`` loads it.
+
+The RL rows can also be built here from preference items (``--items``, through
+``grm-reward spct rl-data``); the RFT and meta rows need judge samples, so build them first with
+``grm-reward spct rft-data`` / ``meta-data`` (see docs/spct.md).
 
     # the whole recipe on a GPU node (see examples/trl/README.md for the full commands)
     python examples/trl/spct.py --stage all --model google/gemma-2-27b \
         --rft-data rft.jsonl --rl-data rl.jsonl --meta-data meta.jsonl --output-dir runs/spct
 
-    # CPU smoke run: a tiny random policy with SmolLM2's tokenizer, the shipped smoke data, 2+2 steps
+    # CPU smoke run: a tiny random policy with SmolLM2's tokenizer, the shipped smoke data, 2 steps per stage
     python examples/trl/spct.py --smoke --output-dir /tmp/spct-smoke
 
 Each stage writes its model to ``<output-dir>/<stage>/`` and its ``log_history.json`` (TRL's log
@@ -144,24 +148,28 @@ def run_grpo(args: argparse.Namespace, model: str, out: Path) -> str:
     return str(out)
 
 
-def train_meta_available() -> bool:
-    """Whether the installed grm-reward has ``grm-reward spct train-meta`` (built on another branch)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "grm_reward", "spct", "train-meta", "--help"], capture_output=True, text=True
-    )
-    return proc.returncode == 0
+def grm_reward_cli(*args: str) -> None:
+    """Run ``grm-reward <args>`` with this interpreter."""
+    subprocess.run([sys.executable, "-m", "grm_reward", *args], check=True)
 
 
-def run_meta(args: argparse.Namespace, out: Path) -> str | None:
-    if not train_meta_available():
-        print("[meta] pending: this grm-reward has no `grm-reward spct train-meta` yet; stage skipped")
-        return None
-    command = [sys.executable, "-m", "grm_reward", "spct", "train-meta", str(args.meta_data), "-o", str(out)]
-    if args.meta_base_model:
-        command += ["--base-model", args.meta_base_model]
-    if args.max_steps is not None:
-        command += ["--max-steps", str(args.max_steps)]
-    subprocess.run(command, check=True)
+def build_rl_data(args: argparse.Namespace) -> Path:
+    """``grm-reward spct rl-data ITEMS -o <output-dir>/rl-data.jsonl`` (judge prompts, shown best / label)."""
+    out = args.output_dir / "rl-data.jsonl"
+    grm_reward_cli("spct", "rl-data", str(args.items), "-o", str(out), "--seed", str(args.seed))
+    return out
+
+
+def run_meta(args: argparse.Namespace, out: Path, base_model: str | None) -> str:
+    """``grm-reward spct train-meta``: a one-logit sequence classifier, binary cross-entropy."""
+    command = ["spct", "train-meta", str(args.meta_data), "-o", str(out), "--lr", str(args.meta_lr)]
+    if base_model:
+        command += ["--base-model", base_model]
+    if args.max_steps is not None or args.smoke:
+        command += ["--max-steps", str(args.max_steps if args.max_steps is not None else 2)]
+    if args.smoke:
+        command += ["--batch-size", "2", "--max-length", "1024", "--eval-split", "0"]
+    grm_reward_cli(*command)
     return str(out)
 
 
@@ -171,8 +179,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", help="base model (the paper trains from pretrained Gemma-2-27B / DeepSeek-V2-Lite)")
     p.add_argument("--rft-data", type=Path, help="`grm-reward spct rft-data` output (chat SFT rows)")
     p.add_argument("--rl-data", type=Path, help="`grm-reward spct rl-data` output (judge prompts + labels)")
+    p.add_argument("--items", type=Path, help="preference items: build --rl-data from them with `grm-reward spct rl-data`")
     p.add_argument("--meta-data", type=Path, help="`grm-reward spct meta-data` output ({text, label})")
-    p.add_argument("--meta-base-model", help="base model of the meta RM (passed to `spct train-meta`)")
+    p.add_argument("--meta-base-model", help="base model of the meta RM (default: train-meta's; smoke: the tiny policy)")
+    p.add_argument("--meta-lr", type=float, default=1e-5, help="meta RM learning rate (paper: 1e-5)")
     p.add_argument("--output-dir", type=Path, required=True)
     p.add_argument("--smoke", action="store_true", help="tiny random policy, shipped smoke data, 2 steps per stage, CPU")
     p.add_argument("--rft-lr", type=float, default=RFT_LR)
@@ -191,7 +201,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.smoke:
         args.rft_data = args.rft_data or SMOKE_DATA / "rft.jsonl"
-        args.rl_data = args.rl_data or SMOKE_DATA / "rl.jsonl"
+        if args.rl_data is None:
+            args.items = args.items or SMOKE_DATA / "items.jsonl"
         args.meta_data = args.meta_data or SMOKE_DATA / "meta.jsonl"
         args.max_length = min(args.max_length, 1024)
         args.max_completion_length = min(args.max_completion_length, 16)
@@ -201,7 +212,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--model is required (or --smoke)")
     for stage in stages:
         for name in needs[stage]:
-            if getattr(args, name) is None:
+            if getattr(args, name) is None and not (name == "rl_data" and args.items):
                 p.error(f"stage {stage} needs --{name.replace('_', '-')}")
     args.stages = stages
     return args
@@ -213,6 +224,9 @@ def main(argv: list[str] | None = None) -> None:
     model = args.model
     if args.smoke and model is None:
         model = build_tiny_policy(args.output_dir / "tiny-policy")
+    meta_base = args.meta_base_model or (model if args.smoke else None)
+    if args.rl_data is None and args.items is not None and "grpo" in args.stages:
+        args.rl_data = build_rl_data(args)
     timings: dict[str, float] = {}
     for stage in args.stages:
         start = time.perf_counter()
@@ -221,11 +235,8 @@ def main(argv: list[str] | None = None) -> None:
             model = run_sft(args, model, out)
         elif stage == "grpo":
             model = run_grpo(args, model, out)
-        elif args.smoke:
-            print("[meta] skipped in --smoke (the meta RM stage is pending `grm-reward spct train-meta`)")
-            continue
         else:
-            run_meta(args, out)
+            run_meta(args, out, meta_base)
         timings[stage] = round(time.perf_counter() - start, 1)
         print(f"[{stage}] done in {timings[stage]} s -> {out}")
     (args.output_dir / "timings.json").write_text(json.dumps(timings), encoding="utf-8")

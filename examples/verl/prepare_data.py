@@ -5,7 +5,8 @@ Each row becomes::
     {"data_source": "grm_spct",
      "prompt": [{"role": "user", "content": <judge prompt>}],
      "ability": "judge",
-     "reward_model": {"style": "rule", "ground_truth": '{"num_responses": n, "best": i, "label": null}'},
+     "reward_model": {"style": "rule",
+                      "ground_truth": '{"num_responses": n, "best": i, "label": null, "score_range": [1, 10]}'},
      "extra_info": {"id": ..., "index": i, "split": "train" | "test", "num_responses": n}}
 
 ``ground_truth`` is the JSON encoding :func:`grm_reward.spct.reward_funcs.encode_ground_truth`
@@ -32,7 +33,9 @@ def verl_row(row: dict[str, Any], index: int, split: str) -> dict[str, Any]:
     prompt = row["prompt"]
     if isinstance(prompt, str):
         prompt = [{"role": "user", "content": prompt}]
-    ground_truth = encode_ground_truth(row["num_responses"], row.get("best"), row.get("label"))
+    ground_truth = encode_ground_truth(
+        row["num_responses"], row.get("best"), row.get("label"), score_range=row.get("score_range") or (1, 10)
+    )
     return {
         "data_source": DATA_SOURCE,
         "prompt": prompt,

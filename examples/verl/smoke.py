@@ -68,16 +68,16 @@ def launch_config(model_dir: Path, data_dir: Path) -> Any:
     return OmegaConf.create(proc.stdout)
 
 
-def hand_written_output(num_responses: int, best: int | None, label: int | None, *, correct: bool) -> str:
-    if num_responses == 1:
-        assert label is not None
-        score = label if correct else 1 - label
+def hand_written_output(truth: Any, *, correct: bool) -> str:
+    """A judge output the rule calls correct (or, with ``correct=False``, a tie / the wrong side of the threshold)."""
+    if truth.num_responses == 1:
+        lo, hi = truth.score_range
+        score = (hi if truth.label == 1 else lo) if correct else (lo if truth.label == 1 else hi)
         return f"Specific Criteria: Accuracy.\nAnalysis: Checked.\nScores: \\boxed{{{score}}}"
-    scores = [3] * num_responses
-    assert best is not None
-    scores[best] = 9
+    scores = [3] * truth.num_responses
+    scores[truth.best] = 9
     if not correct:  # a tie at the top is wrong (Eq. 10's strict inequality)
-        scores[(best + 1) % num_responses] = 9
+        scores[(truth.best + 1) % truth.num_responses] = 9
     return f"Specific Criteria: Accuracy.\nAnalysis: Compared.\nScores: \\boxed{{{', '.join(map(str, scores))}}}"
 
 
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ids = row[: row.index(tokenizer.eos_token_id) + 1] if tokenizer.eos_token_id in row else row
             rollouts.append({**base, "prompt_ids": prompt_ids, "response_ids": ids, "source": "policy"})
         truth = parse_ground_truth(item["reward_model"]["ground_truth"])
-        written = hand_written_output(truth.num_responses, truth.best, truth.label, correct=i % 2 == 0)
+        written = hand_written_output(truth, correct=i % 2 == 0)
         ids = tokenizer(written, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         rollouts.append({**base, "prompt_ids": prompt_ids, "response_ids": ids,
                          "source": "hand-written correct" if i % 2 == 0 else "hand-written tie/wrong"})

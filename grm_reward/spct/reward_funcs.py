@@ -20,12 +20,13 @@ Three forms, one rule (:func:`judge_verdict`):
   judge's output is split off the chat-templated query by :func:`split_judge_output`.
 
 **Ground-truth encoding** (verl's ``ground_truth``, OpenRLHF's label): a JSON object, as a string
-or a mapping, ``{"num_responses": n, "best": i | null, "label": s | null}``, plus optionally
-``"score_range": [lo, hi]``. ``best`` is the 0-based position at which the judge prompt *shows* the
-best response (the judge's scores are in shown order); ``label`` is the ground-truth score of a
-single response. The score range defaults to 1-10 for n >= 2 and 0-10 for n = 1 (which accepts
-both the paper's 0/1 single-response template and the 1-10 one; for n = 1 the reward is +1 only
-when the score equals the label, so the range cannot change it).
+or a mapping, ``{"num_responses": n, "best": i | null, "label": 0 | 1 | null, "score_range": [lo, hi]}``
+(``score_range`` and ``threshold`` optional), i.e. the fields of a ``grm-reward spct rl-data`` row.
+``best`` is the 0-based position at which the judge prompt *shows* the best response (the judge's
+scores are in shown order); ``label`` is a single response's 0/1 correctness. ``score_range`` is
+the range the prompt asks for (default 1-10); a single response is judged against the threshold
+of :func:`grm_reward.spct.rewards.is_correct` (default: the range's lower midpoint, 5 on 1-10,
+0 on 0-1 where the rule is the paper's ``S_1 = r_1``).
 
 Importing this module imports neither torch, trl, verl nor openrlhf.
 """
@@ -91,27 +92,24 @@ class RuleLabel:
     num_responses: int
     best: int | None = None
     label: int | None = None
-    score_range: tuple[int, int] | None = None
+    score_range: tuple[int, int] = (1, 10)
+    threshold: int | None = None
 
     def __post_init__(self) -> None:
         if self.num_responses < 1:
             raise InputError(f"num_responses must be >= 1, got {self.num_responses}")
-        if self.num_responses == 1 and self.label is None:
-            raise InputError("a single-response judge prompt needs its label (the ground-truth score)")
+        if self.num_responses == 1:
+            if self.label is None:
+                raise InputError("a single-response judge prompt needs its label (1 = correct, 0 = incorrect)")
+            if self.label not in (0, 1):
+                raise InputError(f"a single response's label must be 0 (incorrect) or 1 (correct), got {self.label}")
         if self.num_responses >= 2:
             if self.best is None:
                 raise InputError(f"a judge prompt with {self.num_responses} responses needs 'best'")
             if not 0 <= self.best < self.num_responses:
                 raise InputError(f"best={self.best} is not a 0-based index of {self.num_responses} responses")
-        if self.score_range is not None and not self.score_range[0] < self.score_range[1]:
+        if not self.score_range[0] < self.score_range[1]:
             raise InputError(f"score_range must be [lo, hi] with lo < hi, got {list(self.score_range)}")
-
-    @property
-    def range(self) -> tuple[int, int]:
-        """The score range the judge output is read with."""
-        if self.score_range is not None:
-            return self.score_range
-        return (0, 10) if self.num_responses == 1 else (1, 10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,10 +133,12 @@ def judge_verdict(text: str, truth: RuleLabel) -> Verdict:
     >>> judge_verdict("Both are fine.", truth).reward
     -1.0
     """
-    scores = parse_judgement(text, truth.num_responses, truth.range).scores
+    scores = parse_judgement(text, truth.num_responses, truth.score_range).scores
     if scores is None:
         return Verdict(-1.0, valid=False, correct=False, tie=False)
-    correct = is_correct(scores, best=truth.best, label=truth.label)
+    correct = is_correct(
+        scores, best=truth.best, label=truth.label, score_range=truth.score_range, threshold=truth.threshold
+    )
     tie = truth.best is not None and truth.num_responses >= 2 and scores.count(max(scores)) > 1
     return Verdict(1.0 if correct else -1.0, valid=True, correct=correct, tie=tie)
 
@@ -149,25 +149,34 @@ def encode_ground_truth(
     best: int | None = None,
     label: int | None = None,
     *,
-    score_range: tuple[int, int] | None = None,
+    score_range: Sequence[int] = (1, 10),
+    threshold: int | None = None,
 ) -> str:
     """The JSON string verl's ``ground_truth`` and OpenRLHF's label carry (validated first).
 
     >>> encode_ground_truth(2, best=1)
-    '{"num_responses": 2, "best": 1, "label": null}'
+    '{"num_responses": 2, "best": 1, "label": null, "score_range": [1, 10]}'
     """
-    truth = RuleLabel(num_responses, best, label, score_range)
-    value: dict[str, Any] = {"num_responses": truth.num_responses, "best": truth.best, "label": truth.label}
-    if score_range is not None:
-        value["score_range"] = list(score_range)
+    items = _as_list(score_range)
+    if items is None or len(items) != 2:
+        raise InputError(f"score_range must be [lo, hi], got {_short(score_range)}")
+    truth = RuleLabel(num_responses, best, label, (int(items[0]), int(items[1])), threshold)
+    value: dict[str, Any] = {
+        "num_responses": truth.num_responses,
+        "best": truth.best,
+        "label": truth.label,
+        "score_range": list(truth.score_range),
+    }
+    if threshold is not None:
+        value["threshold"] = threshold
     return json.dumps(value)
 
 
 def parse_ground_truth(value: Any) -> RuleLabel:
     """A :class:`RuleLabel` from the encoding (a JSON string or a mapping); a clear error otherwise.
 
-    >>> parse_ground_truth('{"num_responses": 1, "best": null, "label": 1}')
-    RuleLabel(num_responses=1, best=None, label=1, score_range=None)
+    >>> parse_ground_truth('{"num_responses": 1, "best": null, "label": 1, "score_range": [0, 1]}')
+    RuleLabel(num_responses=1, best=None, label=1, score_range=(0, 1), threshold=None)
     >>> parse_ground_truth("4")
     Traceback (most recent call last):
     ...
@@ -184,22 +193,19 @@ def parse_ground_truth(value: Any) -> RuleLabel:
             'ground truth must be a JSON object like {"num_responses": 2, "best": 0, "label": null} '
             f"(see grm_reward.spct.reward_funcs.encode_ground_truth), got {_short(value)}"
         )
-    unknown = set(data) - {"num_responses", "best", "label", "score_range"}
+    unknown = set(data) - {"num_responses", "best", "label", "score_range", "threshold"}
     if unknown:
-        raise InputError(f"ground truth has unknown keys {sorted(unknown)}; known: num_responses, best, label, score_range")
+        raise InputError(
+            f"ground truth has unknown keys {sorted(unknown)}; known: num_responses, best, label, score_range, threshold"
+        )
     if "num_responses" not in data:
         raise InputError(f"ground truth lacks num_responses: {_short(value)}")
-    score_range = data.get("score_range")
-    if score_range is not None:
-        items = _as_list(score_range)
-        if items is None or len(items) != 2:
-            raise InputError(f"score_range must be [lo, hi], got {_short(score_range)}")
-        score_range = (_as_int(items[0], "score_range[0]"), _as_int(items[1], "score_range[1]"))
     return RuleLabel(
         num_responses=_as_int(data["num_responses"], "num_responses"),
         best=_as_optional_int(data.get("best"), "best"),
         label=_as_optional_int(data.get("label"), "label"),
-        score_range=score_range,
+        score_range=_as_optional_range(data.get("score_range")) or (1, 10),
+        threshold=_as_optional_int(data.get("threshold"), "threshold"),
     )
 
 
@@ -218,15 +224,15 @@ def judge_rule_reward(
 ) -> list[float]:
     """TRL ``GRPOTrainer`` reward function: +1 / -1 per judge completion (Eq. 11).
 
-    TRL passes the rl-data columns ``num_responses``, ``best`` and ``label`` as lists aligned with
-    ``completions`` (strings, or conversational ``[{"role": "assistant", "content": ...}]``). An
-    optional ``score_range`` column ([lo, hi] per row) overrides the default range. It logs
+    TRL passes the rl-data columns ``num_responses``, ``best``, ``label`` and ``score_range`` as
+    lists aligned with ``completions`` (strings, or conversational
+    ``[{"role": "assistant", "content": ...}]``); without a ``score_range`` column the range is 1-10. It logs
     ``judge_rule_reward/unreadable_share`` and ``judge_rule_reward/tie_share`` when TRL passes
     ``log_metric``, and a ``judge_rule_reward_valid`` column when it passes ``log_extra``. TRL logs
     the reward itself as ``rewards/judge_rule_reward/mean``.
 
     >>> judge_rule_reward(
-    ...     completions=[[{"role": "assistant", "content": "Scores: \\\\boxed{2, 9}"}], "Scores: \\\\boxed{1}", "?"],
+    ...     completions=[[{"role": "assistant", "content": "Scores: \\\\boxed{2, 9}"}], "Scores: \\\\boxed{8}", "?"],
     ...     num_responses=[2, 1, 2], best=[1, None, 0], label=[None, 1, None])
     [1.0, 1.0, -1.0]
     """
@@ -249,7 +255,7 @@ def judge_rule_reward(
                 num_responses=_as_int(_at(num_responses, i), "num_responses"),
                 best=_as_optional_int(_at(best, i), "best"),
                 label=_as_optional_int(_at(label, i), "label"),
-                score_range=_as_optional_range(_at(score_range, i)),
+                score_range=_as_optional_range(_at(score_range, i)) or (1, 10),
             )
         except InputError as exc:
             raise InputError(f"completion {i}: {exc}") from exc
@@ -430,7 +436,7 @@ def _as_list(value: Any) -> list[Any] | None:
 
 
 def _as_optional_range(value: Any) -> tuple[int, int] | None:
-    if value is None:
+    if _is_null(value):
         return None
     items = _as_list(value)
     if items is None or len(items) != 2:

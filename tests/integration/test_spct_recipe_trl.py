@@ -1,8 +1,9 @@
-"""The TRL SPCT recipe's smoke run: SFT on RFT rows, then GRPO with the rule reward, on CPU.
+"""The TRL SPCT recipe's smoke run: SFT on RFT rows, GRPO with the rule reward, the meta RM, on CPU.
 
 Runs ``examples/trl/spct.py --smoke`` as a user would (a tiny random policy with SmolLM2's
-tokenizer, the shipped smoke data) and reads what it wrote: TRL's log history per stage, TRL's
-completions tables and the saved checkpoints.
+tokenizer; RL rows built by ``grm-reward spct rl-data`` from the shipped items, the shipped RFT and
+meta rows) and reads what it wrote: TRL's log history per stage, TRL's completions tables, the
+saved checkpoints and the meta RM's training report.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ pytestmark = [
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "trl" / "spct.py"
-RL_DATA = ROOT / "examples" / "data" / "spct" / "rl.jsonl"
 
 
 def test_smoke_run_trains_and_logs_the_rule_reward(tmp_path) -> None:
@@ -41,7 +41,7 @@ def test_smoke_run_trains_and_logs_the_rule_reward(tmp_path) -> None:
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "[meta] skipped in --smoke" in proc.stdout
+    assert "[meta] done" in proc.stdout
 
     sft_logs = json.loads((out / "sft" / "log_history.json").read_text())
     sft_steps = [h for h in sft_logs if "loss" in h]
@@ -58,13 +58,14 @@ def test_smoke_run_trains_and_logs_the_rule_reward(tmp_path) -> None:
     assert grpo_steps[0]["learning_rate"] == pytest.approx(4e-7)
 
     # Every logged reward is the rule applied to that very completion and its own row's label.
-    rows = {json.loads(line)["prompt"][0]["content"]: json.loads(line) for line in RL_DATA.read_text().splitlines()}
+    rl_data = (out / "rl-data.jsonl").read_text().splitlines()  # written by `grm-reward spct rl-data`
+    rows = {json.loads(line)["prompt"][-1]["content"]: json.loads(line) for line in rl_data}
     tables = sorted((out / "grpo" / "completions").glob("completions_*.parquet"))
     table = pd.concat([pd.read_parquet(f) for f in tables], ignore_index=True)
     assert len(table) == 8  # 2 steps x 1 prompt x G = 4
     for prompt, completion, reward in zip(table.prompt, table.completion, table.judge_rule_reward):
         row = rows[prompt[-1]["content"]]
-        truth = RuleLabel(row["num_responses"], row["best"], row["label"])
+        truth = RuleLabel(row["num_responses"], row["best"], row["label"], tuple(row["score_range"]))
         assert reward == judge_verdict(completion[0]["content"], truth).reward
 
     for log in grpo_steps:  # the logged mean is the mean of that step's rewards
@@ -78,3 +79,10 @@ def test_smoke_run_trains_and_logs_the_rule_reward(tmp_path) -> None:
         assert (out / stage / "model.safetensors").is_file() and (out / stage / "config.json").is_file()
     # GRPO started from the SFT checkpoint, and saved a model of the same shape.
     assert json.loads((out / "grpo" / "config.json").read_text())["hidden_size"] == 16
+
+    # The meta RM: `grm-reward spct train-meta` on the tiny policy's architecture, one logit.
+    meta_config = json.loads((out / "meta" / "config.json").read_text())
+    assert meta_config["architectures"] == ["LlamaForSequenceClassification"] and len(meta_config["id2label"]) == 1
+    report = json.loads((out / "meta" / "meta_rm_training.json").read_text())
+    assert report["steps"] == 2 and report["mismatched_texts"] == 0  # same chat template as meta-data's text
+    assert (out / "meta" / "model.safetensors").is_file()

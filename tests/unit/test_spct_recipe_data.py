@@ -25,13 +25,15 @@ def rows(name: str) -> list[dict]:
 
 def test_smoke_data_follow_the_spct_formats() -> None:
     for row in rows("rl.jsonl"):
-        assert set(row) == {"prompt", "num_responses", "best", "label", "id"}
-        assert row["prompt"][0]["role"] == "user" and "You are a skilled little expert" in row["prompt"][0]["content"]
-        parse_ground_truth({k: row[k] for k in ("num_responses", "best", "label")})  # valid labels
+        # as `grm-reward spct rl-data` writes them (make_smoke_data.py runs it)
+        assert set(row) == {"prompt", "num_responses", "best", "label", "id", "score_range"}
+        assert row["prompt"][-1]["role"] == "user" and "You are a skilled little expert" in row["prompt"][-1]["content"]
+        parse_ground_truth({k: row[k] for k in ("num_responses", "best", "label", "score_range")})  # valid labels
     for row in rows("rft.jsonl"):
         assert [m["role"] for m in row["messages"]] == ["user", "assistant"] and isinstance(row["hinted"], bool)
         assert "\\boxed{" in row["messages"][1]["content"]
     assert {row["label"] for row in rows("meta.jsonl")} == {0, 1}
+    assert {row["hinted"] for row in rows("rft.jsonl")} == {False, True}
 
 
 def test_verl_rows_carry_the_ground_truth_encoding() -> None:
@@ -40,6 +42,8 @@ def test_verl_rows_carry_the_ground_truth_encoding() -> None:
     assert row["prompt"] == [{"role": "user", "content": "judge me"}]
     assert row["data_source"] == "grm_spct" and row["reward_model"]["style"] == "rule"
     assert parse_ground_truth(row["reward_model"]["ground_truth"]).best == 1
+    single = prepare.verl_row({"prompt": "p", "num_responses": 1, "best": None, "label": 0, "score_range": [0, 1]}, 1, "test")
+    assert parse_ground_truth(single["reward_model"]["ground_truth"]).score_range == (0, 1)
     assert row["extra_info"] == {"id": "x", "index": 0, "split": "train", "num_responses": 2}
 
 
@@ -52,5 +56,5 @@ def test_openrlhf_rows_and_the_reward_file() -> None:
     # The file OpenRLHF loads by path: the reward_func(queries, prompts, labels) contract, positional.
     reward_file = load(ROOT / "examples" / "openrlhf" / "judge_rule_reward.py")
     prompt = "<|im_start|>user\njudge<|im_end|>\n<|im_start|>assistant\n"
-    out = reward_file.reward_func([prompt + "Scores: \\boxed{0}<|im_end|>"], [prompt], [row["ground_truth"]])
+    out = reward_file.reward_func([prompt + "Scores: \\boxed{2}<|im_end|>"], [prompt], [row["ground_truth"]])
     assert out["rewards"] == [1.0] and out["scores"] == [1.0]

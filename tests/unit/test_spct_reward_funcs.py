@@ -31,9 +31,12 @@ CASES = [
     ("Scores: \\boxed{11, 3}", 2, 0, None, -1.0),  # out of range
     ("I like both of them.", 2, 0, None, -1.0),  # unreadable
     ("", 2, 0, None, -1.0),
-    ("Scores: \\boxed{1}", 1, None, 1, 1.0),  # single response, 0/1 label
-    ("Scores: \\boxed{0}", 1, None, 1, -1.0),
-    ("Scores: \\boxed{7}", 1, None, 7, 1.0),  # single response, 1-10 label
+    # single responses, 0/1 labels, 1-10 scale: threshold 5
+    ("Scores: \\boxed{7}", 1, None, 1, 1.0),
+    ("Scores: \\boxed{5}", 1, None, 1, -1.0),
+    ("Scores: \\boxed{5}", 1, None, 0, 1.0),
+    ("Scores: \\boxed{9}", 1, None, 0, -1.0),
+    ("Scores: \\boxed{0}", 1, None, 0, -1.0),  # out of the 1-10 range
 ]
 
 
@@ -58,7 +61,7 @@ def test_trl_reward_logs_unreadable_and_tie_shares_and_takes_extra_columns() -> 
     columns, log_extra = log_sink()
     rewards = judge_rule_reward(
         prompts=["p"] * 4,
-        completions=["Scores: \\boxed{3, 8}", "Scores: \\boxed{8, 8}", "no idea", "Scores: \\boxed{2}"],
+        completions=["Scores: \\boxed{3, 8}", "Scores: \\boxed{8, 8}", "no idea", "Scores: \\boxed{9}"],
         num_responses=[2, 2, 2, 1],
         best=[1, 1, 0, None],
         label=[None, None, None, 0],
@@ -77,13 +80,13 @@ def test_trl_reward_reads_dataset_value_types() -> None:
     np = pytest.importorskip("numpy")
     # Arrow/pandas give numpy ints, integral floats and NaN for missing ints.
     rewards = judge_rule_reward(
-        completions=["Scores: \\boxed{3, 8}", "Scores: \\boxed{1}"],
-        num_responses=[np.int64(2), 1.0],
-        best=[np.int64(1), math.nan],
-        label=[None, np.int64(1)],
-        score_range=[None, [0, 1]],
+        completions=["Scores: \\boxed{3, 8}", "Scores: \\boxed{1}", "Scores: \\boxed{1}"],
+        num_responses=[np.int64(2), 1.0, 1],
+        best=[np.int64(1), math.nan, None],
+        label=[None, np.int64(1), 1],
+        score_range=[None, np.array([0, 1]), [1, 10]],  # rl-data rows carry their prompt's range
     )
-    assert rewards == [1.0, 1.0]
+    assert rewards == [1.0, 1.0, -1.0]  # 1 is "correct" on the 0/1 scale, the worst score on 1-10
 
 
 def test_trl_reward_has_a_stable_name_and_clear_errors() -> None:
@@ -113,10 +116,14 @@ def test_verl_compute_score(text, n, best, label, expected) -> None:
 
 def test_verl_ground_truth_as_a_mapping_and_with_a_score_range() -> None:
     truth = {"num_responses": 1, "best": None, "label": 1, "score_range": [0, 1]}
-    assert compute_score("s", "Scores: \\boxed{1}", truth)["score"] == 1.0
+    assert compute_score("s", "Scores: \\boxed{1}", truth)["score"] == 1.0  # the paper's S_1 = r_1
     out = compute_score("s", "Scores: \\boxed{7}", truth)
     assert out == {"score": -1.0, "valid": 0.0, "correct": 0.0, "tie": 0.0}  # out of the 0/1 range
-    assert parse_ground_truth(encode_ground_truth(2, best=0, score_range=(1, 5))).range == (1, 5)
+    assert parse_ground_truth(encode_ground_truth(2, best=0, score_range=(1, 5))).score_range == (1, 5)
+    # An explicit threshold moves the single-response cut.
+    strict = encode_ground_truth(1, label=1, threshold=8)
+    assert compute_score("s", "Scores: \\boxed{8}", strict)["score"] == -1.0
+    assert compute_score("s", "Scores: \\boxed{9}", strict)["score"] == 1.0
 
 
 @pytest.mark.parametrize(
@@ -130,6 +137,7 @@ def test_verl_ground_truth_as_a_mapping_and_with_a_score_range() -> None:
         ('{"num_responses": 2, "best": null, "label": null}', "needs 'best'"),
         ('{"num_responses": 2, "best": 5}', "best=5 is not a 0-based index of 2 responses"),
         ('{"num_responses": 1, "label": null}', "needs its label"),
+        ('{"num_responses": 1, "label": 7}', "label must be 0 \\(incorrect\\) or 1"),
         ('{"num_responses": 0, "label": 1}', "num_responses must be >= 1"),
         ('{"num_responses": "2", "best": 1}', "num_responses must be an integer"),
         ('{"num_responses": true, "best": 1}', "num_responses must be an integer"),
@@ -143,7 +151,9 @@ def test_verl_ground_truth_errors_are_clear(ground_truth, message) -> None:
 
 
 def test_encode_validates_before_writing() -> None:
-    assert json.loads(encode_ground_truth(3, best=2)) == {"num_responses": 3, "best": 2, "label": None}
+    assert json.loads(encode_ground_truth(3, best=2)) == {
+        "num_responses": 3, "best": 2, "label": None, "score_range": [1, 10]
+    }
     with pytest.raises(InputError, match="needs 'best'"):
         encode_ground_truth(2)
 
