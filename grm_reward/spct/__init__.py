@@ -7,7 +7,10 @@
 - :mod:`~grm_reward.spct.rft`: rejective fine-tuning rows (reject incorrect, drop too easy);
 - :mod:`~grm_reward.spct.meta_data`: meta-RM rows, rendered as the meta RM sees them;
 - :mod:`~grm_reward.spct.rl_data`: judge prompts and labels for rule-based online RL;
-- :mod:`~grm_reward.spct.meta_train`: training a one-logit meta RM (torch, imported lazily).
+- :mod:`~grm_reward.spct.meta_train`: training a one-logit meta RM (torch, imported lazily);
+- :mod:`~grm_reward.spct.reward_funcs`: the rule reward as each RL framework loads it (a TRL
+  reward function, a verl ``compute_score``, an OpenRLHF ``reward_func``); recipes in ``examples/``
+  and ``docs/spct-recipes.md``.
 
 The command line is ``grm-reward spct {rft-data, meta-data, rl-data, train-meta}``; formats and
 paper defaults are in ``docs/spct.md``.
