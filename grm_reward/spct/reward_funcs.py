@@ -4,7 +4,8 @@ The policy being trained *is* the judge: its completion is a judge output (princ
 ``Scores: \\boxed{...}``) for a judge prompt from ``grm-reward spct rl-data``. Each rollout gets
 
 - **+1** when its scores put the labelled best response strictly above every other (n >= 2), or
-  equal the label (n = 1);
+  agree with the 0/1 label of a single response (n = 1, the threshold rule of
+  :func:`grm_reward.spct.rewards.is_correct`);
 - **-1** otherwise: wrong pick, a tie at the top, wrong score count, out-of-range or unreadable.
 
 Reading is always strict (never the format guarantee): the judge is being taught the format.
@@ -12,7 +13,7 @@ Reading is always strict (never the format guarantee): the judge is being taught
 Three forms, one rule (:func:`judge_verdict`):
 
 - TRL: :func:`judge_rule_reward`, a ``GRPOTrainer`` reward function reading the rl-data columns
-  ``num_responses``, ``best``, ``label`` (TRL passes dataset columns as keyword lists).
+  ``num_responses``, ``best``, ``label``, ``score_range`` (TRL passes dataset columns as keyword lists).
 - verl: :func:`compute_score` (``reward.custom_reward_function.path=pkg://grm_reward.spct.reward_funcs``),
   reading ``reward_model.ground_truth`` in the encoding of :func:`encode_ground_truth`.
 - OpenRLHF: :func:`openrlhf_reward_func`, wrapped by the file ``examples/openrlhf/judge_rule_reward.py``
