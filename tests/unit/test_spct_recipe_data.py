@@ -58,3 +58,20 @@ def test_openrlhf_rows_and_the_reward_file() -> None:
     prompt = "<|im_start|>user\njudge<|im_end|>\n<|im_start|>assistant\n"
     out = reward_file.reward_func([prompt + "Scores: \\boxed{2}<|im_end|>"], [prompt], [row["ground_truth"]])
     assert out["rewards"] == [1.0] and out["scores"] == [1.0]
+
+
+def test_trl_recipe_arguments(tmp_path, capsys) -> None:
+    import pytest
+
+    spct = load(ROOT / "examples" / "trl" / "spct.py")
+    args = spct.parse_args(["--smoke", "--output-dir", str(tmp_path)])
+    assert args.stages == ["sft", "grpo", "meta"] and args.items == SMOKE / "items.jsonl" and args.rl_data is None
+    assert (args.rft_lr, args.rl_lr, args.beta, args.group_size) == (5e-6, 4e-7, 0.08, 4)  # paper App. C.1
+    args = spct.parse_args(["--stage", "meta", "--meta-data", "m.jsonl", "--output-dir", str(tmp_path)])
+    assert args.stages == ["meta"]  # the meta RM needs no policy model
+    with pytest.raises(SystemExit):
+        spct.parse_args(["--stage", "grpo", "--rl-data", "rl.jsonl", "--output-dir", str(tmp_path)])
+    assert "--model is required" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        spct.parse_args(["--stage", "sft", "--model", "m", "--output-dir", str(tmp_path)])
+    assert "stage sft needs --rft-data" in capsys.readouterr().err
