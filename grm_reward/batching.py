@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,7 +72,12 @@ def split_result(result: RewardResult, index: int) -> RewardResult:
 
 @dataclass
 class BatcherStats:
-    """Counters for /metrics and benchmarks."""
+    """Counters for /metrics and benchmarks.
+
+    ``queue_depth`` counts submissions not yet sent to the backend: those collecting in the
+    window and those in batches waiting for a free batch slot. ``batch_sizes`` keeps the sizes
+    of the last 1024 batches (a bounded history, so a long-running server does not grow).
+    """
 
     submitted: int = 0
     completed: int = 0
@@ -83,7 +89,7 @@ class BatcherStats:
     queue_depth: int = 0
     in_flight: int = 0
     batch_seconds: float = 0.0
-    batch_sizes: list[int] = field(default_factory=list)
+    batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1024))
 
 
 @dataclass
@@ -131,7 +137,7 @@ class MicroBatcher:
         pending = _Pending(request, loop.create_future())
         self._pending.append(pending)
         self.stats.submitted += 1
-        self.stats.queue_depth = len(self._pending)
+        self.stats.queue_depth += 1
         if len(self._pending) >= self.max_batch_requests:
             self._flush()
         elif self._timer is None:
@@ -159,10 +165,22 @@ class MicroBatcher:
             task = asyncio.get_running_loop().create_task(self._run(batch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        self.stats.queue_depth = 0
 
     async def _run(self, batch: list[_Pending]) -> None:
-        async with self._slots:
+        try:
+            await self._slots.acquire()
+        except BaseException as exc:  # cancelled while waiting for a slot
+            self.stats.queue_depth -= len(batch)
+            for member in batch:
+                self._fail(member, exc)
+            raise
+        self.stats.queue_depth -= len(batch)
+        # Callers that gave up while the batch waited (a timed-out HTTP request) need no work.
+        batch = [member for member in batch if not member.future.done()]
+        if not batch:
+            self._slots.release()
+            return
+        try:
             self.stats.in_flight += 1
             started = time.perf_counter()
             try:
@@ -173,6 +191,8 @@ class MicroBatcher:
                 try:
                     results = await self.rm.ascore_batch([request for request, _ in plan])
                 except GRMError:
+                    if len(plan) == 1:
+                        raise
                     # Find the culprit: retry each backend request on its own.
                     self.stats.retries += 1
                     results = await asyncio.gather(
@@ -195,6 +215,8 @@ class MicroBatcher:
             finally:
                 self.stats.in_flight -= 1
                 self.stats.batch_seconds += time.perf_counter() - started
+        finally:
+            self._slots.release()
 
     def _group(self, batch: list[_Pending]) -> list[tuple[Request, list[tuple[_Pending, int | None]]]]:
         """Backend requests for a batch, each with the submissions it answers (and their index)."""

@@ -46,7 +46,7 @@ def test_max_batch_requests_splits_batches() -> None:
         return batcher, results
 
     batcher, results = run(main())
-    assert backend.stats.calls == 2 and batcher.stats.batch_sizes == [2, 2]
+    assert backend.stats.calls == 2 and list(batcher.stats.batch_sizes) == [2, 2]
     assert len(results) == 4
 
 
@@ -130,3 +130,65 @@ def test_split_result() -> None:
     assert split_result(full, 0).best is None
     with pytest.raises(IndexError):
         split_result(full, 3)
+
+
+def test_queue_depth_counts_requests_waiting_for_a_batch_slot() -> None:
+    backend = ScriptedBackend(quality_judge(QUALITY), delay=0.05)
+    rm = GenerativeRewardModel(backend=backend, k=1)
+
+    async def main():
+        batcher = MicroBatcher(rm, max_wait_s=0.0, max_batch_requests=1, max_concurrent_batches=1)
+        tasks = [asyncio.ensure_future(batcher.submit(Request("q", [r]))) for r in "abc"]
+        await asyncio.sleep(0.02)  # the first batch runs, two wait for the slot
+        depth_while_busy = batcher.stats.queue_depth
+        await asyncio.gather(*tasks)
+        return depth_while_busy, batcher.stats.queue_depth
+
+    assert run(main()) == (2, 0)
+
+
+def test_a_failing_single_request_batch_is_not_run_twice() -> None:
+    calls = []
+
+    def judge(call):
+        calls.append(call)
+        raise GenerationError("engine down")
+
+    rm = GenerativeRewardModel(backend=ScriptedBackend(judge), k=1)
+
+    async def main():
+        batcher = MicroBatcher(rm, max_wait_s=0.0)
+        return await asyncio.gather(batcher.submit(Request("q", ["a"])), return_exceptions=True), batcher
+
+    (result,), batcher = run(main())
+    assert isinstance(result, GenerationError) and len(calls) == 1 and batcher.stats.retries == 0
+
+
+def test_callers_that_gave_up_are_not_scored() -> None:
+    backend = ScriptedBackend(quality_judge(QUALITY), delay=0.05)
+    rm = GenerativeRewardModel(backend=backend, k=1)
+
+    async def main():
+        batcher = MicroBatcher(rm, max_wait_s=0.0, max_batch_requests=1, max_concurrent_batches=1)
+        first = asyncio.ensure_future(batcher.submit(Request("q", ["a"])))
+        second = asyncio.ensure_future(batcher.submit(Request("q", ["b"])))
+        await asyncio.sleep(0.01)
+        second.cancel()  # e.g. its HTTP request timed out while waiting
+        await first
+        await batcher.aclose()
+
+    run(main())
+    assert backend.stats.calls == 1
+
+
+def test_batch_size_history_is_bounded() -> None:
+    rm, _ = make(k=1)
+
+    async def main():
+        batcher = MicroBatcher(rm, max_wait_s=0.0, max_batch_requests=1)
+        for _ in range(1100):
+            await batcher.submit(Request("q", ["a"]))
+        return batcher
+
+    batcher = run(main())
+    assert len(batcher.stats.batch_sizes) == 1024 and batcher.stats.batches == 1100
