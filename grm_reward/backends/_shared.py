@@ -1,4 +1,4 @@
-"""Helpers the engine backends share: chat rendering, sibling cancellation, score filling.
+"""Helpers the engine backends share: chat rendering and score filling.
 
 Score filling (the format guarantee and token-probability scores) over an engine that can only
 continue text is done in one of three ways, best first:
@@ -18,12 +18,11 @@ continue text is done in one of three ways, best first:
 
 from __future__ import annotations
 
-import asyncio
 import math
 import re
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from grm_reward.backends.base import score_number_strings
 from grm_reward.parsing import read_scores
@@ -33,13 +32,10 @@ __all__ = [
     "NextTokens",
     "ProbedFill",
     "fill_budget",
-    "gather_cancelling",
     "probe_fill",
     "read_fill",
     "render_chat_prompt",
 ]
-
-T = TypeVar("T")
 
 #: ``await next_tokens(extra)``: the top alternatives ``(token text, logprob)`` for the token that
 #: follows the forced prefix plus ``extra``.
@@ -65,31 +61,6 @@ def render_chat_prompt(tokenizer: Any, messages: Sequence[Message], assistant_pr
         conversation.append({"role": "assistant", "content": assistant_prefix})
         return str(tokenizer.apply_chat_template(conversation, tokenize=False, continue_final_message=True))
     return str(tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True))
-
-
-async def gather_cancelling(aws: Iterable[Awaitable[T]]) -> list[T]:
-    """Await all, results in order; when one fails, cancel the others and raise its error.
-
-    Unlike ``asyncio.gather`` it does not leave siblings running after a failure, and it cancels
-    them when the caller itself is cancelled.
-    """
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    if not tasks:
-        return []
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-    finally:
-        pending = [t for t in tasks if not t.done()]
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
-    # Retrieve every failure (so none is reported as never retrieved), raise the first in order.
-    errors = [task.exception() for task in tasks if not task.cancelled()]
-    for error in errors:
-        if error is not None:
-            raise error
-    return [task.result() for task in tasks]
 
 
 def fill_budget(num_scores: int) -> int:

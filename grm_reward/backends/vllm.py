@@ -28,9 +28,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from grm_reward._tasks import gather_cancelling
 from grm_reward.backends._shared import (
     fill_budget,
-    gather_cancelling,
     probe_fill,
     read_fill,
     render_chat_prompt,

@@ -39,7 +39,9 @@ def test_exported_names() -> None:
 def test_import_loads_no_heavy_dependency() -> None:
     code = (
         "import sys, grm_reward, grm_reward.cli, grm_reward.backends;"
-        "heavy = [m for m in ('torch', 'vllm', 'fastapi', 'trl', 'verl', 'transformers', 'httpx') if m in sys.modules];"
+        "import grm_reward.backends.openai, grm_reward.backends.vllm, grm_reward.adapters.openrlhf;"
+        "heavy = [m for m in ('torch', 'vllm', 'fastapi', 'trl', 'verl', 'transformers', 'httpx', 'uvicorn', 'aiohttp')"
+        " if m in sys.modules];"
         "print(','.join(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
