@@ -83,7 +83,7 @@ def cost_model_backend(config: object) -> CostModelBackend:
 def config_values(args: argparse.Namespace) -> dict[str, object]:
     values: dict[str, object] = {"k": args.k, "seed": 0, "max_new_tokens": args.max_new_tokens,
                                  "server": {"batch_window_s": args.window, "max_batch_requests": args.max_batch,
-                                            "log_level": "warning"}}
+                                            "max_concurrent_batches": args.max_concurrent, "log_level": "warning"}}
     if args.backend == "embedded":
         values.update(template=str(HERE / "short_judge_template.txt"), transformers={"device": "cpu"},
                       format_guarantee=False)
@@ -140,6 +140,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--window", type=float, default=0.01, help="server batch window (s)")
     parser.add_argument("--max-batch", type=int, default=64, help="server max_batch_requests")
+    parser.add_argument("--max-concurrent", type=int, default=4, help="server max_concurrent_batches")
     parser.add_argument("--per-call-s", type=float, default=0.2, help="scripted: cost of one backend call")
     parser.add_argument("--per-sample-s", type=float, default=0.002, help="scripted: cost per sample")
     args = parser.parse_args()
@@ -152,7 +153,10 @@ def main() -> None:
     pairs = inputs(args.requests)
     make_backend = (lambda: None) if args.backend == "embedded" else (lambda: cost_model_backend(config))
 
+    note = lambda text: print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)  # noqa: E731
+    note("offline run 1")
     first = offline(config, pairs, make_backend())
+    note(f"offline run 1: {first:.2f} s; starting the server")
     with tempfile.TemporaryDirectory() as tmp:
         config_file = Path(tmp) / "judge.json"
         config_file.write_text(json.dumps(values))
@@ -163,17 +167,20 @@ def main() -> None:
         try:
             base = f"http://127.0.0.1:{port}"
             _wait_healthy(base, child)
+            note("server ready; served run")
             served_s, rewards = asyncio.run(served(base, pairs))
+            note(f"served run: {served_s:.2f} s")
             metrics = _get(base + "/metrics")
         finally:
             child.terminate()
             child.wait(timeout=60)
+    note("offline run 2")
     second = offline(config, pairs, make_backend())
 
     offline_s = (first + second) / 2
     n = args.requests
     print(f"\nbackend={args.backend} k={args.k} requests={n} max_new_tokens={args.max_new_tokens} "
-          f"window={args.window}s max_batch={args.max_batch} cpus={os.cpu_count()}")
+          f"window={args.window}s max_batch={args.max_batch} max_concurrent={args.max_concurrent} cpus={os.cpu_count()}")
     print(f"{'':28}{'seconds':>10}{'requests/s':>12}")
     print(f"{'offline score_batch (1st)':28}{first:>10.2f}{n / first:>12.2f}")
     print(f"{'offline score_batch (2nd)':28}{second:>10.2f}{n / second:>12.2f}")

@@ -192,3 +192,22 @@ def test_batch_size_history_is_bounded() -> None:
 
     batcher = run(main())
     assert len(batcher.stats.batch_sizes) == 1024 and batcher.stats.batches == 1100
+
+
+def test_arrivals_while_every_slot_is_busy_join_one_batch() -> None:
+    backend = ScriptedBackend(quality_judge(QUALITY), delay=0.05)
+    rm = GenerativeRewardModel(backend=backend, k=1)
+
+    async def main():
+        batcher = MicroBatcher(rm, max_wait_s=0.0, max_concurrent_batches=1)
+        first = asyncio.ensure_future(batcher.submit(Request("q", ["a"])))
+        await asyncio.sleep(0.01)  # the first batch is running
+        rest = []
+        for r in "bcdebcdebc":  # a burst spread over time, longer than the (zero) window
+            rest.append(asyncio.ensure_future(batcher.submit(Request("q", [r]))))
+            await asyncio.sleep(0.002)
+        await asyncio.gather(first, *rest)
+        return batcher
+
+    batcher = run(main())
+    assert list(batcher.stats.batch_sizes) == [1, 10] and backend.stats.calls == 2
