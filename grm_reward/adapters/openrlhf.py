@@ -232,8 +232,9 @@ def openrlhf_response(
         k = max(1, len(result.samples))
         reward = result.rewards[0]
         failed = result.all_invalid
-        rewards.append(float(failure_reward if reward is None else reward))
-        scores.append(float(failure_reward) if failed else (result.votes[0] / result.num_voted - lo) / (hi - lo))
+        fallback = float(failure_reward if reward is None else reward)
+        rewards.append(fallback)
+        scores.append(fallback if failed else (result.votes[0] / result.num_voted - lo) / (hi - lo))
         voted = [float(s.scores[0]) for s in result.samples if s.scores is not None]
         logs["grm_valid_share"].append(result.num_valid / k)
         logs["grm_forced_share"].append(result.num_forced / k)
