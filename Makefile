@@ -21,7 +21,7 @@ export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_UPDATE_CHECK := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-fast env env-test bench clean
+.PHONY: demo test test-fast lint env env-test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ test: $(VENV)/.test-installed
 
 test-fast: $(VENV)/.test-installed
 	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(VENV)/.test-installed
+	$(BIN)/ruff check grm_reward tests benchmarks scripts integrations examples
+	$(BIN)/mypy grm_reward
 
 bench: $(VENV)/.runtime-installed
 	$(BIN)/python benchmarks/bench_layer_overhead.py

@@ -9,8 +9,11 @@ A judge LLM writes principles, a critique and a score per response; it is sample
 [0.83, 0.21]
 
 Importing this package loads no engine: torch, vllm, fastapi, trl and verl are imported only
-by the backend or adapter that needs them.
+by the backend or adapter that needs them. ``GRMReward`` (the TRL reward function) is loaded on
+first access.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from grm_reward.config import GRMConfig
 from grm_reward.errors import (
@@ -29,7 +32,13 @@ from grm_reward.model import GenerativeRewardModel
 from grm_reward.parsing import parse_judgement
 from grm_reward.types import Judgement, Principle, Request, RewardResult, Usage
 
+if TYPE_CHECKING:
+    from grm_reward.adapters.trl import GRMReward
+
 __version__ = "0.1.0"
+
+#: Names loaded on first access: {name: module}.
+_LAZY = {"GRMReward": "grm_reward.adapters.trl"}
 
 __all__ = [
     "AllSamplesInvalidError",
@@ -39,6 +48,7 @@ __all__ = [
     "ConfigError",
     "GRMConfig",
     "GRMError",
+    "GRMReward",
     "GenerationError",
     "GenerativeRewardModel",
     "InputError",
@@ -52,3 +62,17 @@ __all__ = [
     "__version__",
     "parse_judgement",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'grm_reward' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

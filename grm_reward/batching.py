@@ -207,17 +207,18 @@ class MicroBatcher:
             self.stats.batches += 1
             self.stats.batched_requests += len(plan)
             self.stats.batch_sizes.append(len(plan))
+            results: list[RewardResult | BaseException]
             try:
-                results = await self.rm.ascore_batch([request for request, _ in plan])
+                results = list(await self.rm.ascore_batch([request for request, _ in plan]))
             except GRMError:
                 if len(plan) == 1:
                     raise
                 # Find the culprit: retry each backend request on its own.
                 self.stats.retries += 1
-                results = await asyncio.gather(
+                singles = await asyncio.gather(
                     *(self.rm.ascore_batch([request]) for request, _ in plan), return_exceptions=True
                 )
-                results = [r if isinstance(r, BaseException) else r[0] for r in results]
+                results = [r if isinstance(r, BaseException) else r[0] for r in singles]
             for (_, members), result in zip(plan, results):
                 for member, index in members:
                     if isinstance(result, BaseException):

@@ -16,7 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from grm_reward.errors import ConfigError
 
-__all__ = ["GRMConfig", "OpenAIOptions", "ServerOptions", "TransformersOptions", "VLLMOptions", "load_config_file"]
+__all__ = [
+    "GRMConfig",
+    "MetaRMOptions",
+    "OpenAIOptions",
+    "ServerOptions",
+    "TransformersOptions",
+    "VLLMOptions",
+    "load_config_file",
+]
 
 #: Temperature the paper uses for inference-time scaling (App. D.1); greedy for k=1.
 PAPER_VOTING_TEMPERATURE = 0.5
@@ -30,7 +38,11 @@ class TransformersOptions(_Section):
     """Settings of the local `transformers` backend."""
 
     device: str = Field(
-        "auto", description="Torch device for the judge: 'auto' (cuda if available, else cpu), 'cpu', 'cuda:0', ..."
+        "auto",
+        description=(
+            "Torch device for the judge: 'auto' (cuda if available, spread over all GPUs when there are several; "
+            "else cpu), 'cpu', 'cuda:0', ..."
+        ),
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weights dtype: 'auto' is bfloat16 on GPU and float32 on CPU."
@@ -175,6 +187,22 @@ class ServerOptions(_Section):
     access_log: bool = Field(False, description="Log every HTTP request (noisy: OpenRLHF sends one per rollout sample).")
 
 
+class MetaRMOptions(_Section):
+    """Settings of the meta reward model that rates judge samples (`meta_rm`)."""
+
+    backend: Literal["auto", "transformers", "vllm", "http"] = Field(
+        "auto", description="'auto': http for an http(s) URL, else transformers."
+    )
+    device: str = Field("auto", description="Torch device of a transformers meta RM ('auto': cuda if available).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype of a transformers meta RM ('auto': bfloat16 on GPU, float32 on CPU)."
+    )
+    batch_size: int = Field(8, ge=1, description="Samples rated together in one forward pass.")
+    max_length: int = Field(4096, ge=16, description="Longest meta RM input in tokens; longer ones keep their end.")
+    api_key_env: str = Field("META_RM_API_KEY", description="Environment variable with a bearer token for http.")
+    timeout_s: float = Field(120.0, gt=0, description="Timeout of one http request, in seconds.")
+
+
 class GRMConfig(BaseModel):
     """Configuration of a :class:`~grm_reward.GenerativeRewardModel`.
 
@@ -270,11 +298,24 @@ class GRMConfig(BaseModel):
         "failure_reward", description="When every sample is unreadable: use failure_reward, or raise an error."
     )
 
+    # --- meta RM ---------------------------------------------------------------------------------
+    meta_rm: str | None = Field(
+        None,
+        description=(
+            "Meta reward model rating each sample (a sequence classifier with one logit: a Hugging Face id, a "
+            "local folder, or the http(s) URL of a /classify endpoint). The vote keeps the top k_meta samples."
+        ),
+    )
+    k_meta: int | None = Field(
+        None, ge=1, description="Samples kept by the meta RM for the vote; default k/2 (the paper's), at least 1."
+    )
+
     # --- backend sections -------------------------------------------------------------------
     transformers: TransformersOptions = Field(default_factory=TransformersOptions)
     openai: OpenAIOptions = Field(default_factory=OpenAIOptions)
     vllm: VLLMOptions = Field(default_factory=VLLMOptions)
     server: ServerOptions = Field(default_factory=ServerOptions)
+    meta: MetaRMOptions = Field(default_factory=MetaRMOptions)
 
     @field_validator("backend")
     @classmethod
@@ -305,6 +346,8 @@ class GRMConfig(BaseModel):
                 f"k={self.k} samples with temperature=0 would be identical; set temperature > 0 "
                 f"(the paper uses {PAPER_VOTING_TEMPERATURE}) or k=1"
             )
+        if self.k_meta is not None and self.k_meta > self.k:
+            raise ValueError(f"k_meta={self.k_meta} cannot exceed k={self.k}")
         if self.template == "single_binary" and self.score_range != (0, 1):
             raise ValueError("template 'single_binary' scores 0 or 1: set score_range=(0, 1)")
         if self.openai.mode == "completions" and not (self.openai.tokenizer or self.model):
@@ -321,6 +364,11 @@ class GRMConfig(BaseModel):
         if self.temperature is not None:
             return self.temperature
         return 0.0 if self.k == 1 else PAPER_VOTING_TEMPERATURE
+
+    @property
+    def effective_k_meta(self) -> int:
+        """Samples a meta RM keeps for the vote: the configured k_meta, else k/2 (at least 1)."""
+        return self.k_meta if self.k_meta is not None else max(1, self.k // 2)
 
     @classmethod
     def build(cls, **values: Any) -> GRMConfig:

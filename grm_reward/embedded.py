@@ -83,7 +83,7 @@ def _convert(gguf: Path, target: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         gguf_model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         # A GGUF-loaded model cannot be saved directly: copy its weights into a fresh one.
-        model = AutoModelForCausalLM.from_config(gguf_model.config)
+        model = AutoModelForCausalLM.from_config(gguf_model.config)  # type: ignore[no-untyped-call]
         model.load_state_dict(gguf_model.state_dict())
         model.generation_config = gguf_model.generation_config
         # Servers such as `transformers serve` sample only when the folder says so.

@@ -10,7 +10,8 @@ calls. Per request it
 3. parses each sample in its shown order and maps its scores back to the original order;
 4. optionally fills scores under a constraint (format guarantee) or reads token-probability
    scores, for the samples that need it;
-5. votes, breaks ties, normalises.
+5. optionally rates each readable sample with a meta RM, keeping the top ``k_meta`` for the vote;
+6. votes, breaks ties, normalises.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from grm_reward._sync import LoopThread
 from grm_reward.backends import create_backend
@@ -33,12 +34,15 @@ from grm_reward.backends.base import (
 )
 from grm_reward.config import GRMConfig
 from grm_reward.errors import AllSamplesInvalidError, BackendCapabilityError, GRMError, InputError
+from grm_reward.meta_rm import MetaRewardModel, create_meta_rm, meta_conversation
 from grm_reward.parsing import parse_judgement, score_section_start
 from grm_reward.prompts import JudgeTemplate, render_judge_prompt, select_template
 from grm_reward.types import Judgement, Message, Principle, Request, RequestLike, RewardResult, Usage
 from grm_reward.voting import normalise, unpermute, vote
 
 __all__ = ["GenerativeRewardModel"]
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -64,17 +68,28 @@ class GenerativeRewardModel:
     [6.0, 9.0]
 
     Build it from a :class:`GRMConfig`, from keyword arguments (``GenerativeRewardModel(k=8)``),
-    or both (keywords override the config). ``backend`` injects a ready engine; otherwise the
-    one ``config.backend`` names is built on first use.
+    or both (keywords override the config). ``backend`` is a backend name (a setting, like
+    ``backend="openai"``) or a ready :class:`Backend` instance to inject; otherwise the engine
+    ``config.backend`` names is built on first use. ``meta_rm`` injects a ready meta RM likewise.
     """
 
-    def __init__(self, config: GRMConfig | None = None, *, backend: Backend | None = None, **overrides: Any) -> None:
+    def __init__(
+        self,
+        config: GRMConfig | None = None,
+        *,
+        backend: Backend | str | None = None,
+        meta_rm: MetaRewardModel | None = None,
+        **overrides: Any,
+    ) -> None:
+        if isinstance(backend, str):  # a backend *name* is a setting, like the other keywords
+            overrides["backend"], backend = backend, None
         if config is None:
             config = GRMConfig.build(**overrides)
         elif overrides:
             config = config.updated(**overrides)
         self.config = config
         self._backend = backend
+        self._meta_rm = meta_rm
         self._loop = LoopThread()
         if backend is not None:
             self._check_capabilities(backend)
@@ -88,6 +103,13 @@ class GenerativeRewardModel:
             self._check_capabilities(backend)
             self._backend = backend
         return self._backend
+
+    @property
+    def meta_rm(self) -> MetaRewardModel | None:
+        """The meta reward model rating samples, if one is configured (built on first use)."""
+        if self._meta_rm is None and self.config.meta_rm is not None:
+            self._meta_rm = create_meta_rm(self.config)
+        return self._meta_rm
 
     def _check_capabilities(self, backend: Backend) -> None:
         needed = []
@@ -105,11 +127,13 @@ class GenerativeRewardModel:
     async def aclose(self) -> None:
         if self._backend is not None:
             await self._backend.aclose()
+        if self._meta_rm is not None:
+            await self._meta_rm.aclose()
 
     def close(self) -> None:
-        """Release the backend and the private event loop of the sync API."""
-        if self._backend is not None:
-            self._loop.run(self._backend.aclose())
+        """Release the backend, the meta RM and the private event loop of the sync API."""
+        if self._backend is not None or self._meta_rm is not None:
+            self._loop.run(self.aclose())
         self._loop.close()
 
     def __enter__(self) -> GenerativeRewardModel:
@@ -130,6 +154,14 @@ class GenerativeRewardModel:
         return f"GenerativeRewardModel(model={model!r}, backend={self.config.backend!r}, k={self.config.k})"
 
     # --- public API ---------------------------------------------------------------------------
+    def run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the private event loop the sync methods use, and wait for it.
+
+        For sync wrappers around async code that uses this model (engines that hold loop-bound
+        resources, such as HTTP connection pools, then stay on one loop between calls).
+        """
+        return self._loop.run(coro)
+
     def score(
         self,
         prompt: str | Sequence[Message],
@@ -200,6 +232,8 @@ class GenerativeRewardModel:
             usages.append(usage)
         if self.config.format_guarantee or self.config.token_prob:
             await self._fill(plans, per_plan, usages)
+        if self.meta_rm is not None:
+            await self._rate(plans, per_plan)
         return [self._result(plan, judgements, usage) for plan, judgements, usage in zip(plans, per_plan, usages)]
 
     # --- planning -----------------------------------------------------------------------------
@@ -309,12 +343,28 @@ class GenerativeRewardModel:
                 changes["token_scores"] = unpermute(fill.expected, judgement.order)
             per_plan[p][s] = replace(judgement, **changes)
 
+    async def _rate(self, plans: list[_Plan], per_plan: list[list[Judgement]]) -> None:
+        """Meta RM ratings for every sample that can vote (one call for the whole batch)."""
+        assert self.meta_rm is not None
+        targets = [(p, s) for p, judgements in enumerate(per_plan) for s, j in enumerate(judgements) if j.valid]
+        if not targets:
+            return
+        conversations = [meta_conversation(plans[p].request, per_plan[p][s]) for p, s in targets]
+        ratings = await self.meta_rm.rate(conversations)
+        if len(ratings) != len(targets):
+            raise GRMError(f"meta RM returned {len(ratings)} ratings for {len(targets)} samples")
+        for (p, s), rating in zip(targets, ratings):
+            per_plan[p][s] = replace(per_plan[p][s], meta_score=float(rating))
+
     # --- voting ----------------------------------------------------------------------------------
     def _result(self, plan: _Plan, judgements: list[Judgement], usage: Usage) -> RewardResult:
         cfg = self.config
         n = plan.request.n
         tie_rng = random.Random(_derive_seed(cfg.seed, plan.fingerprint, "tie"))
-        outcome = vote(judgements, n, use_token_scores=cfg.token_prob, tie_break=cfg.tie_break, rng=tie_rng)
+        k_meta = cfg.effective_k_meta if self._meta_rm is not None else None
+        outcome = vote(
+            judgements, n, k_meta=k_meta, use_token_scores=cfg.token_prob, tie_break=cfg.tie_break, rng=tie_rng
+        )
         if not outcome.voters:
             if cfg.on_all_invalid == "raise":
                 reasons = "; ".join(sorted({j.reason or "?" for j in judgements}))

@@ -13,7 +13,7 @@ from typing import Any, Union
 
 from grm_reward.errors import InputError
 
-__all__ = ["Message", "Principle", "Judgement", "Request", "RequestLike", "RewardResult", "Usage"]
+__all__ = ["Judgement", "Message", "Principle", "Request", "RequestLike", "RewardResult", "Usage"]
 
 #: A chat message: ``{"role": "user" | "assistant" | "system" | ..., "content": str}``.
 Message = Mapping[str, Any]
@@ -171,7 +171,7 @@ class Request:
         )
 
 
-RequestLike = Union[Request, Mapping[str, Any], tuple[Any, Any]]
+RequestLike = Union[Request, Mapping[str, Any], tuple[Any, Any]]  # noqa: UP007 (a runtime alias on Python 3.10)
 
 
 def validate_request(req: Request) -> None:

@@ -48,3 +48,21 @@ def length_backend(config: object) -> ScriptedBackend:
 def silent_backend(config: object) -> ScriptedBackend:
     """A judge that never writes a score block (with a fill, so the format guarantee can work)."""
     return ScriptedBackend(["I think both are nice."], fill=middle_fill)
+
+
+def checksum_score(response: str, score_range: tuple[int, int] = (1, 10)) -> int:
+    """A score that depends only on the response text (not its position): varied and repeatable."""
+    lo, hi = score_range
+    return lo + sum(map(ord, response)) % (hi - lo + 1)
+
+
+def checksum_judge(call: JudgeCall) -> str:
+    """Scores each shown response by :func:`checksum_score`; refuses prompts containing UNJUDGEABLE."""
+    if "UNJUDGEABLE" in call.prompt:
+        return "I cannot judge this conversation."
+    return judge_text([checksum_score(r) for r in call.responses], analysis=f"Checked {len(call.responses)}.")
+
+
+def checksum_backend(config: object) -> ScriptedBackend:
+    """Backend factory for adapter tests (TRL trainer, verl reward workers): `tests.helpers:checksum_backend`."""
+    return ScriptedBackend(checksum_judge)

@@ -63,7 +63,7 @@ class TransformersBackend(Backend):
         self.torch = torch
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.device = next(model.parameters()).device
+        self.device = model.get_input_embeddings().weight.device  # where inputs go, also when spread
         self.batch_size = batch_size
         self.max_context = max_context or _context_window(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -88,15 +88,20 @@ class TransformersBackend(Backend):
         device = options.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        # A judge too large for one GPU (27B in bf16 on smaller cards) is spread over all visible GPUs.
+        spread = options.device == "auto" and torch.cuda.device_count() > 1
         dtype = options.dtype
         if dtype == "auto":
             dtype = "bfloat16" if str(device).startswith("cuda") else "float32"
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+            model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=getattr(torch, dtype), **({"device_map": "auto"} if spread else {})
+            )
         except OSError as exc:
             raise BackendUnavailableError(f"cannot load judge model {path!r}: {exc}") from exc
-        model.to(device)
+        if not spread:
+            model.to(device)  # type: ignore[arg-type]
         return cls(model, tokenizer, batch_size=options.batch_size, max_context=options.max_context)
 
     # --- protocol ---------------------------------------------------------------------------
@@ -163,7 +168,7 @@ class TransformersBackend(Backend):
                 for (i, j), generation in zip(part, generations):
                     results[i][j] = generation
         outputs = []
-        for request, ids, samples in zip(requests, encoded, results):
+        for ids, samples in zip(encoded, results):
             done = [s for s in samples if s is not None]
             outputs.append(GenerationOutput(samples=done, prompt_tokens=len(ids)))
             self.stats.prompt_tokens += len(ids)
@@ -327,7 +332,7 @@ class TransformersBackend(Backend):
         torch = self.torch
         probs: dict[int, float] = {}
         # frontier: (token path so far, probability of the path, logits after the path)
-        frontier: list[tuple[tuple[int, ...], float, torch.Tensor]] = [((), 1.0, logits)]
+        frontier: list[tuple[tuple[int, ...], float, Any]] = [((), 1.0, logits)]
         while frontier:
             path, mass, node_logits = frontier.pop()
             depth = len(path)

@@ -111,13 +111,13 @@ def _excerpt(text: str, width: int) -> str:
 
 def _print_summary(summary: _Summary, config: Any, stream: TextIO, show: int) -> None:
     rows = summary.rows
-    scored = [r for r in rows if r.result is not None]
+    results = [r.result for r in rows if r.result is not None]
     failed = [r for r in rows if r.error is not None]
-    samples = [s for r in scored for s in r.result.samples]  # type: ignore[union-attr]
+    samples = [s for result in results for s in result.samples]
     valid = sum(1 for s in samples if s.valid)
     forced = sum(1 for s in samples if s.valid and s.forced)
-    abstained = sum(1 for r in scored if r.result.all_invalid)  # type: ignore[union-attr]
-    tokens = sum(r.result.usage.completion_tokens for r in scored)  # type: ignore[union-attr]
+    abstained = sum(1 for result in results if result.all_invalid)
+    tokens = sum(result.usage.completion_tokens for result in results)
     model = config.model or "embedded SmolLM2-135M-Instruct"
     print(f"\ngrm-reward score: judge {model} ({config.backend}), k={config.k}", file=stream)
     header = f"{'line':>5}  {'n':>2}  {'rewards':<26} {'best':>4}  {'valid':>5}  {'forced':>6}  critique (first voting sample)"
@@ -140,10 +140,12 @@ def _print_summary(summary: _Summary, config: Any, stream: TextIO, show: int) ->
         )
     if 0 <= show < len(rows):
         print(f"  ... {len(rows) - show} more rows in the output file", file=stream)
-    share = lambda a, b: f"{100.0 * a / b:.1f}%" if b else "n/a"  # noqa: E731
+    def share(part: int, whole: int) -> str:
+        return f"{100.0 * part / whole:.1f}%" if whole else "n/a"
+
     print("-" * len(header), file=stream)
     print(
-        f"rows: {len(scored)} scored, {len(failed)} failed, {abstained} with no readable sample | "
+        f"rows: {len(results)} scored, {len(failed)} failed, {abstained} with no readable sample | "
         f"samples: {len(samples)}, valid {share(valid, len(samples))}, forced {share(forced, len(samples))} | "
         f"judge tokens: {tokens} | {summary.seconds:.1f}s",
         file=stream,

@@ -11,7 +11,8 @@ Built-in templates (``templates/*.txt``, App. G of the DeepSeek-GRM paper):
 - ``single_binary``: the paper's "training on rating single response" template (scores 0/1).
 - ``rubric``: user-supplied principles replace the ones the judge would write.
 
-Any template gets an optional reference-answer section (``{{reference_section}}``).
+Any template gets an optional reference-answer section (``{{reference_section}}``). The meta RM's
+input (``meta_rm.txt``) is rendered by :func:`render_meta_prompt`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ __all__ = [
     "format_principles",
     "get_template",
     "render_judge_prompt",
+    "render_meta_prompt",
     "select_template",
 ]
 
@@ -216,15 +218,10 @@ def render_judge_prompt(
     if template.takes_principles and request.principles is None:
         raise TemplateError(f"template {template.name!r} needs principles; this request has none")
 
-    block = _read_block("response_numbered.txt" if template.numbered else "response_single.txt")
-    shown = [
-        fill(block, {"index": str(position + 1), "response": request.responses[original]})
-        for position, original in enumerate(order)
-    ]
     n = len(order)
     values = {
         "context": format_conversation(request.prompt),
-        "responses": "".join(shown),
+        "responses": _render_responses(request, order, numbered=template.numbered),
         "reference_section": (
             fill(_read_block("reference_section.txt"), {"reference": request.reference})
             if request.reference is not None
@@ -238,6 +235,26 @@ def render_judge_prompt(
         "scores_instruction": _scores_instruction(n),
     }
     return fill(template.text, values)
+
+
+def render_meta_prompt(request: Request, order: Sequence[int]) -> str:
+    """The meta RM's prompt (paper App. G): the query and the responses in the order a sample saw them.
+
+    The sample's own text (principles and critique) is the answer that follows it.
+    """
+    values = {
+        "context": format_conversation(request.prompt),
+        "responses": _render_responses(request, order, numbered=True),
+    }
+    return fill(_read_block("meta_rm.txt"), values)
+
+
+def _render_responses(request: Request, order: Sequence[int], *, numbered: bool) -> str:
+    block = _read_block("response_numbered.txt" if numbered else "response_single.txt")
+    return "".join(
+        fill(block, {"index": str(position + 1), "response": request.responses[original]})
+        for position, original in enumerate(order)
+    )
 
 
 @cache

@@ -39,7 +39,9 @@ def test_invalid_configs_fail_when_built(values, message) -> None:
 
 def test_configs_are_immutable_and_updated_copies_revalidate() -> None:
     cfg = GRMConfig(k=4)
-    with pytest.raises(Exception):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="frozen"):
         cfg.k = 2  # type: ignore[misc]
     assert cfg.updated(k=2).k == 2
     assert cfg.updated(transformers={"device": "cpu"}).transformers.device == "cpu"

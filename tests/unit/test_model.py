@@ -28,7 +28,7 @@ def make(judge, **config):
 
 
 def test_rewards_follow_hidden_quality_whatever_the_position() -> None:
-    rm, backend = make(quality_judge(QUALITY), k=8)
+    rm, _ = make(quality_judge(QUALITY), k=8)
     responses = ["poor answer", "great answer", "decent answer"]
     result = rm.score("Explain something.", responses)
     assert result.votes == [8 * 3.0, 8 * 8.0, 8 * 6.0]
@@ -284,3 +284,8 @@ def test_result_to_dict_is_json_ready() -> None:
     assert '"valid": true' in text
     assert data["samples"][0]["scores"] == [8, 3]
     assert data["samples"][0]["principles"][0] == {"text": "Accuracy", "weight": 0.6}
+
+
+def test_backend_name_keyword_is_a_setting() -> None:
+    rm = GenerativeRewardModel(backend="package.module:factory", k=2)
+    assert rm.config.backend == "package.module:factory" and rm._backend is None

@@ -15,6 +15,7 @@ EXPECTED = {
     "ConfigError",
     "GRMConfig",
     "GRMError",
+    "GRMReward",
     "GenerationError",
     "GenerativeRewardModel",
     "InputError",
@@ -39,6 +40,7 @@ def test_exported_names() -> None:
 def test_import_loads_no_heavy_dependency() -> None:
     code = (
         "import sys, grm_reward, grm_reward.cli, grm_reward.backends;"
+        "from grm_reward import GRMReward;"  # the TRL adapter needs neither trl nor torch
         "import grm_reward.backends.openai, grm_reward.backends.vllm, grm_reward.adapters.openrlhf;"
         "heavy = [m for m in ('torch', 'vllm', 'fastapi', 'trl', 'verl', 'transformers', 'httpx', 'uvicorn', 'aiohttp')"
         " if m in sys.modules];"
@@ -55,3 +57,14 @@ def test_package_ships_templates_and_marker() -> None:
     assert files.joinpath("py.typed").is_file()
     for name in ("default", "single", "single_binary", "rubric", "reference_section"):
         assert files.joinpath("prompts", "templates", f"{name}.txt").is_file()
+
+
+def test_trl_adapter_is_loaded_on_first_access_only() -> None:
+    code = (
+        "import sys, grm_reward;"
+        "before = 'grm_reward.adapters.trl' in sys.modules;"
+        "reward = grm_reward.GRMReward;"
+        "print(before, 'grm_reward.adapters.trl' in sys.modules, reward.__module__, 'GRMReward' in dir(grm_reward))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True", "grm_reward.adapters.trl", "True"]

@@ -1,0 +1,260 @@
+"""TRL adapter: :class:`GRMReward`, a generative reward model as a ``GRPOTrainer`` reward function.
+
+>>> from grm_reward import GRMReward
+>>> reward = GRMReward(k=4, backend="openai", openai={"base_url": "http://127.0.0.1:8000/v1"})
+>>> reward.__name__              # TRL logs it as rewards/grm/mean
+'grm'
+
+Pass it to TRL as any other reward function, alone or beside others::
+
+    GRPOTrainer(model=..., reward_funcs=[GRMReward(k=4), format_reward], args=..., train_dataset=...)
+
+**How TRL calls it.** TRL passes every argument by keyword: ``prompts`` and ``completions`` (one
+per completion, so a prompt repeats ``num_generations`` times), ``completion_ids``, every other
+dataset column as a list aligned with the completions, and ``log_extra`` / ``log_metric``.
+``__call__`` is a coroutine: TRL >= 1.14 awaits an instance whose ``__call__`` is ``async def``
+(``trl.trainer.utils.is_async_callable``; checked in TRL 1.16.0) on its own event loop, beside
+its other async reward functions. Older TRL versions, and trainers that call reward functions
+synchronously (TRL 1.16's experimental ``OnlineDPOTrainer``), need :meth:`GRMReward.as_sync`.
+
+**Groups.** Completions of the same prompt (a GRPO group, matched by prompt, principles and
+reference, wherever they sit in the batch) are judged together, ``max_group_size`` at a time,
+in one listwise judge prompt, as the paper allows; each completion's reward is read back from
+its own position. ``group_by_prompt=False`` judges each completion on its own.
+
+**Formats.** Standard (strings) and conversational datasets (message lists) both work. A
+conversational completion is shown to the judge as the text of its assistant messages;
+``reasoning_content`` (or ``thinking``) is **not** shown unless ``include_reasoning=True``: the
+judge scores the answer, as the paper's judge does, and reasoning traces would multiply the
+judge's prompt length. Tool calls and tool results are not shown.
+
+**Returns** one ``float | None`` per completion: ``None`` when no judge sample could be read
+(TRL turns it into NaN and leaves it out of the group statistics), unless the config sets
+``failure_reward``. Backend errors are raised, not turned into rewards.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from grm_reward.adapters._common import as_principles, as_reference, critique, mean_stats, sample_scores
+from grm_reward.batching import MicroBatcher
+from grm_reward.config import GRMConfig
+from grm_reward.errors import ConfigError, InputError
+from grm_reward.model import GenerativeRewardModel
+from grm_reward.types import Message, Request, RewardResult, message_text
+
+__all__ = ["GRMReward", "SyncGRMReward", "completion_text"]
+
+LogExtra = Callable[[str, list[Any]], None]
+LogMetric = Callable[[str, float], None]
+
+
+class GRMReward:
+    """A generative reward model as a TRL reward function (picklable, async).
+
+    ``rm`` is a ready :class:`~grm_reward.GenerativeRewardModel`, a :class:`~grm_reward.GRMConfig`,
+    or the path of a YAML/JSON config file; keyword arguments not listed below are
+    ``GRMConfig`` fields (``k=8``, ``model=...``, ``backend="openai"``, ``openai={...}``) and
+    override the config. With neither, the embedded judge is used.
+
+    Args:
+        name: The name TRL logs the reward under (``rewards/<name>/mean``) and the prefix of
+            the logged columns and metrics. Give two instances different names.
+        group_by_prompt: Judge completions of the same prompt together (listwise).
+        max_group_size: Most completions in one listwise judge prompt; a larger group is split
+            into chunks. Larger chunks compare more responses at once but make longer prompts.
+        reference_column: Dataset column holding a reference answer shown to the judge; rows
+            where it is missing or empty get none.
+        principles_column: Dataset column holding the principles (a rubric: a string or a list
+            of strings) the judge must use instead of writing its own.
+        include_reasoning: Show the judge a conversational completion's ``reasoning_content``
+            (as a ``<think>`` block before the answer).
+
+    What it logs when TRL passes ``log_extra`` / ``log_metric`` (TRL >= 1.0, ``GRPOTrainer``
+    and ``RLOOTrainer``): columns ``<name>_critique`` (the first readable sample's critique) and
+    ``<name>_votes`` (each sample's score, None where unreadable) in the completions table, and
+    metrics ``<name>/invalid_share``, ``<name>/forced_share``, ``<name>/failed_share`` and
+    ``<name>/vote_spread`` (see :func:`grm_reward.adapters._common.result_stats`).
+    """
+
+    #: The stable name TRL uses for metric keys (``rewards/grm/mean``); ``name=`` overrides it.
+    __name__ = "grm"
+
+    def __init__(
+        self,
+        rm: GenerativeRewardModel | GRMConfig | str | os.PathLike[str] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        group_by_prompt: bool = True,
+        max_group_size: int = 4,
+        reference_column: str | None = "reference",
+        principles_column: str | None = "principles",
+        include_reasoning: bool = False,
+        **config: Any,
+    ) -> None:
+        if isinstance(rm, GenerativeRewardModel):
+            if config:
+                raise ConfigError(
+                    f"pass judge settings ({', '.join(sorted(config))}) to the GenerativeRewardModel, not beside it"
+                )
+            self.rm = rm
+        elif isinstance(rm, GRMConfig):
+            self.rm = GenerativeRewardModel(rm.updated(**config) if config else rm)
+        elif rm is not None:
+            self.rm = GenerativeRewardModel(GRMConfig.from_file(os.fspath(rm), **config))
+        else:
+            self.rm = GenerativeRewardModel(GRMConfig.build(**config))
+        if not 1 <= max_group_size <= self.rm.config.max_responses:
+            raise ConfigError(f"max_group_size must be in 1..max_responses={self.rm.config.max_responses}")
+        if name is not None:
+            if not name.isidentifier():
+                raise ConfigError(f"name {name!r} must be an identifier (it prefixes metric and column names)")
+            self.__name__ = name
+        self.group_by_prompt = group_by_prompt
+        self.max_group_size = max_group_size
+        self.reference_column = reference_column
+        self.principles_column = principles_column
+        self.include_reasoning = include_reasoning
+
+    def __repr__(self) -> str:
+        return f"GRMReward(name={self.__name__!r}, {self.rm!r}, group_by_prompt={self.group_by_prompt})"
+
+    async def __call__(
+        self,
+        *,
+        prompts: Sequence[str | Sequence[Message]],
+        completions: Sequence[str | Sequence[Message]],
+        completion_ids: Sequence[Sequence[int]] | None = None,
+        log_extra: LogExtra | None = None,
+        log_metric: LogMetric | None = None,
+        **columns: Any,
+    ) -> list[float | None]:
+        """One reward per completion, in the order given."""
+        requests = self.requests(prompts, completions, columns)
+        results = await self.ascore_requests(requests)
+        self.log(results, log_extra, log_metric)
+        return [result.rewards[0] for result in results]
+
+    def as_sync(self) -> SyncGRMReward:
+        """The same reward function with a blocking ``__call__``, for callers that do not await."""
+        return SyncGRMReward(self)
+
+    # --- the steps of a call --------------------------------------------------------------------
+    def requests(
+        self,
+        prompts: Sequence[str | Sequence[Message]],
+        completions: Sequence[str | Sequence[Message]],
+        columns: Mapping[str, Any],
+    ) -> list[Request]:
+        """One single-response request per completion, with its row's reference and principles."""
+        if len(prompts) != len(completions):
+            raise InputError(f"{len(prompts)} prompts for {len(completions)} completions")
+        references = _column(columns, self.reference_column, len(completions))
+        principles = _column(columns, self.principles_column, len(completions))
+        requests = []
+        for i, (prompt, completion) in enumerate(zip(prompts, completions)):
+            try:
+                requests.append(
+                    Request(
+                        prompt=prompt,
+                        responses=[completion_text(completion, include_reasoning=self.include_reasoning)],
+                        principles=as_principles(principles[i]),
+                        reference=as_reference(references[i]),
+                    )
+                )
+            except InputError as exc:
+                raise InputError(f"completion {i}: {exc}") from exc
+        return requests
+
+    async def ascore_requests(self, requests: Sequence[Request]) -> list[RewardResult]:
+        """Score single-response requests in one backend batch, same-prompt ones listwise."""
+        if not requests:
+            return []
+        # One flush for the whole call: the batcher does the grouping, chunking and splitting.
+        batcher = MicroBatcher(
+            self.rm,
+            max_wait_s=0.0,
+            max_batch_requests=len(requests),
+            max_concurrent_batches=1,
+            group_by_prompt=self.group_by_prompt,
+            max_group_size=self.max_group_size,
+        )
+        try:
+            return await batcher.submit_many(requests)
+        finally:
+            await batcher.aclose()
+
+    def log(self, results: Sequence[RewardResult], log_extra: LogExtra | None, log_metric: LogMetric | None) -> None:
+        """Report critiques and votes per completion, and the batch's judge statistics."""
+        name = self.__name__
+        if log_extra is not None:
+            log_extra(f"{name}_critique", [critique(r) for r in results])
+            log_extra(f"{name}_votes", [sample_scores(r) for r in results])
+        if log_metric is not None:
+            for key, value in mean_stats(results).items():
+                log_metric(f"{name}/{key}", value)
+
+
+class SyncGRMReward:
+    """A blocking view of a :class:`GRMReward`, for trainers that call reward functions synchronously.
+
+    It runs the async call on the reward model's own event loop (the one its sync API uses), so
+    backend resources bound to a loop stay on one loop between calls.
+    """
+
+    def __init__(self, reward: GRMReward) -> None:
+        self.reward = reward
+
+    @property
+    def __name__(self) -> str:
+        return self.reward.__name__
+
+    def __repr__(self) -> str:
+        return f"{self.reward!r}.as_sync()"
+
+    def __call__(self, **kwargs: Any) -> list[float | None]:
+        return self.reward.rm.run_sync(self.reward(**kwargs))
+
+
+def completion_text(completion: str | Sequence[Message] | Message, *, include_reasoning: bool = False) -> str:
+    """The text of a completion as the judge sees it.
+
+    A string is itself. A conversational completion (a message or a list of them) is the text of
+    its assistant messages, joined by blank lines; with ``include_reasoning``, a message's
+    ``reasoning_content`` (or ``thinking``) comes first, in a ``<think>`` block.
+
+    >>> completion_text([{"role": "assistant", "content": "4", "reasoning_content": "2+2=4"}])
+    '4'
+    >>> completion_text([{"role": "assistant", "content": "4", "reasoning_content": "2+2=4"}], include_reasoning=True)
+    '<think>\\n2+2=4\\n</think>\\n\\n4'
+    """
+    if isinstance(completion, str):
+        return completion
+    messages = [completion] if isinstance(completion, Mapping) else list(completion)
+    parts = []
+    for j, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            raise InputError(f"completion message {j} must be a mapping, got {type(message).__name__}")
+        if message.get("role", "assistant") != "assistant":
+            continue
+        text = message_text(message, where=f"completion message {j}") if "content" in message else ""
+        reasoning = message.get("reasoning_content") or message.get("thinking")
+        if include_reasoning and isinstance(reasoning, str) and reasoning.strip():
+            text = f"<think>\n{reasoning.strip()}\n</think>\n\n{text}"
+        if text:
+            parts.append(text)
+    return "\n\n".join(parts)
+
+
+def _column(columns: Mapping[str, Any], name: str | None, length: int) -> Sequence[Any]:
+    if name is None or name not in columns or columns[name] is None:
+        return [None] * length
+    values = columns[name]
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) != length:
+        raise InputError(f"column {name!r} must hold one value per completion ({length})")
+    return values
+

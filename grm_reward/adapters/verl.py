@@ -1,0 +1,279 @@
+"""verl adapter: the reward manager ``grm`` for verl's reward loop (verl >= 0.9).
+
+verl has no ``reward_model.type`` key; its switch is the reward manager. Installing grm-reward
+declares a ``verl.plugins`` entry point for this module, which ``import verl`` loads in every
+process (the driver and each Ray reward worker), so the registration below makes::
+
+    reward.reward_manager.name=grm
+
+work everywhere. Without the entry point (``VERL_USE_EXTERNAL_PLUGINS=none``), load it by path:
+``reward.reward_manager.source=importlib reward.reward_manager.module.path=pkg://grm_reward.adapters.verl
+reward.reward_manager.name=GRMRewardManager``.
+
+**Settings** live in a ``reward.grm`` block of verl's config (:class:`GRMVerlSettings`; the
+overlay ``integrations/verl/config/grm_grpo.yaml`` declares it, otherwise add it with
+``+reward.grm.judge.k=4`` and friends). ``reward.grm.judge`` holds :class:`~grm_reward.GRMConfig`
+fields, over an optional ``reward.grm.config_file``.
+
+**Backends.** When verl launched the judge servers itself (``reward.reward_model.enable=True``),
+it hands each manager the address of its OpenAI-compatible router; the manager then scores
+through the ``openai`` backend at ``http://<router>/v1`` with ``model=reward.reward_model.model_path``,
+keeping the other judge settings. verl only calls a manager's ``run_single`` in that mode when
+``reward.custom_reward_function.path`` is set (otherwise it treats the model as a classifier and
+posts to ``/classify``): set it to ``pkg://grm_reward.adapters.verl`` (the overlay does). Without
+verl-hosted judges, the configured backend is used (an external ``vllm serve``, a hosted API,
+or the local ``transformers`` backend).
+
+**Batching.** verl calls ``run_single`` once per rollout, many at once, in each reward worker.
+All calls in a worker go through one :class:`~grm_reward.batching.MicroBatcher`: calls arriving
+within ``max_wait_s`` form one backend batch, and rollouts of the same prompt are judged
+together (listwise, ``max_group_size`` at a time) when ``group_by_prompt`` is on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from verl import DataProto
+from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
+from verl.experimental.reward_loop.reward_manager.registry import register
+
+from grm_reward.adapters._common import as_principles, as_reference, critique, result_stats
+from grm_reward.batching import MicroBatcher
+from grm_reward.config import GRMConfig
+from grm_reward.errors import ConfigError
+from grm_reward.model import GenerativeRewardModel
+from grm_reward.types import Message, Request, RewardResult
+
+__all__ = ["EXTRA_INFO_KEYS", "GRMRewardManager", "GRMVerlSettings", "compute_score", "judge_config"]
+
+logger = logging.getLogger(__name__)
+
+#: The keys of ``reward_extra_info``, identical for every rollout (verl takes them from the first).
+EXTRA_INFO_KEYS = (
+    "grm_invalid_share",
+    "grm_forced_share",
+    "grm_failed",
+    "grm_vote_spread",
+    "grm_vote",
+    "grm_critique",
+)
+
+
+class GRMVerlSettings(BaseModel):
+    """The ``reward.grm`` block of verl's config."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    config_file: str | None = Field(None, description="A GRMConfig YAML/JSON file; `judge` overrides its values.")
+    judge: dict[str, Any] = Field(
+        default_factory=dict,
+        description="GRMConfig fields (k, model, backend, openai: {base_url, ...}, ...); null means 'not set'.",
+    )
+    group_by_prompt: bool = Field(True, description="Judge rollouts of the same prompt together (listwise).")
+    max_group_size: int = Field(4, ge=1, description="Most rollouts in one listwise judge prompt.")
+    max_wait_s: float = Field(0.05, ge=0.0, description="How long a worker collects run_single calls into one batch.")
+    max_batch_requests: int = Field(64, ge=1, description="Most run_single calls in one backend batch.")
+    max_concurrent_batches: int = Field(4, ge=1, description="Backend batches in flight per worker.")
+    reference_key: str | None = Field(
+        "reference", description="extra_info key holding a reference answer (wins over the ground truth)."
+    )
+    principles_key: str | None = Field(
+        "principles", description="extra_info key holding principles (a rubric: string or list of strings)."
+    )
+    ground_truth_as_reference: bool = Field(
+        True, description="Show reward_model.ground_truth to the judge as the reference answer."
+    )
+    failure_score: float = Field(
+        0.0,
+        description=(
+            "Score of a rollout none of whose judge samples could be read (verl needs a number; "
+            "grm_failed=1 marks it). Used unless judge.failure_reward is set."
+        ),
+    )
+
+    @classmethod
+    def from_verl(cls, config: Any) -> GRMVerlSettings:
+        """Read ``config.reward.grm`` (absent: defaults) from verl's OmegaConf config."""
+        from omegaconf import OmegaConf
+
+        section = config.reward.get("grm") if "reward" in config else None
+        values = {} if section is None else OmegaConf.to_container(section, resolve=True)
+        if not isinstance(values, dict):
+            raise ConfigError(f"reward.grm must be a mapping, got {type(values).__name__}")
+        try:
+            return cls(**{str(key): value for key, value in values.items()})
+        except ValidationError as exc:
+            raise ConfigError(f"invalid reward.grm settings: {exc}") from exc
+
+
+def judge_config(
+    settings: GRMVerlSettings, *, reward_router_address: str | None = None, reward_model_path: str | None = None
+) -> GRMConfig:
+    """The judge's :class:`GRMConfig`: the file, then ``judge``, then verl's router if it gave one.
+
+    >>> judge_config(GRMVerlSettings(judge={"k": 4}), reward_router_address="10.0.0.1:3000",
+    ...              reward_model_path="/models/judge").openai.base_url
+    'http://10.0.0.1:3000/v1'
+    """
+    judge = _drop_unset(settings.judge)
+    if settings.config_file:
+        config = GRMConfig.from_file(settings.config_file).updated(**judge)
+    else:
+        config = GRMConfig.build(**judge)
+    if reward_router_address is None:
+        return config
+    if config.backend != "openai" and "backend" in judge:
+        logger.warning("verl hosts the judge: backend=%r is replaced by its router", config.backend)
+    changes: dict[str, Any] = {"backend": "openai", "openai": {"base_url": f"http://{reward_router_address}/v1"}}
+    if reward_model_path:
+        changes["model"] = reward_model_path  # verl's servers serve the model under its path
+    return config.updated(**changes)
+
+
+@register("grm")
+class GRMRewardManager(RewardManagerBase):
+    """Scores each rollout with the generative reward model (one instance per reward worker).
+
+    ``run_single`` returns ``{"reward_score": float, "reward_extra_info": {...}}`` with the keys
+    in :data:`EXTRA_INFO_KEYS`, failures included. The judge sees the chat prompt
+    (``raw_prompt``, else the decoded prompt tokens), the decoded response, the reference answer
+    (``extra_info[reference_key]``, else ``reward_model.ground_truth``) and the principles
+    (``extra_info[principles_key]``). ``compute_score`` (verl's rule-based function) is not used.
+    Backend errors propagate, as verl's own reward-model calls do after their retries.
+    """
+
+    def __init__(
+        self,
+        config: Any,
+        tokenizer: Any,
+        compute_score: Any = None,
+        reward_router_address: str | None = None,
+        reward_model_tokenizer: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        # Settings first: a bad one fails before verl's base class opens an event loop.
+        reward_model = config.reward.reward_model
+        if reward_model.enable and not config.reward.custom_reward_function.get("path"):
+            raise ConfigError(
+                "reward.reward_model.enable=True needs reward.custom_reward_function.path set, or verl never calls "
+                "the grm manager (it posts to /classify instead): add "
+                "reward.custom_reward_function.path=pkg://grm_reward.adapters.verl"
+            )
+        self.settings = GRMVerlSettings.from_verl(config)
+        self.judge_config = judge_config(
+            self.settings,
+            reward_router_address=reward_router_address,
+            reward_model_path=reward_model.model_path if reward_router_address else None,
+        )
+        if self.settings.max_group_size > self.judge_config.max_responses:
+            raise ConfigError(
+                f"reward.grm.max_group_size={self.settings.max_group_size} exceeds the judge's "
+                f"max_responses={self.judge_config.max_responses}"
+            )
+        super().__init__(config, tokenizer, compute_score)
+        self.rm = GenerativeRewardModel(self.judge_config)
+        self._batcher: tuple[asyncio.AbstractEventLoop, MicroBatcher] | None = None
+
+    async def run_single(self, data: DataProto) -> dict[str, Any]:
+        request = self.request(data)
+        result = await self.batcher().submit(request)
+        return self.output(result)
+
+    def batcher(self) -> MicroBatcher:
+        """The micro-batcher every ``run_single`` on the running event loop shares."""
+        loop = asyncio.get_running_loop()
+        if self._batcher is None or self._batcher[0] is not loop:
+            s = self.settings
+            batcher = MicroBatcher(
+                self.rm,
+                max_wait_s=s.max_wait_s,
+                max_batch_requests=s.max_batch_requests,
+                max_concurrent_batches=s.max_concurrent_batches,
+                group_by_prompt=s.group_by_prompt,
+                max_group_size=s.max_group_size,
+            )
+            self._batcher = (loop, batcher)
+        return self._batcher[1]
+
+    # --- DataProto -> Request -> verl's answer -----------------------------------------------------
+    def request(self, data: DataProto) -> Request:
+        """The judge request for a one-trajectory ``DataProto`` (its last sequence, as verl's managers do)."""
+        item = data[-1:][0]
+        tensors, fields = item.batch, item.non_tensor_batch
+        prompt_ids, response_ids = tensors["prompts"], tensors["responses"]
+        mask = tensors["attention_mask"]
+        prompt_length = int(mask[: prompt_ids.shape[-1]].sum())
+        response_length = int(mask[-response_ids.shape[-1] :].sum())
+        response = self._decode(response_ids[:response_length])
+        prompt = _messages(fields.get("raw_prompt")) or self._decode(prompt_ids[prompt_ids.shape[-1] - prompt_length :])
+
+        extra_info = fields.get("extra_info")
+        extra_info = extra_info if isinstance(extra_info, Mapping) else {}
+        s = self.settings
+        reference = as_reference(extra_info.get(s.reference_key)) if s.reference_key else None
+        reward_model = fields.get("reward_model")
+        if reference is None and s.ground_truth_as_reference and isinstance(reward_model, Mapping):
+            reference = as_reference(reward_model.get("ground_truth"))
+        principles = as_principles(extra_info.get(s.principles_key)) if s.principles_key else None
+        return Request(prompt=prompt, responses=[response], principles=principles, reference=reference)
+
+    def output(self, result: RewardResult) -> dict[str, Any]:
+        """verl's answer for one rollout: the score and the same extra-info keys every time."""
+        reward = result.rewards[0]
+        stats = result_stats(result)
+        info: dict[str, float | str] = {f"grm_{key}": value for key, value in stats.items()}
+        info["grm_critique"] = critique(result)
+        return {
+            "reward_score": self.settings.failure_score if reward is None else float(reward),
+            "reward_extra_info": {key: info[key] for key in EXTRA_INFO_KEYS},
+        }
+
+    def _decode(self, ids: Any) -> str:
+        tokenizer: Any = self.tokenizer  # verl annotates it as AutoTokenizer; it is a tokenizer instance
+        return str(tokenizer.decode(ids.tolist(), skip_special_tokens=True))
+
+
+def compute_score(*args: Any, **kwargs: Any) -> float:
+    """The hook verl needs to route its reward loop to ``grm`` when it hosts the judge; not a scorer.
+
+    With ``reward.reward_model.enable=True``, verl calls a manager's ``run_single`` only if
+    ``reward.custom_reward_function.path`` names a function; ``pkg://grm_reward.adapters.verl``
+    names this one. :class:`GRMRewardManager` never calls it; any other manager that does gets
+    this error rather than a made-up score.
+    """
+    raise ConfigError(
+        "grm_reward.adapters.verl.compute_score only routes verl's reward loop to the grm reward manager; "
+        "set reward.reward_manager.name=grm"
+    )
+
+
+def _drop_unset(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings without the nulls the overlay uses for 'not set' (nested sections included)."""
+    kept: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            value = _drop_unset(value)
+            if not value:
+                continue
+        if value is not None:
+            kept[key] = value
+    return kept
+
+
+def _messages(raw_prompt: Any) -> list[Message] | None:
+    """verl's ``raw_prompt`` (chat messages, possibly a numpy object array) as a list, if usable."""
+    if raw_prompt is None or isinstance(raw_prompt, (str, bytes)):
+        return None
+    try:
+        messages = list(raw_prompt)
+    except TypeError:
+        return None
+    if messages and all(isinstance(m, Mapping) and "role" in m and "content" in m for m in messages):
+        return [dict(m) for m in messages]
+    return None
+
