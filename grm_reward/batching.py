@@ -145,7 +145,12 @@ class MicroBatcher:
         self._pending.append(pending)
         self.stats.submitted += 1
         self.stats.queue_depth = len(self._pending)
-        self._dispatch()
+        if len(self._pending) >= self.max_batch_requests:
+            self._dispatch()
+        elif self._timer is None:
+            # Even with a zero window, submissions made in the same loop iteration share a batch.
+            delay = max(0.0, self._window_opened + self.max_wait_s - loop.time())
+            self._timer = loop.call_later(delay, self._on_timer)
         return await pending.future
 
     async def submit_many(self, requests: Sequence[Request]) -> list[RewardResult]:

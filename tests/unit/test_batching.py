@@ -132,15 +132,28 @@ def test_split_result() -> None:
         split_result(full, 3)
 
 
+class GatedBackend(ScriptedBackend):
+    """A scripted judge whose generate calls wait until the test opens the gate."""
+
+    def __init__(self, judge) -> None:
+        super().__init__(judge)
+        self.gate = asyncio.Event()
+
+    async def generate(self, requests):
+        await self.gate.wait()
+        return await super().generate(requests)
+
+
 def test_queue_depth_counts_requests_waiting_for_a_batch_slot() -> None:
-    backend = ScriptedBackend(quality_judge(QUALITY), delay=0.05)
+    backend = GatedBackend(quality_judge(QUALITY))
     rm = GenerativeRewardModel(backend=backend, k=1)
 
     async def main():
         batcher = MicroBatcher(rm, max_wait_s=0.0, max_batch_requests=1, max_concurrent_batches=1)
         tasks = [asyncio.ensure_future(batcher.submit(Request("q", [r]))) for r in "abc"]
-        await asyncio.sleep(0.02)  # the first batch runs, two wait for the slot
+        await asyncio.sleep(0.01)  # the first batch runs (held at the gate), two wait for the slot
         depth_while_busy = batcher.stats.queue_depth
+        backend.gate.set()
         await asyncio.gather(*tasks)
         return depth_while_busy, batcher.stats.queue_depth
 
@@ -165,7 +178,7 @@ def test_a_failing_single_request_batch_is_not_run_twice() -> None:
 
 
 def test_callers_that_gave_up_are_not_scored() -> None:
-    backend = ScriptedBackend(quality_judge(QUALITY), delay=0.05)
+    backend = GatedBackend(quality_judge(QUALITY))
     rm = GenerativeRewardModel(backend=backend, k=1)
 
     async def main():
@@ -173,7 +186,9 @@ def test_callers_that_gave_up_are_not_scored() -> None:
         first = asyncio.ensure_future(batcher.submit(Request("q", ["a"])))
         second = asyncio.ensure_future(batcher.submit(Request("q", ["b"])))
         await asyncio.sleep(0.01)
-        second.cancel()  # e.g. its HTTP request timed out while waiting
+        second.cancel()  # e.g. its HTTP request timed out while waiting for the slot
+        await asyncio.sleep(0)
+        backend.gate.set()
         await first
         await batcher.aclose()
 
@@ -195,19 +210,31 @@ def test_batch_size_history_is_bounded() -> None:
 
 
 def test_arrivals_while_every_slot_is_busy_join_one_batch() -> None:
-    backend = ScriptedBackend(quality_judge(QUALITY), delay=0.05)
+    backend = GatedBackend(quality_judge(QUALITY))
     rm = GenerativeRewardModel(backend=backend, k=1)
 
     async def main():
         batcher = MicroBatcher(rm, max_wait_s=0.0, max_concurrent_batches=1)
         first = asyncio.ensure_future(batcher.submit(Request("q", ["a"])))
-        await asyncio.sleep(0.01)  # the first batch is running
+        await asyncio.sleep(0.01)  # the first batch is running (held at the gate)
         rest = []
-        for r in "bcdebcdebc":  # a burst spread over time, longer than the (zero) window
+        for r in "bcdebcdebc":  # a burst spread over more time than the (zero) window
             rest.append(asyncio.ensure_future(batcher.submit(Request("q", [r]))))
             await asyncio.sleep(0.002)
+        backend.gate.set()
         await asyncio.gather(first, *rest)
         return batcher
 
     batcher = run(main())
     assert list(batcher.stats.batch_sizes) == [1, 10] and backend.stats.calls == 2
+
+
+def test_submissions_in_one_loop_iteration_share_a_batch_even_with_a_zero_window() -> None:
+    rm, backend = make(k=1)
+
+    async def main():
+        batcher = MicroBatcher(rm, max_wait_s=0.0, max_concurrent_batches=1)
+        return batcher, await batcher.submit_many([Request("q", [r]) for r in "abcde"])
+
+    batcher, results = run(main())
+    assert list(batcher.stats.batch_sizes) == [5] and backend.stats.calls == 1 and len(results) == 5
