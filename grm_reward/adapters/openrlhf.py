@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import os
 import re
-import statistics
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from grm_reward.adapters._common import as_principles, result_stats
+from grm_reward.adapters._common import as_reference as reference_text
 from grm_reward.config import GRMConfig
 from grm_reward.errors import ConfigError, InputError
 from grm_reward.types import Message, Request, RewardResult
@@ -66,8 +67,9 @@ END_TOKENS = (
     "<|finetune_right_pad_id|>",
 )
 
-#: The ``extra_logs`` keys of every /get_reward answer (OpenRLHF needs the same keys each time).
-EXTRA_LOG_KEYS = ("grm_valid_share", "grm_forced_share", "grm_vote_spread", "grm_failed")
+#: The ``extra_logs`` keys of every /get_reward answer (OpenRLHF needs the same keys each time);
+#: the numbers of :func:`grm_reward.adapters._common.result_stats`, named as verl's adapter names them.
+EXTRA_LOG_KEYS = ("grm_invalid_share", "grm_forced_share", "grm_failed", "grm_vote_spread", "grm_vote")
 
 # (name, turn pattern with groups (role, content), assistant header) per chat template family.
 _TEMPLATES: tuple[tuple[str, re.Pattern[str], re.Pattern[str]], ...] = (
@@ -186,21 +188,12 @@ def label_fields(label: Any, *, as_reference: bool = True) -> tuple[str | None, 
     """(reference answer, principles) from an OpenRLHF label.
 
     A string (or number) label is the reference answer when ``as_reference``; a JSON object may
-    carry ``reference`` and ``principles``. Anything else is ignored.
+    carry ``reference`` and ``principles`` (a string or a list of strings). Anything else is ignored.
     """
     if isinstance(label, Mapping):
-        reference = label.get("reference")
-        principles = label.get("principles")
-        return (
-            reference if isinstance(reference, str) and reference.strip() else None,
-            principles if isinstance(principles, (str, list)) and principles else None,
-        )
-    if not as_reference or isinstance(label, bool):
-        return None, None
-    if isinstance(label, (int, float)):
-        return str(label), None
-    if isinstance(label, str) and label.strip():
-        return label, None
+        return reference_text(label.get("reference")), as_principles(label.get("principles"))
+    if as_reference and isinstance(label, (str, int, float)) and not isinstance(label, bool):
+        return reference_text(label), None
     return None, None
 
 
@@ -229,17 +222,14 @@ def openrlhf_response(
     for result in results:
         if len(result.rewards) != 1:
             raise ValueError("openrlhf_response takes single-response results")
-        k = max(1, len(result.samples))
         reward = result.rewards[0]
         failed = result.all_invalid
         fallback = float(failure_reward if reward is None else reward)
         rewards.append(fallback)
         scores.append(fallback if failed else (result.votes[0] / result.num_voted - lo) / (hi - lo))
-        voted = [float(s.scores[0]) for s in result.samples if s.scores is not None]
-        logs["grm_valid_share"].append(result.num_valid / k)
-        logs["grm_forced_share"].append(result.num_forced / k)
-        logs["grm_vote_spread"].append(statistics.pstdev(voted) if len(voted) > 1 else 0.0)
-        logs["grm_failed"].append(1.0 if failed else 0.0)
+        stats = result_stats(result)
+        for key in EXTRA_LOG_KEYS:
+            logs[key].append(stats[key.removeprefix("grm_")])
     return {"rewards": rewards, "scores": scores, "extra_logs": logs}
 
 

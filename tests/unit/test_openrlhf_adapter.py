@@ -97,7 +97,8 @@ def test_parse_chat_prompt_multi_turn() -> None:
 @pytest.mark.parametrize(
     ("label", "expected"),
     [("4", ("4", None)), ("", (None, None)), (None, (None, None)), (4, ("4", None)), (True, (None, None)),
-     ({"reference": "4", "principles": ["exact"]}, ("4", ["exact"])), ({"other": 1}, (None, None)), ([1], (None, None))],
+     ({"reference": "4", "principles": ["exact", ""]}, ("4", ["exact"])), ({"other": 1}, (None, None)), ([1], (None, None)),
+     ({"reference": 7, "principles": "Be exact."}, ("7", "Be exact."))],
 )
 def test_label_fields(label, expected) -> None:
     assert label_fields(label) == expected
@@ -114,9 +115,10 @@ def test_openrlhf_response_shape_and_failure() -> None:
     assert out["rewards"] == pytest.approx([(7 - 1) / 9, (8 - 1) / 9, 0.0])
     assert out["scores"] == pytest.approx(out["rewards"])
     assert tuple(out["extra_logs"]) == EXTRA_LOG_KEYS
-    assert out["extra_logs"]["grm_vote_spread"] == [1.0, 0.0, 0.0]
-    assert out["extra_logs"]["grm_valid_share"] == [1.0, 0.5, 0.0]
+    assert out["extra_logs"]["grm_vote_spread"] == [2.0, 0.0, 0.0]  # max - min of the sample scores
+    assert out["extra_logs"]["grm_invalid_share"] == [0.0, 0.5, 1.0]
     assert out["extra_logs"]["grm_failed"] == [0.0, 0.0, 1.0]
+    assert out["extra_logs"]["grm_vote"] == [14.0, 8.0, 0.0]
     sums = openrlhf_response([ok], score_range=(1, 10), failure_reward=0.0)
     assert sums["scores"] == pytest.approx([6 / 9])
     rm.close()

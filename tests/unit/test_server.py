@@ -55,7 +55,7 @@ def test_get_reward_answers_openrlhfs_shape(client) -> None:
     assert data["rewards"] == pytest.approx([(5 - 1) / 9, (10 - 1) / 9])  # "Four." = 5 chars; end token stripped
     assert data["scores"] == pytest.approx(data["rewards"])
     assert tuple(data["extra_logs"]) == EXTRA_LOG_KEYS
-    assert data["extra_logs"]["grm_valid_share"] == [1.0, 1.0] and data["extra_logs"]["grm_failed"] == [0.0, 0.0]
+    assert data["extra_logs"]["grm_invalid_share"] == [0.0, 0.0] and data["extra_logs"]["grm_failed"] == [0.0, 0.0]
 
 
 def test_empty_batch_gets_empty_lists_and_the_same_keys(client) -> None:
@@ -69,7 +69,7 @@ def test_unreadable_judgements_get_the_configured_number_and_are_flagged() -> No
         data = get_reward(client, [CHATML_PROMPT + "MUTE"]).json()
         metrics = client.get("/metrics").text
     assert data["rewards"] == [-1.0] and data["scores"] == [-1.0]
-    assert data["extra_logs"]["grm_failed"] == [1.0] and data["extra_logs"]["grm_valid_share"] == [0.0]
+    assert data["extra_logs"]["grm_failed"] == [1.0] and data["extra_logs"]["grm_invalid_share"] == [1.0]
     assert "grm_judgements_failed_total 1" in metrics
 
 
