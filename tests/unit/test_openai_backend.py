@@ -185,6 +185,7 @@ def test_malformed_answers_are_generation_errors() -> None:
         generate(b, request(n=1))
 
 
+@pytest.mark.timeout(30)  # a regression here hangs instead of failing
 def test_one_failure_cancels_its_siblings() -> None:
     async def main():
         server = FakeOpenAIServer(hang=asyncio.Event())

@@ -186,6 +186,7 @@ def test_unknown_routes_and_methods_answer_json(client) -> None:
     assert client.get("/get_reward").status_code == 405
 
 
+@pytest.mark.timeout(30)  # a regression here hangs instead of failing
 def test_a_slow_judge_gets_a_504_and_the_server_keeps_serving() -> None:
     slow = ScriptedBackend(length_judge, delay=1.0)
     with TestClient(make_app(slow, server={"request_timeout_s": 0.2})) as client:

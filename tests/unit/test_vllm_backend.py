@@ -59,6 +59,7 @@ def test_the_final_output_is_used_when_the_engine_streams() -> None:
     assert [s.text for s in out.samples] == [judge("", None, 1), judge("", None, 2)]
 
 
+@pytest.mark.timeout(30)  # a regression here hangs instead of failing
 def test_batch_requests_run_concurrently_and_a_failure_aborts_the_rest() -> None:
     backend, engine = make(fail_on="BOOM", hang_on="SLOW")
     requests = [
