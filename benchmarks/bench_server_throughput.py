@@ -87,7 +87,8 @@ def cost_model_backend(config: object) -> CostModelBackend:
 def config_values(args: argparse.Namespace) -> dict[str, object]:
     values: dict[str, object] = {"k": args.k, "seed": 0, "max_new_tokens": args.max_new_tokens,
                                  "server": {"batch_window_s": args.window, "max_batch_requests": args.max_batch,
-                                            "max_concurrent_batches": args.max_concurrent, "log_level": "warning"}}
+                                            "max_concurrent_batches": args.max_concurrent, "log_level": "warning",
+                                            "request_timeout_s": 3600.0}}  # a throughput run, not a deadline test
     if args.backend == "embedded":
         values.update(template=str(HERE / "short_judge_template.txt"), transformers={"device": "cpu"},
                       format_guarantee=False)
@@ -150,7 +151,7 @@ def main() -> None:
     parser.add_argument("--backend", choices=["embedded", "scripted"], default="embedded")
     parser.add_argument("-n", "--requests", type=int, default=256)
     parser.add_argument("-k", type=int, default=1)
-    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=8)
     parser.add_argument("--window", type=float, default=0.01, help="server batch window (s)")
     parser.add_argument("--max-batch", type=int, default=64, help="server max_batch_requests")
     parser.add_argument("--max-concurrent", type=int, default=4, help="server max_concurrent_batches")

@@ -157,9 +157,20 @@ class MicroBatcher:
         """Submit several requests; results in order (each may still share a batch with others)."""
         return list(await asyncio.gather(*(self.submit(r) for r in requests)))
 
-    async def aclose(self) -> None:
-        """Score what is queued (without waiting for windows) and wait for the batches in flight."""
+    async def aclose(self, *, drain: bool = True) -> None:
+        """Close: score what is queued and wait for the batches in flight (``drain``), or fail
+        the queued requests and cancel the batches in flight (a server shutting down)."""
         self._closing = True
+        if not drain:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            closed = GRMError("the reward model is shutting down")
+            while self._pending:
+                self._fail(self._pending.popleft(), closed)
+            self.stats.queue_depth = 0
+            for task in list(self._tasks):
+                task.cancel()
         self._dispatch()
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
@@ -233,8 +244,9 @@ class MicroBatcher:
                     else:
                         self._resolve(member, split_result(result, index))
         except BaseException as exc:  # never leave a caller waiting
+            closing = isinstance(exc, asyncio.CancelledError) and self._closing
             for member in batch:
-                self._fail(member, exc)
+                self._fail(member, GRMError("the reward model is shutting down") if closing else exc)
             if not isinstance(exc, Exception):
                 raise
         finally:

@@ -183,6 +183,14 @@ class ServerOptions(_Section):
     request_timeout_s: float = Field(
         170.0, gt=0, description="Longest time one HTTP request may take, queueing included (504 beyond; OpenRLHF waits 180 s)."
     )
+    shutdown_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        description=(
+            "On SIGTERM/Ctrl-C, how long requests in flight may still finish; then queued ones are answered with "
+            "an error (OpenRLHF retries them) and the server exits."
+        ),
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="Server log level.")
     access_log: bool = Field(False, description="Log every HTTP request (noisy: OpenRLHF sends one per rollout sample).")
 

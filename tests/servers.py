@@ -50,6 +50,7 @@ def process_server(command: list[str], port: int, *, health: str = "/health", ti
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
     process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
                                cwd=cwd, start_new_session=True)
+    process_server.current = process  # type: ignore[attr-defined]  # for tests that signal it
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout

@@ -47,6 +47,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         port=options.port,
         log_level=options.log_level,
         access_log=options.access_log,
+        timeout_graceful_shutdown=options.shutdown_timeout_s,
     )
     return 0
 

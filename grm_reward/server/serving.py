@@ -105,7 +105,8 @@ class RewardService:
         return self.metrics.render(self.scorer.stats)
 
     async def aclose(self) -> None:
-        await self.scorer.aclose()
+        """Shut down: queued requests fail at once, batches in flight are cancelled, the backend is closed."""
+        await self.scorer.aclose(drain=False)
         await self.scorer.rm.aclose()
 
     # --- internals ------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from grm_reward import GenerationError, GenerativeRewardModel, InputError, Request
+from grm_reward import GenerationError, GenerativeRewardModel, GRMError, InputError, Request
 from grm_reward.backends import ScriptedBackend
 from grm_reward.batching import MicroBatcher, split_result
 from tests.helpers import quality_judge
@@ -238,3 +238,22 @@ def test_submissions_in_one_loop_iteration_share_a_batch_even_with_a_zero_window
 
     batcher, results = run(main())
     assert list(batcher.stats.batch_sizes) == [5] and backend.stats.calls == 1 and len(results) == 5
+
+
+def test_closing_without_draining_fails_queued_and_running_requests_at_once() -> None:
+    backend = GatedBackend(quality_judge(QUALITY))  # the gate never opens: a judge that hangs
+    rm = GenerativeRewardModel(backend=backend, k=1)
+
+    async def main():
+        batcher = MicroBatcher(rm, max_wait_s=0.0, max_batch_requests=1, max_concurrent_batches=1)
+        running = asyncio.ensure_future(batcher.submit(Request("q", ["a"])))
+        queued = asyncio.ensure_future(batcher.submit(Request("q", ["b"])))
+        await asyncio.sleep(0.01)
+        await asyncio.wait_for(batcher.aclose(drain=False), timeout=5)
+        outcomes = await asyncio.gather(running, queued, return_exceptions=True)
+        with pytest.raises(GRMError, match="closed"):
+            await batcher.submit(Request("q", ["c"]))
+        return outcomes
+
+    outcomes = run(main())
+    assert all(isinstance(o, GRMError) and "shutting down" in str(o) for o in outcomes)

@@ -48,3 +48,34 @@ def test_serve_command_answers_until_stopped(tmp_path) -> None:
                                                                     "prompts": [prompt], "labels": [""]})
         assert reply.status_code == 200 and len(reply.json()["rewards"]) == 1
         assert httpx.post(base + "/get_reward", json={"query": []}).status_code == 401
+
+
+def test_sigterm_with_a_request_in_flight_stops_the_server_promptly(tmp_path) -> None:
+    import threading
+    import time
+
+    port = free_port()
+    command = [sys.executable, "-m", "grm_reward", "serve", "--backend", "tests.helpers:stuck_backend",
+               "--port", str(port), "--server-shutdown-timeout-s", "1", "--server-log-level", "warning"]
+    replies: list[object] = []
+    with process_server(command, port, log=tmp_path / "serve.log", timeout=60, cwd=ROOT) as base:
+        prompt = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+
+        def call() -> None:
+            try:
+                replies.append(httpx.post(base + "/get_reward", json={"query": [prompt + "x"], "prompts": [prompt]},
+                                          timeout=120).status_code)
+            except httpx.HTTPError as exc:
+                replies.append(exc)
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        time.sleep(1.0)  # the request is now waiting for the (stuck) judge
+        process = process_server.current  # type: ignore[attr-defined]
+        started = time.monotonic()
+        process.terminate()
+        process.wait(timeout=30)
+        stopped_after = time.monotonic() - started
+        caller.join(timeout=30)
+    assert stopped_after < 10 and process.returncode in (0, -15)  # uvicorn re-raises SIGTERM after a clean exit
+    assert replies and replies[0] != 200  # an error answer or a closed connection, not a hang
