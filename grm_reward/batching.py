@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from grm_reward.config import ServerOptions
 from grm_reward.errors import GRMError
 from grm_reward.model import GenerativeRewardModel
 from grm_reward.types import Judgement, Request, RewardResult, Usage
@@ -133,6 +134,18 @@ class MicroBatcher:
         self._running = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
+
+    @classmethod
+    def from_options(cls, rm: GenerativeRewardModel, options: ServerOptions) -> MicroBatcher:
+        """A batcher with the batching settings of ``GRMConfig.server`` (the server and OpenRLHF's file form)."""
+        return cls(
+            rm,
+            max_wait_s=options.batch_window_s,
+            max_batch_requests=options.max_batch_requests,
+            max_concurrent_batches=options.max_concurrent_batches,
+            group_by_prompt=options.group_by_prompt,
+            max_group_size=options.max_group_size,
+        )
 
     async def submit(self, request: Request) -> RewardResult:
         """Score one request as part of the next batch."""

@@ -291,16 +291,8 @@ class RewardFunction:
 
                 if self._rm is None:
                     self._rm = GenerativeRewardModel(self.config)
-                server = self.config.server
                 self._loop = LoopThread(name="grm-reward-openrlhf")
-                self._batcher = MicroBatcher(
-                    self._rm,
-                    max_wait_s=server.batch_window_s,
-                    max_batch_requests=server.max_batch_requests,
-                    max_concurrent_batches=server.max_concurrent_batches,
-                    group_by_prompt=server.group_by_prompt,
-                    max_group_size=server.max_group_size,
-                )
+                self._batcher = MicroBatcher.from_options(self._rm, self.config.server)
             return self._loop, self._batcher
 
     def _post(self, queries: list[str], prompts: list[str], labels: list[Any]) -> dict[str, Any]:

@@ -139,16 +139,7 @@ def build_app(config: GRMConfig, *, backend: Any = None) -> FastAPI:
     from grm_reward.model import GenerativeRewardModel
 
     rm = GenerativeRewardModel(config, backend=backend)
-    options = config.server
-    scorer = MicroBatcher(
-        rm,
-        max_wait_s=options.batch_window_s,
-        max_batch_requests=options.max_batch_requests,
-        max_concurrent_batches=options.max_concurrent_batches,
-        group_by_prompt=options.group_by_prompt,
-        max_group_size=options.max_group_size,
-    )
-    service = RewardService(scorer, config)
+    service = RewardService(MicroBatcher.from_options(rm, config.server), config)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
