@@ -124,10 +124,10 @@ async def served(base: str, pairs: list[tuple[str, str]], pid: int) -> tuple[flo
     async def one(question: str, response: str) -> float:
         prompt = CHATML.format(q=question)
         body = {"query": [prompt + response + "<|im_end|>"], "prompts": [prompt], "labels": [""]}
-        async with aiohttp.ClientSession(timeout=timeout) as session:  # OpenRLHF: a new session per request
-            async with session.post(base + "/get_reward", json=body) as reply:
-                reply.raise_for_status()
-                return float((await reply.json())["rewards"][0])
+        # OpenRLHF opens a new session (and connection) per request
+        async with aiohttp.ClientSession(timeout=timeout) as session, session.post(base + "/get_reward", json=body) as reply:
+            reply.raise_for_status()
+            return float((await reply.json())["rewards"][0])
 
     cpu, wall = process_cpu_s(pid), time.perf_counter()
     rewards = await asyncio.gather(*(one(q, r) for q, r in pairs))
@@ -214,7 +214,7 @@ def main() -> None:
 def _get(url: str) -> str:
     import urllib.request
 
-    with urllib.request.urlopen(url, timeout=10) as reply:  # noqa: S310 - local URL
+    with urllib.request.urlopen(url, timeout=10) as reply:
         return str(reply.read().decode())
 
 

@@ -183,8 +183,8 @@ class ServerOptions(_Section):
     request_timeout_s: float = Field(
         170.0, gt=0, description="Longest time one HTTP request may take, queueing included (504 beyond; OpenRLHF waits 180 s)."
     )
-    shutdown_timeout_s: float = Field(
-        30.0,
+    shutdown_timeout_s: int = Field(
+        30,
         ge=0,
         description=(
             "On SIGTERM/Ctrl-C, how long requests in flight may still finish; then queued ones are answered with "

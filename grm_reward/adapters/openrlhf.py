@@ -176,7 +176,9 @@ def parse_chat_prompt(text: str) -> list[Message] | None:
             found = [(_ROLES.get(m.group(1), m.group(1)), m.group(2)) for m in turn.finditer(text)]
         if not any(role == "user" for role, _ in found):
             continue
-        messages = [{"role": role, "content": strip_end_tokens(content).strip()} for role, content in found]
+        messages: list[Message] = [
+            {"role": role, "content": strip_end_tokens(content).strip()} for role, content in found
+        ]
         while messages and messages[-1]["role"] == "assistant" and not messages[-1]["content"]:
             messages.pop()
         if messages and any(m["role"] == "user" and m["content"] for m in messages):

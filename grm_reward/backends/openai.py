@@ -447,8 +447,8 @@ class OpenAIBackend(Backend):
         """Delay before retry ``attempt`` (1-based): the server's Retry-After, else exponential with jitter."""
         if retry_after is not None:
             return min(retry_after, self.options.timeout_s)
-        delay = min(self.options.backoff_max_s, self.options.backoff_base_s * 2 ** (attempt - 1))
-        return delay / 2 + self._rng.uniform(0, delay / 2)
+        delay = min(self.options.backoff_max_s, self.options.backoff_base_s * 2.0 ** (attempt - 1))
+        return float(delay / 2 + self._rng.uniform(0, delay / 2))
 
 
 # --- server flavour ---------------------------------------------------------------------------------
@@ -554,7 +554,7 @@ def _server_message(response: Any) -> str:
     try:
         data = response.json()
     except ValueError:
-        return response.text[:500].strip()
+        return str(response.text[:500]).strip()
     if isinstance(data, dict):
         error = data.get("error")
         if isinstance(error, dict) and error.get("message"):

@@ -50,7 +50,7 @@ from grm_reward.types import Message
 if TYPE_CHECKING:
     from grm_reward.config import GRMConfig, VLLMOptions
 
-__all__ = ["VLLMBackend", "VLLMApi"]
+__all__ = ["VLLMApi", "VLLMBackend"]
 
 _INSTALL_HINT = "pip install 'grm-reward[vllm]' (needs a CUDA GPU)"
 

@@ -148,7 +148,7 @@ def test_connection_errors_and_timeouts_are_retried_then_mapped() -> None:
     [out] = generate(backend(server), request(n=1))
     assert out.samples and len(server.requests) == 3
     server = FakeOpenAIServer(failures=[refused] * 5)
-    with pytest.raises(GenerationError, match="cannot connect .* is the server running"):
+    with pytest.raises(GenerationError, match=r"cannot connect .* is the server running"):
         generate(backend(server, max_retries=1), request(n=1))
     server = FakeOpenAIServer(failures=[httpx.ReadTimeout("slow")] * 5)
     with pytest.raises(GenerationError, match="timed out after 2 attempts"):
@@ -253,7 +253,7 @@ def test_completions_mode_renders_the_chat_template_locally() -> None:
 def test_completions_mode_needs_a_tokenizer() -> None:
     with pytest.raises(BackendCapabilityError, match="tokenizer"):
         backend(FakeOpenAIServer(), mode="completions")
-    with pytest.raises(Exception, match="openai.tokenizer"):
+    with pytest.raises(Exception, match=r"openai\.tokenizer"):
         GRMConfig(backend="openai", openai={"mode": "completions"})
 
 
@@ -332,7 +332,7 @@ def test_generic_server_without_tokenizer_cannot_fill() -> None:
     assert b.capabilities == frozenset()
     with pytest.raises(BackendCapabilityError):
         fill(b, fill_request())
-    with pytest.raises(BackendCapabilityError, match="openai.tokenizer"):
+    with pytest.raises(BackendCapabilityError, match=r"openai\.tokenizer"):
         create_backend(GRMConfig(backend="openai", format_guarantee=True, openai={"server": "generic"}))
 
 
@@ -408,7 +408,7 @@ def test_detect_server_when_unreachable() -> None:
     def refuse(request):
         raise httpx.ConnectError("refused")
 
-    with pytest.raises(BackendUnavailableError, match="set openai.server"):
+    with pytest.raises(BackendUnavailableError, match=r"set openai\.server"):
         detect_server(OpenAIOptions(base_url="http://judge.test/v1"), transport=httpx.MockTransport(refuse))
 
 
