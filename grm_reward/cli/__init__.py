@@ -2,6 +2,7 @@
 
     grm-reward score INPUT.jsonl -o OUTPUT.jsonl [-k K] [--model M] [--backend B] ...
     grm-reward serve [--host 127.0.0.1] [--port P] [--backend B] [--base-url U] [-k K] [--api-key KEY]
+    grm-reward eval --benchmark NAME[=PATH] [-k K] [--limit N] [-o DIR] ...
     grm-reward config [--config FILE] [flags]      # print the effective settings
 """
 
@@ -18,7 +19,7 @@ from grm_reward.errors import GRMError
 __all__ = ["build_parser", "main"]
 
 #: Subcommand modules under grm_reward.cli, in the order `--help` lists them.
-SUBCOMMANDS = ("score", "serve")
+SUBCOMMANDS = ("score", "serve", "eval")
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
