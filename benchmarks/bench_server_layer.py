@@ -44,7 +44,7 @@ JUDGEMENT = "Specific Criteria: accuracy.\nAnalysis: The response names the righ
 
 def fast_backend(config: object) -> ScriptedBackend:
     """Factory for ``--backend bench_server_layer:fast_backend``: answers at once."""
-    return ScriptedBackend([JUDGEMENT])
+    return ScriptedBackend([JUDGEMENT], record=False)
 
 
 def body(i: int) -> dict[str, list[str]]:

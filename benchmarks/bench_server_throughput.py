@@ -67,7 +67,7 @@ class CostModelBackend(ScriptedBackend):
     """A scripted judge with an engine-like cost: ``per_call_s + per_sample_s * samples`` per call."""
 
     def __init__(self, per_call_s: float, per_sample_s: float) -> None:
-        super().__init__(self._judge)
+        super().__init__(self._judge, record=False)
         self.per_call_s, self.per_sample_s = per_call_s, per_sample_s
         self._engine = threading.Lock()  # one engine: calls do not overlap (also across event loops)
 
