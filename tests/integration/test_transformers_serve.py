@@ -116,3 +116,55 @@ def test_completions_mode(served) -> None:
         backend = rm.backend
     assert isinstance(backend, OpenAIBackend) and backend.n_honoured == {"/completions": False}
     assert len(result.samples) == 2 and all(s.text for s in result.samples)
+
+
+@pytest.mark.skipif(not is_available("verl"), reason="needs grm-reward[verl]")
+def test_verl_router_path_scores_through_the_served_judge(served) -> None:
+    """verl's loader builds the `grm` manager with a router address: it judges over HTTP, here against the served model."""
+    from urllib.parse import urlsplit
+
+    from verl.trainer.ppo.reward import load_reward_manager
+
+    from tests.verl_support import compose, rollout_batch, word_tokenizer
+
+    base_url, model = served
+    config = compose([
+        "reward.reward_model.enable=True",
+        f"reward.reward_model.model_path={model}",
+        "reward.grm.judge.k=2",
+        "reward.grm.judge.temperature=1.0",
+        "reward.grm.judge.max_new_tokens=16",
+        "reward.grm.judge.format_guarantee=true",
+        "reward.grm.judge.openai.timeout_s=120",
+    ])
+    tokenizer = word_tokenizer()
+    manager = load_reward_manager(
+        config, tokenizer, reward_router_address=urlsplit(base_url).netloc, reward_model_tokenizer=None
+    )
+    try:
+        assert manager.rm.config.backend == "openai" and manager.rm.config.openai.base_url == base_url
+        rows = [{"prompt": "user what is two plus two assistant", "response": r, "uid": "q1",
+                 "raw_prompt": [{"role": "user", "content": "What is two plus two?"}]} for r in ("four", "five")]
+        batch = rollout_batch(tokenizer, rows)
+
+        async def run():
+            try:
+                return await asyncio.gather(*(manager.run_single(batch[i : i + 1]) for i in range(len(batch))))
+            finally:
+                await manager.rm.aclose()  # its HTTP client belongs to this event loop
+
+        outputs = asyncio.run(run())
+        stats = manager.rm.backend.stats
+    finally:
+        if not manager.loop.is_closed() and not manager.loop.is_running():
+            manager.loop.close()
+    # The two rollouts of one prompt were judged together (listwise), k=2 samples, by the served
+    # model over HTTP. A 135M judge given 16 tokens writes no score block, and the server offers no
+    # guided decoding, so the forced prefix may still fail: then the rollout is marked failed and
+    # gets failure_score (0.0) — which is what the manager must report, either way.
+    assert stats.samples == 2 and stats.prompt_tokens > 0 and stats.extra["http_requests"] >= 2
+    for out in outputs:
+        info = out["reward_extra_info"]
+        assert info["grm_failed"] in (0.0, 1.0) and 0.0 <= out["reward_score"] <= 1.0, info
+        if info["grm_failed"]:
+            assert out["reward_score"] == 0.0 and info["grm_invalid_share"] == 1.0
