@@ -67,5 +67,11 @@ bench-eval: $(VENV)/.runtime-installed
 	$(BIN)/python benchmarks/bench_sampling_reuse.py
 	$(BIN)/python benchmarks/bench_listwise_tokens.py
 
+# The reward server's benchmarks (they need the serve extra and aiohttp: the test environment).
+.PHONY: bench-serve
+bench-serve: $(VENV)/.test-installed
+	$(BIN)/python benchmarks/bench_server_layer.py
+	$(BIN)/python benchmarks/bench_server_throughput.py
+
 clean:
 	rm -rf $(VENV) demo_output.jsonl .pytest_cache

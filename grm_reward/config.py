@@ -16,7 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from grm_reward.errors import ConfigError
 
-__all__ = ["GRMConfig", "MetaRMOptions", "OpenAIOptions", "TransformersOptions", "VLLMOptions", "load_config_file"]
+__all__ = [
+    "GRMConfig",
+    "MetaRMOptions",
+    "OpenAIOptions",
+    "ServerOptions",
+    "TransformersOptions",
+    "VLLMOptions",
+    "load_config_file",
+]
 
 #: Temperature the paper uses for inference-time scaling (App. D.1); greedy for k=1.
 PAPER_VOTING_TEMPERATURE = 0.5
@@ -48,7 +56,7 @@ class TransformersOptions(_Section):
 
 
 class OpenAIOptions(_Section):
-    """Settings of the `openai` backend: any OpenAI-compatible server."""
+    """Settings of the `openai` backend: any OpenAI-compatible server (see docs/backends.md)."""
 
     base_url: str = Field(
         "http://127.0.0.1:8000/v1",
@@ -57,21 +65,134 @@ class OpenAIOptions(_Section):
     api_key: str | None = Field(None, description="API key; default: read from the variable named by api_key_env.")
     api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
     mode: Literal["chat", "completions"] = Field(
-        "chat", description="'chat' sends messages to /chat/completions; 'completions' sends a templated prompt."
+        "chat",
+        description=(
+            "'chat' sends messages to /chat/completions; 'completions' renders the judge's chat template "
+            "locally (see tokenizer) and sends the text to /completions."
+        ),
     )
-    timeout_s: float = Field(300.0, gt=0, description="Timeout of one HTTP request, in seconds.")
+    server: Literal["auto", "vllm", "vllm-legacy", "sglang", "generic"] = Field(
+        "auto",
+        description=(
+            "Server flavour, which decides the extension parameters sent for the format guarantee: 'vllm' "
+            "(structured_outputs, vLLM >= 0.10.2), 'vllm-legacy' (guided_regex, older vLLM), 'sglang' (regex), "
+            "'generic' (no extensions: forced prefix through /completions). 'auto' asks GET /models who owns "
+            "the model (and GET /version for vLLM's version), and only when a score-filling feature is on."
+        ),
+    )
+    tokenizer: str | None = Field(
+        None,
+        description=(
+            "Hugging Face id or folder whose chat template renders prompts for /completions (completions mode, "
+            "and the forced prefix on generic servers); default: `model`."
+        ),
+    )
+    use_n: bool = Field(
+        True,
+        description=(
+            "Ask for the k samples of a prompt in one request (OpenAI `n`). The client counts the choices it "
+            "gets and fans out distinct-seed requests for the rest, and stops sending `n` to a server that "
+            "ignores or refuses it."
+        ),
+    )
+    logprobs: bool | None = Field(
+        None,
+        description=(
+            "Whether the server returns top_logprobs (needed for token-probability scores). None: yes for "
+            "vllm/sglang, no for generic servers (transformers serve and llama.cpp's `n`-less peers ignore it)."
+        ),
+    )
+    top_logprobs: int = Field(
+        20, ge=1, le=100, description="Alternatives asked per token when reading score probabilities (vLLM allows 20)."
+    )
+    timeout_s: float = Field(300.0, gt=0, description="Timeout of one HTTP request (connect, queue, generate), in seconds.")
+    connect_timeout_s: float = Field(10.0, gt=0, description="Timeout for opening a connection, in seconds.")
     max_retries: int = Field(4, ge=0, description="Retries on 429, 5xx and connection errors (exponential backoff).")
-    max_concurrency: int = Field(64, ge=1, description="Most HTTP requests in flight at once.")
+    backoff_base_s: float = Field(
+        0.5, ge=0, description="First retry delay; it doubles per retry, with jitter, up to backoff_max_s."
+    )
+    backoff_max_s: float = Field(
+        30.0, ge=0, description="Longest delay between retries (a server's Retry-After header is honoured up to timeout_s)."
+    )
+    max_concurrency: int = Field(64, ge=1, description="Most HTTP requests in flight at once (also the connection pool size).")
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra JSON fields merged into every request, e.g. {\"top_k\": 20} (CLI: a JSON object).",
+    )
 
 
 class VLLMOptions(_Section):
-    """Settings of the in-process `vllm` backend (GPU)."""
+    """Settings of the in-process `vllm` backend (GPU; see docs/backends.md for what was run)."""
 
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs the judge is sharded over.")
     gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0, description="Share of GPU memory vLLM may use.")
     max_model_len: int | None = Field(None, ge=16, description="Context length; default: the model's.")
     dtype: str = Field("auto", description="Weights dtype passed to vLLM ('auto', 'bfloat16', ...).")
     enable_prefix_caching: bool = Field(True, description="Share prompt prefixes between samples and requests.")
+    max_num_seqs: int | None = Field(None, ge=1, description="Most sequences the engine runs at once; default: vLLM's.")
+    top_logprobs: int = Field(
+        20, ge=1, le=100, description="Alternatives read per token for token-probability scores (engine max_logprobs)."
+    )
+    trust_remote_code: bool = Field(False, description="Allow model repositories to run their own code.")
+    engine_args: dict[str, Any] = Field(
+        default_factory=dict, description="Extra vllm AsyncEngineArgs fields (CLI: a JSON object); they win over the above."
+    )
+
+
+class ServerOptions(_Section):
+    """Settings of `grm-reward serve` (the reward server; see docs/server.md)."""
+
+    host: str = Field("127.0.0.1", description="Address to bind; use 0.0.0.0 only behind a firewall or with api_key.")
+    port: int = Field(5000, ge=0, le=65535, description="Port to listen on (0: any free port).")
+    api_key: str | None = Field(
+        None,
+        description=(
+            "Bearer token clients of this server must send (Authorization: Bearer KEY, or ?token=KEY in the URL "
+            "for clients that send no headers, like OpenRLHF); default: $GRM_REWARD_SERVER_API_KEY, else no auth."
+        ),
+    )
+    batch_window_s: float = Field(
+        0.01, ge=0.0, le=10.0, description="How long concurrent requests are collected into one backend batch."
+    )
+    max_batch_requests: int = Field(64, ge=1, description="Most requests in one backend batch.")
+    max_concurrent_batches: int = Field(4, ge=1, description="Backend batches in flight at once (back-pressure beyond).")
+    group_by_prompt: bool = Field(
+        False,
+        description=(
+            "Judge single responses to the same prompt together (listwise, as the paper allows), in groups of "
+            "at most max_group_size."
+        ),
+    )
+    max_group_size: int = Field(8, ge=1, description="Most responses judged together when group_by_prompt is on.")
+    failure_reward: float = Field(
+        0.0,
+        description=(
+            "Number /get_reward sends when no judge sample could be read and `failure_reward` is None "
+            "(OpenRLHF needs a number); such answers are counted and flagged in extra_logs as grm_failed=1."
+        ),
+    )
+    label_as_reference: bool = Field(
+        True,
+        description=(
+            "/get_reward: use a string label as the reference answer; an object label may carry "
+            "'reference' and 'principles'."
+        ),
+    )
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 beyond).")
+    max_queries: int = Field(4096, ge=1, description="Most queries (or requests) in one HTTP request body (422 beyond).")
+    request_timeout_s: float = Field(
+        170.0, gt=0, description="Longest time one HTTP request may take, queueing included (504 beyond; OpenRLHF waits 180 s)."
+    )
+    shutdown_timeout_s: int = Field(
+        30,
+        ge=0,
+        description=(
+            "On SIGTERM/Ctrl-C, how long requests in flight may still finish; then queued ones are answered with "
+            "an error (OpenRLHF retries them) and the server exits."
+        ),
+    )
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="Server log level.")
+    access_log: bool = Field(False, description="Log every HTTP request (noisy: OpenRLHF sends one per rollout sample).")
 
 
 class MetaRMOptions(_Section):
@@ -201,6 +322,7 @@ class GRMConfig(BaseModel):
     transformers: TransformersOptions = Field(default_factory=TransformersOptions)
     openai: OpenAIOptions = Field(default_factory=OpenAIOptions)
     vllm: VLLMOptions = Field(default_factory=VLLMOptions)
+    server: ServerOptions = Field(default_factory=ServerOptions)
     meta: MetaRMOptions = Field(default_factory=MetaRMOptions)
 
     @field_validator("backend")
@@ -236,6 +358,11 @@ class GRMConfig(BaseModel):
             raise ValueError(f"k_meta={self.k_meta} cannot exceed k={self.k}")
         if self.template == "single_binary" and self.score_range != (0, 1):
             raise ValueError("template 'single_binary' scores 0 or 1: set score_range=(0, 1)")
+        if self.openai.mode == "completions" and not (self.openai.tokenizer or self.model):
+            raise ValueError(
+                "openai.mode='completions' renders the judge's chat template locally: set openai.tokenizer "
+                "(or model) to its Hugging Face id or folder"
+            )
         return self
 
     # --- construction helpers ----------------------------------------------------------------

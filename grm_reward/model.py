@@ -324,6 +324,11 @@ class GenerativeRewardModel:
             judgement = per_plan[p][s]
             usages[p].prompt_tokens += fill.prompt_tokens
             usages[p].completion_tokens += fill.completion_tokens
+            if fill.values is None:
+                # The backend could not fill valid scores: the sample keeps its state, and why.
+                if not judgement.valid:
+                    per_plan[p][s] = replace(judgement, reason=f"{judgement.reason}; forcing failed: {fill.reason}")
+                continue
             if len(fill.values) != request.num_scores or not all(lo <= v <= hi for v in fill.values):
                 raise GRMError(f"backend filled invalid scores {fill.values} for {request.num_scores} responses")
             changes: dict[str, Any] = {}

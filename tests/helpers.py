@@ -66,3 +66,8 @@ def checksum_judge(call: JudgeCall) -> str:
 def checksum_backend(config: object) -> ScriptedBackend:
     """Backend factory for adapter tests (TRL trainer, verl reward workers): `tests.helpers:checksum_backend`."""
     return ScriptedBackend(checksum_judge)
+
+
+def stuck_backend(config: object) -> ScriptedBackend:
+    """A judge that takes a minute per call: for shutdown and timeout tests."""
+    return ScriptedBackend(length_judge, delay=60.0)

@@ -42,6 +42,8 @@ __all__ = [
 # name -> (module, class); each class has ``from_config(config)``.
 _REGISTRY = {
     "transformers": ("grm_reward.backends.transformers", "TransformersBackend"),
+    "openai": ("grm_reward.backends.openai", "OpenAIBackend"),
+    "vllm": ("grm_reward.backends.vllm", "VLLMBackend"),
 }
 
 

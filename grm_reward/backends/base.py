@@ -97,12 +97,18 @@ class ScoreFillRequest:
 
 @dataclass(slots=True)
 class ScoreFill:
-    """The filled scores (most likely value at each position) and, if asked, their expectations."""
+    """The filled scores (most likely value at each position) and, if asked, their expectations.
 
-    values: list[int]
+    ``values`` is None when the backend could not produce valid scores (an unconstrained server
+    continued the forced prefix with something unreadable, or no in-range number was among the
+    alternatives it returned); ``reason`` then says why, and the sample stays invalid.
+    """
+
+    values: list[int] | None
     expected: list[float] | None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reason: str | None = None
 
 
 @dataclass(slots=True)

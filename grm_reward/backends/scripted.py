@@ -82,11 +82,20 @@ class ScriptedBackend(Backend):
     ``fill`` (optional) answers forced score filling: it returns the integers, or
     ``(integers, expectations)`` to also serve token-probability scoring. ``delay`` makes each
     ``generate`` call sleep, to stand in for a slow engine. Token counts are whitespace words.
+    Every request is kept in ``requests`` for tests to inspect; ``record=False`` keeps none (long
+    runs such as benchmarks would otherwise grow without bound).
     """
 
     name = "scripted"
 
-    def __init__(self, judge: JudgeFn | Sequence[str], *, fill: FillFn | None = None, delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        judge: JudgeFn | Sequence[str],
+        *,
+        fill: FillFn | None = None,
+        delay: float = 0.0,
+        record: bool = True,
+    ) -> None:
         super().__init__()
         if callable(judge):
             self._judge: JudgeFn = judge
@@ -100,6 +109,7 @@ class ScriptedBackend(Backend):
         self.delay = delay
         if fill is not None:
             self.capabilities = frozenset({"score_fill", "token_prob"})
+        self.record = record
         self.requests: list[GenerationRequest] = []
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
@@ -108,7 +118,8 @@ class ScriptedBackend(Backend):
         self.stats.calls += 1
         outputs = []
         for request in requests:
-            self.requests.append(request)
+            if self.record:
+                self.requests.append(request)
             prompt = _last_user_text(request.messages)
             responses = shown_responses(prompt)
             prompt_tokens = sum(len(message_text(m).split()) for m in request.messages)
@@ -132,7 +143,13 @@ class ScriptedBackend(Backend):
         results = []
         for request in requests:
             prompt = _last_user_text(request.messages)
-            call = FillCall(prompt, request.assistant_prefix, shown_responses(prompt), request.num_scores, request.score_range)
+            call = FillCall(
+                prompt,
+                request.assistant_prefix,
+                shown_responses(prompt),
+                request.num_scores,
+                request.score_range,
+            )
             answer = self._fill(call)
             if isinstance(answer, tuple):
                 values, expected = list(answer[0]), [float(x) for x in answer[1]]

@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from grm_reward.backends._shared import render_chat_prompt
 from grm_reward.backends.base import (
     Backend,
     Generation,
@@ -130,12 +131,7 @@ class TransformersBackend(Backend):
     # --- encoding ---------------------------------------------------------------------------
     def encode(self, messages: Sequence[Message], assistant_prefix: str | None = None) -> list[int]:
         """Token ids of the chat-templated prompt (continuing ``assistant_prefix`` when given)."""
-        conversation = [dict(m) for m in messages]
-        if assistant_prefix is not None:
-            conversation.append({"role": "assistant", "content": assistant_prefix})
-            text = self.tokenizer.apply_chat_template(conversation, tokenize=False, continue_final_message=True)
-        else:
-            text = self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        text = render_chat_prompt(self.tokenizer, messages, assistant_prefix)
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     # --- sampling -------------------------------------------------------------------------------

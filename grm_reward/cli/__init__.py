@@ -1,6 +1,7 @@
 """The ``grm-reward`` command line: one module per subcommand, each with ``register(subparsers)``.
 
     grm-reward score INPUT.jsonl -o OUTPUT.jsonl [-k K] [--model M] [--backend B] ...
+    grm-reward serve [--host 127.0.0.1] [--port P] [--backend B] [--base-url U] [-k K] [--api-key KEY]
     grm-reward eval --benchmark NAME[=PATH] [-k K] [--limit N] [-o DIR] ...
     grm-reward spct {rft-data,meta-data,rl-data,train-meta} ...   # SPCT data builders, meta-RM training
     grm-reward config [--config FILE] [flags]      # print the effective settings
@@ -19,7 +20,7 @@ from grm_reward.errors import GRMError
 __all__ = ["build_parser", "main"]
 
 #: Subcommand modules under grm_reward.cli, in the order `--help` lists them.
-SUBCOMMANDS = ("score", "eval", "spct")
+SUBCOMMANDS = ("score", "serve", "eval", "spct")
 
 
 def _cmd_config(args: argparse.Namespace) -> int:

@@ -1,15 +1,19 @@
 """Command-line flags derived from `GRMConfig`, so every setting has exactly one description.
 
-Top-level fields become ``--field-name``; fields of a backend section become
-``--section-field`` (e.g. ``--transformers-device``). Only flags the user actually gives
-override the config file, so ``--config`` plus a few flags composes as expected.
+Top-level fields become ``--field-name``; fields of a section become ``--section-field``
+(e.g. ``--transformers-device``). Sections only one subcommand uses (``server``) get flags only
+where that subcommand asks for them, and a subcommand may add short aliases (``serve --port``
+for ``--server-port``). Only flags the user actually gives override the config file, so
+``--config`` plus a few flags composes as expected.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import types
 import typing
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
@@ -21,6 +25,8 @@ __all__ = ["add_config_arguments", "config_from_args"]
 
 _SHORT = {"k": "-k"}
 _SEP = "__"
+#: Sections whose flags only the subcommands that ask for them get.
+_OPTIONAL_SECTIONS = frozenset({"server"})
 
 
 def _describe(info: FieldInfo) -> str:
@@ -47,9 +53,19 @@ def _parse_range(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError("expected two integers, e.g. 1,10") from exc
 
 
-def _add_field(group: Any, flag: str, dest: str, info: FieldInfo, short: str | None = None) -> None:
+def _parse_json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"expected a JSON object: {exc}") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object, e.g. '{\"top_k\": 20}'")
+    return value
+
+
+def _add_field(group: Any, flag: str, dest: str, info: FieldInfo, *aliases: str) -> None:
     annotation, optional = _unwrap_optional(info.annotation)
-    names = [flag] + ([short] if short else [])
+    names = [flag, *aliases]
     kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, "help": _describe(info)}
     if annotation is not bool:
         kwargs["metavar"] = dest.rsplit(_SEP, 1)[-1].upper()
@@ -66,6 +82,9 @@ def _add_field(group: Any, flag: str, dest: str, info: FieldInfo, short: str | N
     elif get_origin(annotation) is tuple:
         kwargs["type"] = _parse_range
         kwargs["metavar"] = "LO,HI"
+    elif get_origin(annotation) is dict:
+        kwargs["type"] = _parse_json_object
+        kwargs["metavar"] = "JSON"
     if optional and annotation is not str:
         base_type = kwargs.get("type", str)
 
@@ -76,18 +95,36 @@ def _add_field(group: Any, flag: str, dest: str, info: FieldInfo, short: str | N
     group.add_argument(*names, **kwargs)
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--config`` and one flag per GRMConfig field."""
+def add_config_arguments(
+    parser: argparse.ArgumentParser, *, sections: Iterable[str] = (), aliases: Mapping[str, str] | None = None
+) -> None:
+    """Add ``--config`` and one flag per GRMConfig field.
+
+    ``sections`` names the optional sections (``server``) this command uses; ``aliases`` maps a
+    field path (``"server.port"``) to an extra flag name (``"--port"``).
+    """
+    wanted = set(sections)
+    unknown = wanted - _OPTIONAL_SECTIONS
+    if unknown:
+        raise ValueError(f"unknown optional config sections {sorted(unknown)}")
+    aliases = dict(aliases or {})
     parser.add_argument("--config", metavar="FILE", help="YAML or JSON file of GRMConfig settings (flags override it).")
     group = parser.add_argument_group("reward model settings (GRMConfig)")
     for name, info in GRMConfig.model_fields.items():
         annotation, _ = _unwrap_optional(info.annotation)
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            section = parser.add_argument_group(f"{name} backend settings")
+            if name in _OPTIONAL_SECTIONS and name not in wanted:
+                continue
+            title = f"{name} settings" if name in _OPTIONAL_SECTIONS else f"{name} backend settings"
+            section = parser.add_argument_group(title)
             for sub, sub_info in annotation.model_fields.items():
-                _add_field(section, f"--{name}-{sub}".replace("_", "-"), f"{name}{_SEP}{sub}", sub_info)
+                extra = [aliases.pop(f"{name}.{sub}")] if f"{name}.{sub}" in aliases else []
+                _add_field(section, f"--{name}-{sub}".replace("_", "-"), f"{name}{_SEP}{sub}", sub_info, *extra)
             continue
-        _add_field(group, "--" + name.replace("_", "-"), name, info, _SHORT.get(name))
+        extra = [a for a in (_SHORT.get(name), aliases.pop(name, None)) if a]
+        _add_field(group, "--" + name.replace("_", "-"), name, info, *extra)
+    if aliases:
+        raise ValueError(f"aliases for unknown config fields: {sorted(aliases)}")
 
 
 def config_from_args(args: argparse.Namespace) -> GRMConfig:

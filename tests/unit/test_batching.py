@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from grm_reward import GenerationError, GenerativeRewardModel, InputError, Request
+from grm_reward import GenerationError, GenerativeRewardModel, GRMError, InputError, Request
 from grm_reward.backends import ScriptedBackend
 from grm_reward.batching import MicroBatcher, split_result
 from tests.helpers import quality_judge
@@ -46,7 +46,7 @@ def test_max_batch_requests_splits_batches() -> None:
         return batcher, results
 
     batcher, results = run(main())
-    assert backend.stats.calls == 2 and batcher.stats.batch_sizes == [2, 2]
+    assert backend.stats.calls == 2 and list(batcher.stats.batch_sizes) == [2, 2]
     assert len(results) == 4
 
 
@@ -130,3 +130,130 @@ def test_split_result() -> None:
     assert split_result(full, 0).best is None
     with pytest.raises(IndexError):
         split_result(full, 3)
+
+
+class GatedBackend(ScriptedBackend):
+    """A scripted judge whose generate calls wait until the test opens the gate."""
+
+    def __init__(self, judge) -> None:
+        super().__init__(judge)
+        self.gate = asyncio.Event()
+
+    async def generate(self, requests):
+        await self.gate.wait()
+        return await super().generate(requests)
+
+
+def test_queue_depth_counts_requests_waiting_for_a_batch_slot() -> None:
+    backend = GatedBackend(quality_judge(QUALITY))
+    rm = GenerativeRewardModel(backend=backend, k=1)
+
+    async def main():
+        batcher = MicroBatcher(rm, max_wait_s=0.0, max_batch_requests=1, max_concurrent_batches=1)
+        tasks = [asyncio.ensure_future(batcher.submit(Request("q", [r]))) for r in "abc"]
+        await asyncio.sleep(0.01)  # the first batch runs (held at the gate), two wait for the slot
+        depth_while_busy = batcher.stats.queue_depth
+        backend.gate.set()
+        await asyncio.gather(*tasks)
+        return depth_while_busy, batcher.stats.queue_depth
+
+    assert run(main()) == (2, 0)
+
+
+def test_a_failing_single_request_batch_is_not_run_twice() -> None:
+    calls = []
+
+    def judge(call):
+        calls.append(call)
+        raise GenerationError("engine down")
+
+    rm = GenerativeRewardModel(backend=ScriptedBackend(judge), k=1)
+
+    async def main():
+        batcher = MicroBatcher(rm, max_wait_s=0.0)
+        return await asyncio.gather(batcher.submit(Request("q", ["a"])), return_exceptions=True), batcher
+
+    (result,), batcher = run(main())
+    assert isinstance(result, GenerationError) and len(calls) == 1 and batcher.stats.retries == 0
+
+
+def test_callers_that_gave_up_are_not_scored() -> None:
+    backend = GatedBackend(quality_judge(QUALITY))
+    rm = GenerativeRewardModel(backend=backend, k=1)
+
+    async def main():
+        batcher = MicroBatcher(rm, max_wait_s=0.0, max_batch_requests=1, max_concurrent_batches=1)
+        first = asyncio.ensure_future(batcher.submit(Request("q", ["a"])))
+        second = asyncio.ensure_future(batcher.submit(Request("q", ["b"])))
+        await asyncio.sleep(0.01)
+        second.cancel()  # e.g. its HTTP request timed out while waiting for the slot
+        await asyncio.sleep(0)
+        backend.gate.set()
+        await first
+        await batcher.aclose()
+
+    run(main())
+    assert backend.stats.calls == 1
+
+
+def test_batch_size_history_is_bounded() -> None:
+    rm, _ = make(k=1)
+
+    async def main():
+        batcher = MicroBatcher(rm, max_wait_s=0.0, max_batch_requests=1)
+        for _ in range(1100):
+            await batcher.submit(Request("q", ["a"]))
+        return batcher
+
+    batcher = run(main())
+    assert len(batcher.stats.batch_sizes) == 1024 and batcher.stats.batches == 1100
+
+
+def test_arrivals_while_every_slot_is_busy_join_one_batch() -> None:
+    backend = GatedBackend(quality_judge(QUALITY))
+    rm = GenerativeRewardModel(backend=backend, k=1)
+
+    async def main():
+        batcher = MicroBatcher(rm, max_wait_s=0.0, max_concurrent_batches=1)
+        first = asyncio.ensure_future(batcher.submit(Request("q", ["a"])))
+        await asyncio.sleep(0.01)  # the first batch is running (held at the gate)
+        rest = []
+        for r in "bcdebcdebc":  # a burst spread over more time than the (zero) window
+            rest.append(asyncio.ensure_future(batcher.submit(Request("q", [r]))))
+            await asyncio.sleep(0.002)
+        backend.gate.set()
+        await asyncio.gather(first, *rest)
+        return batcher
+
+    batcher = run(main())
+    assert list(batcher.stats.batch_sizes) == [1, 10] and backend.stats.calls == 2
+
+
+def test_submissions_in_one_loop_iteration_share_a_batch_even_with_a_zero_window() -> None:
+    rm, backend = make(k=1)
+
+    async def main():
+        batcher = MicroBatcher(rm, max_wait_s=0.0, max_concurrent_batches=1)
+        return batcher, await batcher.submit_many([Request("q", [r]) for r in "abcde"])
+
+    batcher, results = run(main())
+    assert list(batcher.stats.batch_sizes) == [5] and backend.stats.calls == 1 and len(results) == 5
+
+
+def test_closing_without_draining_fails_queued_and_running_requests_at_once() -> None:
+    backend = GatedBackend(quality_judge(QUALITY))  # the gate never opens: a judge that hangs
+    rm = GenerativeRewardModel(backend=backend, k=1)
+
+    async def main():
+        batcher = MicroBatcher(rm, max_wait_s=0.0, max_batch_requests=1, max_concurrent_batches=1)
+        running = asyncio.ensure_future(batcher.submit(Request("q", ["a"])))
+        queued = asyncio.ensure_future(batcher.submit(Request("q", ["b"])))
+        await asyncio.sleep(0.01)
+        await asyncio.wait_for(batcher.aclose(drain=False), timeout=5)
+        outcomes = await asyncio.gather(running, queued, return_exceptions=True)
+        with pytest.raises(GRMError, match="closed"):
+            await batcher.submit(Request("q", ["c"]))
+        return outcomes
+
+    outcomes = run(main())
+    assert all(isinstance(o, GRMError) and "shutting down" in str(o) for o in outcomes)

@@ -41,7 +41,9 @@ def test_import_loads_no_heavy_dependency() -> None:
     code = (
         "import sys, grm_reward, grm_reward.cli, grm_reward.backends;"
         "from grm_reward import GRMReward;"  # the TRL adapter needs neither trl nor torch
-        "heavy = [m for m in ('torch', 'vllm', 'fastapi', 'trl', 'verl', 'transformers', 'httpx') if m in sys.modules];"
+        "import grm_reward.backends.openai, grm_reward.backends.vllm, grm_reward.adapters.openrlhf;"
+        "heavy = [m for m in ('torch', 'vllm', 'fastapi', 'trl', 'verl', 'transformers', 'httpx', 'uvicorn', 'aiohttp')"
+        " if m in sys.modules];"
         "print(','.join(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

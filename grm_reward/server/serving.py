@@ -1,0 +1,217 @@
+"""The serving layer: protocol objects in, protocol objects out. It sees only the scorer.
+
+The scorer is a :class:`~grm_reward.batching.MicroBatcher` around a
+:class:`~grm_reward.GenerativeRewardModel`: every request is submitted on its own and
+concurrent ones meet in the batcher's window. Nothing here knows about HTTP; the routes in
+:mod:`grm_reward.server.app` decode bodies, call :class:`RewardService` and map exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import threading
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from grm_reward._tasks import gather_cancelling
+from grm_reward.adapters.openrlhf import build_request, openrlhf_response
+from grm_reward.batching import MicroBatcher
+from grm_reward.config import GRMConfig
+from grm_reward.errors import GRMError, InputError
+from grm_reward.server.protocol import (
+    ErrorDetail,
+    GetRewardRequest,
+    GetRewardResponse,
+    ItemError,
+    RewardOut,
+    RewardsRequest,
+    RewardsResponse,
+)
+from grm_reward.types import Request, RewardResult
+
+__all__ = ["Metrics", "RewardService"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 180.0)
+
+
+class RewardService:
+    """Scores protocol requests through the scorer and keeps the serving metrics."""
+
+    def __init__(self, scorer: MicroBatcher, config: GRMConfig) -> None:
+        self.scorer = scorer
+        self.config = config
+        self.metrics = Metrics()
+
+    async def get_reward(self, body: GetRewardRequest) -> GetRewardResponse:
+        """OpenRLHF's /get_reward: one reward per query; an empty batch gets empty lists."""
+        n = len(body.query)
+        self._check_count(n, "queries")
+        prompts: Sequence[str | None] = body.prompts if body.prompts is not None else [None] * n
+        labels: Sequence[Any] = body.labels if body.labels is not None else [None] * n
+        as_reference = self.config.server.label_as_reference
+        requests = []
+        for i, (query, prompt, label) in enumerate(zip(body.query, prompts, labels)):
+            try:
+                request = build_request(query, prompt, label, label_as_reference=as_reference)
+            except InputError as exc:
+                raise InputError(f"query {i}: {exc}") from exc
+            requests.append(request)
+        results = await self._score(requests)
+        answer = openrlhf_response(
+            results, score_range=self.config.score_range, failure_reward=self.config.server.failure_reward
+        )
+        return GetRewardResponse(**answer)
+
+    async def rewards(self, body: RewardsRequest) -> RewardsResponse:
+        """The native API: per request, rewards and judgements, or the error that request met."""
+        self._check_count(len(body.requests), "requests")
+        requests = []
+        for i, item in enumerate(body.requests):
+            if len(item.responses) > self.config.max_responses:
+                raise InputError(
+                    f"{len(item.responses)} responses exceed the server's max_responses={self.config.max_responses}",
+                    index=i,
+                )
+            try:
+                requests.append(Request(**item.to_request_dict()))
+            except InputError as exc:
+                raise InputError(str(exc), index=i) from exc
+        outcomes = await self._score(requests, per_item=True)
+        results: list[RewardOut | ItemError] = []
+        for outcome in outcomes:
+            if isinstance(outcome, GRMError):
+                results.append(ItemError(error=ErrorDetail(type=type(outcome).__name__, message=str(outcome))))
+                continue
+            data = outcome.to_dict()
+            if not body.include_samples:
+                data.pop("samples")
+            results.append(RewardOut.model_validate(data))
+        return RewardsResponse(results=results)
+
+    def health(self) -> dict[str, Any]:
+        config = self.config
+        return {
+            "status": "ok",
+            "backend": config.backend,
+            "model": config.model or "embedded SmolLM2-135M-Instruct",
+            "k": config.k,
+            "format_guarantee": config.format_guarantee,
+            "token_prob": config.token_prob,
+        }
+
+    def metrics_text(self) -> str:
+        return self.metrics.render(self.scorer.stats)
+
+    async def aclose(self) -> None:
+        """Shut down: queued requests fail at once, batches in flight are cancelled, the backend is closed."""
+        await self.scorer.aclose(drain=False)
+        await self.scorer.rm.aclose()
+
+    # --- internals ------------------------------------------------------------------------------
+    def _check_count(self, n: int, what: str) -> None:
+        limit = self.config.server.max_queries
+        if n > limit:
+            raise InputError(f"{n} {what} in one body exceed the server's max_queries={limit}; split the batch")
+
+    async def _score(self, requests: list[Request], *, per_item: bool = False) -> list[Any]:
+        if per_item:
+            outcomes = await asyncio.gather(*(self.scorer.submit(r) for r in requests), return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException) and not isinstance(outcome, GRMError):
+                    raise outcome
+        else:
+            outcomes = await gather_cancelling(self.scorer.submit(r) for r in requests)
+        for outcome in outcomes:
+            if isinstance(outcome, RewardResult):
+                self.metrics.record_result(outcome)
+            else:
+                self.metrics.item_errors += 1
+        return outcomes
+
+
+class Metrics:
+    """Counters and latency histograms, rendered in Prometheus' text format (no client library)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests: dict[tuple[str, int], int] = defaultdict(int)
+        self.latency_buckets: dict[str, list[int]] = defaultdict(lambda: [0] * (len(_LATENCY_BUCKETS) + 1))
+        self.latency_sum: dict[str, float] = defaultdict(float)
+        self.judged = 0
+        self.failed_judgements = 0
+        self.samples = 0
+        self.invalid_samples = 0
+        self.forced_samples = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.item_errors = 0
+
+    def observe(self, route: str, status: int, seconds: float) -> None:
+        with self._lock:
+            self.requests[(route, status)] += 1
+            self.latency_buckets[route][bisect.bisect_left(_LATENCY_BUCKETS, seconds)] += 1
+            self.latency_sum[route] += seconds
+
+    def record_result(self, result: RewardResult) -> None:
+        with self._lock:
+            self.judged += len(result.rewards)
+            self.failed_judgements += len(result.rewards) if result.all_invalid else 0
+            self.samples += len(result.samples)
+            self.invalid_samples += len(result.samples) - result.num_valid
+            self.forced_samples += result.num_forced
+            self.prompt_tokens += result.usage.prompt_tokens
+            self.completion_tokens += result.usage.completion_tokens
+
+    def render(self, batcher: Any) -> str:
+        lines: list[str] = []
+
+        def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} {kind}")
+            for labels, value in samples:
+                lines.append(f"{name}{labels} {_number(value)}")
+
+        with self._lock:
+            metric("grm_requests_total", "counter", "HTTP requests answered, by route and status.",
+                   [(f'{{route="{r}",status="{s}"}}', v) for (r, s), v in sorted(self.requests.items())])
+            lines.append("# HELP grm_request_duration_seconds Time to answer an HTTP request, queueing included.")
+            lines.append("# TYPE grm_request_duration_seconds histogram")
+            for route, buckets in sorted(self.latency_buckets.items()):
+                cumulative = 0
+                for bound, count in zip([*_LATENCY_BUCKETS, float("inf")], buckets):
+                    cumulative += count
+                    le = "+Inf" if bound == float("inf") else _number(bound)
+                    lines.append(f'grm_request_duration_seconds_bucket{{route="{route}",le="{le}"}} {cumulative}')
+                lines.append(f'grm_request_duration_seconds_sum{{route="{route}"}} {_number(self.latency_sum[route])}')
+                lines.append(f'grm_request_duration_seconds_count{{route="{route}"}} {cumulative}')
+            metric("grm_responses_judged_total", "counter", "Responses that got a reward.", [("", self.judged)])
+            metric("grm_judgements_failed_total", "counter",
+                   "Responses whose judge samples were all unreadable (they got the failure reward).",
+                   [("", self.failed_judgements)])
+            metric("grm_request_errors_total", "counter", "Requests of a batch that failed (backend errors).",
+                   [("", self.item_errors)])
+            metric("grm_samples_total", "counter", "Judge samples read.", [("", self.samples)])
+            metric("grm_samples_invalid_total", "counter", "Judge samples without readable scores.",
+                   [("", self.invalid_samples)])
+            metric("grm_samples_forced_total", "counter", "Samples whose scores the format guarantee filled in.",
+                   [("", self.forced_samples)])
+            share = self.invalid_samples / self.samples if self.samples else 0.0
+            metric("grm_samples_invalid_share", "gauge", "Share of judge samples without readable scores, so far.",
+                   [("", share)])
+            metric("grm_backend_tokens_total", "counter", "Judge tokens, by kind.",
+                   [('{kind="prompt"}', self.prompt_tokens), ('{kind="completion"}', self.completion_tokens)])
+        metric("grm_queue_depth", "gauge", "Requests waiting for the backend (window and batch slots).",
+               [("", batcher.queue_depth)])
+        metric("grm_batches_in_flight", "gauge", "Backend batches running.", [("", batcher.in_flight)])
+        metric("grm_batches_total", "counter", "Backend batches sent.", [("", batcher.batches)])
+        metric("grm_batched_requests_total", "counter", "Backend requests sent (after listwise grouping).",
+               [("", batcher.batched_requests)])
+        return "\n".join(lines) + "\n"
+
+
+def _number(value: float) -> str:
+    if isinstance(value, int) or float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))

@@ -1,0 +1,78 @@
+"""Start and stop real servers on 127.0.0.1 with a free port (tests only)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def uvicorn_thread(app: Any, *, port: int | None = None) -> Iterator[str]:
+    """Run ``app`` with uvicorn in a background thread; yields its base URL; stops it on exit."""
+    import uvicorn
+
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, name="test-uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@contextlib.contextmanager
+def process_server(command: list[str], port: int, *, health: str = "/health", timeout: float = 240.0,
+                   env: dict[str, str] | None = None, log: Path | None = None,
+                   cwd: Path | None = None) -> Iterator[str]:
+    """Start ``command`` (a server listening on ``port``), wait for ``health``, stop it on exit."""
+    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
+    process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                               cwd=cwd, start_new_session=True)
+    process_server.current = process  # type: ignore[attr-defined]  # for tests that signal it
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                tail = log.read_text(errors="replace")[-3000:] if log else ""
+                raise RuntimeError(f"{command[0]} exited with {process.returncode}\n{tail}")
+            try:
+                if httpx.get(base + health, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{command} did not become healthy in {timeout} s")
+            time.sleep(0.5)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+        if log:
+            out.close()

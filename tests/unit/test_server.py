@@ -1,0 +1,265 @@
+"""The reward server with a scripted judge: protocol, robustness, auth, metrics, batching."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from grm_reward import GenerationError, GRMConfig
+from grm_reward.adapters.openrlhf import EXTRA_LOG_KEYS
+from grm_reward.backends.scripted import ScriptedBackend
+from grm_reward.server import build_app
+from tests.helpers import judge_text
+from tests.servers import uvicorn_thread
+
+CHATML_PROMPT = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"
+
+
+def length_judge(call) -> str:
+    """Longer is better; fails on demand; shows what the judge saw."""
+    if any("FAIL" in r for r in call.responses):
+        raise GenerationError("judge server down")
+    if any("MUTE" in r for r in call.responses):
+        return "I refuse to score."
+    return judge_text([max(1, min(10, len(r))) for r in call.responses])
+
+
+def make_app(backend=None, **config):
+    server = config.pop("server", {})
+    cfg = GRMConfig(backend="transformers", k=config.pop("k", 2), server={"batch_window_s": 0.005, **server}, **config)
+    return build_app(cfg, backend=backend or ScriptedBackend(length_judge))
+
+
+@pytest.fixture
+def client():
+    with TestClient(make_app()) as c:
+        yield c
+
+
+def get_reward(client, queries, prompts=None, labels=None, **kw):
+    body = {"query": queries, "prompts": prompts if prompts is not None else [CHATML_PROMPT] * len(queries),
+            "labels": labels if labels is not None else [""] * len(queries)}
+    return client.post("/get_reward", json=body, **kw)
+
+
+# --- OpenRLHF protocol ---------------------------------------------------------------------------------
+def test_get_reward_answers_openrlhfs_shape(client) -> None:
+    response = get_reward(client, [CHATML_PROMPT + "Four.<|im_end|>", CHATML_PROMPT + "It is 4, of course.<|im_end|>"])
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    data = response.json()
+    assert set(data) == {"rewards", "scores", "extra_logs"}
+    assert data["rewards"] == pytest.approx([(5 - 1) / 9, (10 - 1) / 9])  # "Four." = 5 chars; end token stripped
+    assert data["scores"] == pytest.approx(data["rewards"])
+    assert tuple(data["extra_logs"]) == EXTRA_LOG_KEYS
+    assert data["extra_logs"]["grm_invalid_share"] == [0.0, 0.0] and data["extra_logs"]["grm_failed"] == [0.0, 0.0]
+
+
+def test_empty_batch_gets_empty_lists_and_the_same_keys(client) -> None:
+    response = client.post("/get_reward", json={"query": [], "prompts": [], "labels": []})
+    assert response.status_code == 200
+    assert response.json() == {"rewards": [], "scores": [], "extra_logs": {k: [] for k in EXTRA_LOG_KEYS}}
+
+
+def test_unreadable_judgements_get_the_configured_number_and_are_flagged() -> None:
+    with TestClient(make_app(server={"failure_reward": -1.0})) as client:
+        data = get_reward(client, [CHATML_PROMPT + "MUTE"]).json()
+        metrics = client.get("/metrics").text
+    assert data["rewards"] == [-1.0] and data["scores"] == [-1.0]
+    assert data["extra_logs"]["grm_failed"] == [1.0] and data["extra_logs"]["grm_invalid_share"] == [1.0]
+    assert "grm_judgements_failed_total 1" in metrics
+
+
+def test_labels_become_reference_answers() -> None:
+    seen = []
+
+    def judge(call):
+        seen.append(call.prompt)
+        return judge_text([5])
+
+    with TestClient(make_app(ScriptedBackend(judge), k=1)) as client:
+        assert get_reward(client, [CHATML_PROMPT + "4"], labels=["4 (exactly)"]).status_code == 200
+        assert get_reward(client, [CHATML_PROMPT + "4"], labels=[{"principles": ["Be exact"]}]).status_code == 200
+    assert "4 (exactly)" in seen[0] and "What is 2+2?" in seen[0]
+    assert "Be exact" in seen[1]
+
+
+def test_query_without_prompts_uses_the_template_markers(client) -> None:
+    response = client.post("/get_reward", json={"query": [CHATML_PROMPT + "Four!<|im_end|>"]})
+    assert response.status_code == 200 and response.json()["rewards"] == pytest.approx([(5 - 1) / 9])
+
+
+# --- native API ----------------------------------------------------------------------------------------
+def test_v1_rewards_returns_rewards_and_judgements(client) -> None:
+    response = client.post("/v1/rewards", json=[{"prompt": "q", "responses": ["short", "much longer"]}])
+    assert response.status_code == 200
+    [result] = response.json()["results"]
+    assert result["votes"] == [10.0, 20.0] and result["best"] == 1
+    assert len(result["samples"]) == 2 and result["samples"][0]["critique"]
+    assert result["samples"][0]["principles"][0]["text"].startswith("Accuracy")
+    slim = client.post("/v1/rewards", json={"requests": [{"prompt": [{"role": "user", "content": "q"}],
+                                                          "responses": ["x"], "reference": "y"}],
+                                            "include_samples": False}).json()["results"][0]
+    assert slim["samples"] is None and slim["rewards"] == [0.0]
+
+
+def test_a_backend_failure_fails_only_the_affected_request(client) -> None:
+    response = client.post("/v1/rewards", json=[{"prompt": "q", "responses": ["fine"]},
+                                                {"prompt": "q", "responses": ["FAIL now"]}])
+    assert response.status_code == 200
+    ok, failed = response.json()["results"]
+    assert ok["rewards"] and failed == {"error": {"type": "GenerationError", "message": "judge server down"}}
+    # OpenRLHF's protocol has one number per query: the HTTP request fails and OpenRLHF retries it
+    response = get_reward(client, [CHATML_PROMPT + "FAIL"])
+    assert response.status_code == 502 and "judge server down" in response.json()["error"]["message"]
+    assert get_reward(client, [CHATML_PROMPT + "still serving"]).status_code == 200
+
+
+# --- robustness: always a clear 4xx, never a 500 or a hang ---------------------------------------------------
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b"", 400, "empty body"),
+        (b"\xff\xfe{}", 400, "not UTF-8"),
+        (b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply"),
+        (b"null", 422, "invalid request"),
+        (b'"query"', 422, "invalid request"),
+        (b"{}", 422, "query: Field required"),
+        (b'{"query": "one string"}', 422, "query: Input should be a valid list"),
+        (b'{"query": [1, 2]}', 422, "query.0: Input should be a valid string"),
+        (b'{"query": ["a", "b"], "prompts": ["p"]}', 422, "'prompts' has 1 items but 'query' has 2"),
+        (b'{"query": ["a"], "labels": []}', 422, "'labels' has 0 items"),
+        (b'{"query": ["\\ud800"], "prompts": ["p"]}', 422, "lone surrogate"),
+        (b'{"query": ["no template here"]}', 422, "cannot tell the prompt from the response"),
+        (b'{"query": ["x"], "prompts": [""]}', 422, "cannot tell the prompt"),
+    ],
+)
+def test_malformed_get_reward_bodies(client, body, status, fragment) -> None:
+    response = client.post("/get_reward", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert fragment in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ([{"prompt": "q", "responses": []}], "responses: List should have at least 1 item"),
+        ([{"prompt": "q", "responses": ["a"], "extra": 1}], "Extra inputs are not permitted"),
+        ([{"prompt": "", "responses": ["a"]}], "prompt is empty"),
+        ([{"prompt": [{"role": "user", "content": [{"type": "image_url"}]}], "responses": ["a"]}], "only text"),
+        ([{"prompt": "q", "responses": ["a"] * 40}], "exceed the server's max_responses=32"),
+        ({"requests": "x"}, "requests: Input should be a valid list"),
+    ],
+)
+def test_malformed_native_bodies(client, body, fragment) -> None:
+    response = client.post("/v1/rewards", json=body)
+    assert response.status_code == 422 and fragment in response.json()["error"]["message"], response.text
+
+
+def test_oversized_bodies_are_refused() -> None:
+    with TestClient(make_app(server={"max_body_bytes": 2048})) as client:
+        big = json.dumps({"query": ["x" * 4000], "prompts": ["p"]})
+        response = client.post("/get_reward", content=big, headers={"content-type": "application/json"})
+        assert response.status_code == 413 and "max_body_bytes=2048" in response.json()["error"]["message"]
+
+        def chunks():  # no Content-Length: the limit holds while streaming
+            for _ in range(10):
+                yield b"x" * 1000
+
+        response = client.post("/get_reward", content=chunks())
+        assert response.status_code == 413
+
+
+def test_too_many_queries_in_one_body() -> None:
+    with TestClient(make_app(server={"max_queries": 3})) as client:
+        response = get_reward(client, [CHATML_PROMPT + "a"] * 4)
+        assert response.status_code == 422 and "max_queries=3" in response.json()["error"]["message"]
+
+
+def test_unknown_routes_and_methods_answer_json(client) -> None:
+    assert client.get("/nope").json()["error"]["message"] == "Not Found"
+    assert client.get("/get_reward").status_code == 405
+
+
+@pytest.mark.timeout(30)  # a regression here hangs instead of failing
+def test_a_slow_judge_gets_a_504_and_the_server_keeps_serving() -> None:
+    slow = ScriptedBackend(length_judge, delay=1.0)
+    with TestClient(make_app(slow, server={"request_timeout_s": 0.2})) as client:
+        response = get_reward(client, [CHATML_PROMPT + "a"])
+        assert response.status_code == 504 and "request_timeout_s" in response.json()["error"]["message"]
+        assert client.get("/health").status_code == 200
+
+
+# --- auth -----------------------------------------------------------------------------------------------------
+def test_bearer_token_or_query_token() -> None:
+    with TestClient(make_app(server={"api_key": "s3cret"})) as client:
+        body = {"query": [CHATML_PROMPT + "a"], "prompts": [CHATML_PROMPT]}
+        refused = client.post("/get_reward", json=body)
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+        assert client.post("/get_reward", json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert client.post("/get_reward", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert client.post("/get_reward?token=s3cret", json=body).status_code == 200  # OpenRLHF sends no headers
+        assert client.get("/health").status_code == 200
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+# --- metrics ----------------------------------------------------------------------------------------------------
+def test_metrics_in_prometheus_text(client) -> None:
+    get_reward(client, [CHATML_PROMPT + "abc"])
+    client.post("/get_reward", content=b"{bad")
+    text = client.get("/metrics").text
+    for name in ("grm_requests_total", "grm_request_duration_seconds_bucket", "grm_samples_total",
+                 "grm_samples_invalid_share", "grm_backend_tokens_total", "grm_queue_depth", "grm_batches_total"):
+        assert f"# TYPE {name.removesuffix('_bucket')}" in text
+    assert 'grm_requests_total{route="/get_reward",status="200"} 1' in text
+    assert 'grm_requests_total{route="/get_reward",status="400"} 1' in text
+    assert "grm_samples_total 2" in text and 'grm_backend_tokens_total{kind="completion"}' in text
+    assert 'grm_request_duration_seconds_count{route="/get_reward"} 2' in text
+
+
+# --- micro-batching over real HTTP ----------------------------------------------------------------------------------
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer() -> None:
+    backend = ScriptedBackend(length_judge, delay=0.05)
+    app = make_app(backend, k=1, server={"batch_window_s": 0.05})
+    responses_text = [f"answer number {i}" + "!" * (i % 6) for i in range(32)]
+
+    async def main(base):
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            replies = await asyncio.gather(*(
+                http.post("/get_reward", json={"query": [CHATML_PROMPT + t + "<|im_end|>"], "prompts": [CHATML_PROMPT],
+                                               "labels": [""]})
+                for t in responses_text
+            ))
+            metrics = (await http.get("/metrics")).text
+        return replies, metrics
+
+    with uvicorn_thread(app) as base:
+        replies, metrics = asyncio.run(main(base))
+    assert all(r.status_code == 200 for r in replies)
+    got = [r.json()["rewards"][0] for r in replies]
+    assert got == pytest.approx([(min(10, len(t)) - 1) / 9 for t in responses_text])
+    assert backend.stats.calls < 32 / 4  # many requests per backend call
+    assert "grm_queue_depth 0" in metrics
+
+
+def test_listwise_grouping_judges_a_groups_responses_together() -> None:
+    backend = ScriptedBackend(length_judge)
+    app = make_app(backend, k=1, server={"batch_window_s": 0.1, "group_by_prompt": True, "max_group_size": 4})
+
+    async def main(base):
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            return await asyncio.gather(*(
+                http.post("/get_reward", json={"query": [CHATML_PROMPT + "x" * n], "prompts": [CHATML_PROMPT]})
+                for n in (1, 3, 5, 7)
+            ))
+
+    with uvicorn_thread(app) as base:
+        replies = asyncio.run(main(base))
+    assert [r.json()["rewards"][0] for r in replies] == pytest.approx([0.0, 2 / 9, 4 / 9, 6 / 9])
+    assert [len(r.messages[-1]["content"].split("[The Begin of Response")) - 1 for r in backend.requests] == [4]
