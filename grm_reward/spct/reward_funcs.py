@@ -35,17 +35,16 @@ Importing this module imports neither torch, trl, verl nor openrlhf.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from grm_reward.adapters.openrlhf import split_query
 from grm_reward.errors import InputError
 from grm_reward.parsing import parse_judgement
 from grm_reward.spct.rewards import is_correct
 
 __all__ = [
-    "END_TOKENS",
     "RuleLabel",
     "Verdict",
     "compute_score",
@@ -56,35 +55,6 @@ __all__ = [
     "parse_ground_truth",
     "split_judge_output",
 ]
-
-#: Special tokens that end a turn or pad a sequence in common chat templates (stripped from a
-#: judge output that OpenRLHF decoded with ``skip_special_tokens=False``).
-END_TOKENS = (
-    "<|im_end|>",  # ChatML (Qwen, SmolLM)
-    "<|eot_id|>",  # Llama 3
-    "<|eom_id|>",
-    "<|end_of_text|>",
-    "<|endoftext|>",
-    "<end_of_turn>",  # Gemma (DeepSeek-GRM-27B's base)
-    "<eos>",
-    "</s>",  # Llama 2, Mistral
-    "<|end|>",  # Phi-3
-    "<｜end▁of▁sentence｜>",  # DeepSeek (DeepSeek-GRM-16B's base)
-    "<pad>",
-    "<|pad|>",
-    "[PAD]",
-)
-
-#: Where the assistant's turn starts in common chat templates (the last one starts the judge output).
-_ASSISTANT_HEADERS = re.compile(
-    r"<\|im_start\|>assistant\n"
-    r"|<\|start_header_id\|>assistant<\|end_header_id\|>\n\n"
-    r"|<start_of_turn>model\n"
-    r"|<\|assistant\|>\n?"
-    r"|<｜Assistant｜>"
-    r"|\[/INST\]"
-)
-
 
 @dataclass(frozen=True, slots=True)
 class RuleLabel:
@@ -334,58 +304,21 @@ def openrlhf_reward_func(
 def split_judge_output(query: str, prompt: str | None) -> str | None:
     """The judge's output in OpenRLHF's ``query`` (prompt + output), end-of-turn tokens stripped.
 
-    Tried in order: ``prompt`` is a prefix of ``query``; ``query`` starts with a tail of ``prompt``
-    (OpenRLHF left-truncates long prompts); the text after the last assistant header of a known
-    chat template. None when none applies: the judge prompt itself quotes responses and an
-    example ``\\boxed{x, x}``, so reading the whole query could score quoted text.
+    The reward server's splitter (:func:`grm_reward.adapters.openrlhf.split_query`): ``prompt`` is
+    a prefix of ``query``, or ``query`` starts with a tail of it (OpenRLHF left-truncates long
+    prompts), or the output follows the last assistant header of a known chat template. None when
+    none applies: the judge prompt itself quotes responses and an example ``\\boxed{x, x}``, so
+    reading the whole query could score quoted text.
 
     >>> split_judge_output("<|im_start|>user\\nQ<|im_end|>\\n<|im_start|>assistant\\nScores: \\\\boxed{1}<|im_end|>",
     ...                    "<|im_start|>user\\nQ<|im_end|>\\n<|im_start|>assistant\\n")
     'Scores: \\\\boxed{1}'
     """
-    start: int | None = None
-    if prompt:
-        start = len(prompt) if query.startswith(prompt) else _after_truncated_prompt(query, prompt)
-    if start is None:
-        headers = list(_ASSISTANT_HEADERS.finditer(query))
-        if headers:
-            start = headers[-1].end()
-    if start is None:
-        return None
-    return _strip_end_tokens(query[start:]).strip()
+    split = split_query(query, prompt)
+    return None if split.method == "whole" else split.response
 
 
 # --- helpers ------------------------------------------------------------------------------------
-def _after_truncated_prompt(query: str, prompt: str) -> int | None:
-    """Where the output starts when ``query`` begins with a tail of ``prompt`` (left truncation).
-
-    A truncated query may begin with a partial character the tokenizer decoded oddly, so the
-    anchor (the query's first characters) is also tried a few characters in.
-    """
-    for skip in (0, 1, 2, 4, 8):
-        anchor = query[skip : skip + 64]
-        if len(anchor) < 16:
-            return None
-        position = prompt.find(anchor)
-        while position >= 0:
-            tail = prompt[position:]
-            if query.startswith(tail, skip):
-                return skip + len(tail)
-            position = prompt.find(anchor, position + 1)
-    return None
-
-
-def _strip_end_tokens(text: str) -> str:
-    previous = None
-    while previous != text:
-        previous = text
-        text = text.rstrip()
-        for token in END_TOKENS:
-            if text.endswith(token):
-                text = text[: -len(token)]
-    return text
-
-
 def _completion_text(completion: Any) -> str:
     """A TRL completion's text: a string, or the content of its assistant messages."""
     if isinstance(completion, str):
