@@ -56,6 +56,7 @@ def _load(args: argparse.Namespace, seed: int) -> list[Any] | None:
         return None
     for issue in loaded.issues:
         _say(f"skipped {issue}")
+    args.load_skipped = len(loaded.issues)
     for note in loaded.notes:
         _say(f"note: {note}")
     if not loaded.items:
@@ -158,7 +159,7 @@ def _cmd_rft(args: argparse.Namespace) -> int:
                 rm.backend, config, temperature=config.effective_temperature, threshold=args.label_threshold
             )
             items, bad = _checked(items, lambda item: sampler.messages(item, tuple(range(item.n))))
-            stats.failed_items += bad
+            stats.skipped_rows += bad + args.load_skipped
             bar = tqdm(total=len(items), desc="rft-data", unit="item", disable=args.quiet or None, file=sys.stderr)
             for start in range(0, len(items), args.chunk_size):
                 chunk = items[start : start + args.chunk_size]
@@ -273,6 +274,7 @@ def _cmd_meta(args: argparse.Namespace) -> int:
             samples, issues = load_trajectories(args.input, config, threshold=args.label_threshold)
             for issue in issues:
                 _say(f"skipped {issue}")
+            stats.skipped_rows += len(issues)
             by_item: dict[str, list[Any]] = {}
             for sample in samples:
                 by_item.setdefault(sample.item.id, []).append(sample)
@@ -290,7 +292,7 @@ def _cmd_meta(args: argparse.Namespace) -> int:
                     rm.backend, config, temperature=config.effective_temperature, threshold=args.label_threshold
                 )
                 items, bad = _checked(items, lambda item: sampler.messages(item, tuple(range(item.n))))
-                stats.failed_items += bad
+                stats.skipped_rows += bad + args.load_skipped
                 bar = tqdm(total=len(items), desc="meta-data", unit="item", disable=args.quiet or None, file=sys.stderr)
                 for start in range(0, len(items), args.chunk_size):
                     chunk = items[start : start + args.chunk_size]
@@ -332,7 +334,7 @@ def _cmd_rl(args: argparse.Namespace) -> int:
     items = _load(args, config.seed)
     if items is None:
         return 2
-    rows, skipped = [], 0
+    rows, skipped = [], getattr(args, "load_skipped", 0)
     for item in items:
         try:
             rows.append(rl_row(item, config, config.seed))
@@ -345,7 +347,7 @@ def _cmd_rl(args: argparse.Namespace) -> int:
         pairs = sum(1 for r in rows if r["num_responses"] >= 2)
         print(
             f"grm-reward spct rl-data: {written} rows ({pairs} with a best response, {written - pairs} single "
-            f"responses with a label), {skipped} items skipped; wrote {args.output}"
+            f"responses with a label), {skipped} input rows skipped (see above); wrote {args.output}"
         )
     return 0 if written else 2
 
@@ -478,7 +480,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                        help="forward passes per optimizer step (paper batch 512 = batch size x this)")
     train.add_argument("--max-length", type=int, default=4096,
                        help="longest input in tokens, cut on the left like the meta RM at inference (default 4096)")
-    train.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    train.add_argument("--max-steps", type=int,
+                       help="train for exactly this many optimizer steps (overrides --epochs, as in transformers)")
     train.add_argument("--eval-split", type=float, default=0.0,
                        help="share of items held out; loss, accuracy and ROC-AUC reported before and after")
     train.add_argument("--seed", type=int, default=0, help="seed of the split, the order and the new head")
