@@ -23,9 +23,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from grm_reward.cli.options import add_config_arguments, config_from_args
-from grm_reward.errors import GRMError
+from grm_reward.errors import GenerationError, GRMError, InputError
 
 __all__ = ["register"]
+
+#: Errors that concern one item: it is reported and skipped. Others stop the run.
+_ITEM_ERRORS = (InputError, GenerationError)
 
 _SOURCE_HELP = (
     "input: a JSONL file of {prompt, chosen, rejected} / {prompt, responses, best} / {prompt, response, label} "
@@ -96,7 +99,9 @@ def _sample_in_chunks(
     *,
     hinted: bool,
 ) -> tuple[dict[str, list[Any]], dict[str, str]]:
-    """Samples per item id; a chunk that fails is retried item by item, failures reported."""
+    """Samples per item id. An item-level error (a prompt too long for the judge, a generation that
+    failed after retries) sends the chunk again item by item, and the items that still fail are
+    reported and left out; other errors (a missing backend, a wrong setting) stop the run."""
     done: dict[str, list[Any]] = {}
     failed: dict[str, str] = {}
     if not items:
@@ -104,15 +109,16 @@ def _sample_in_chunks(
     try:
         for item, samples in zip(items, rm.run_sync(sampler.sample(items, count, hinted=hinted))):
             done[item.id] = samples
-    except GRMError:
+        return done, failed
+    except _ITEM_ERRORS as exc:
         if len(items) == 1:
-            raise
-        for item in items:
-            try:
-                done[item.id] = rm.run_sync(sampler.sample([item], count, hinted=hinted))[0]
-            except GRMError as exc:
-                failed[item.id] = str(exc)
-                _say(f"item {item.id} failed: {exc}")
+            failed[items[0].id] = str(exc)
+            _say(f"item {items[0].id} failed: {exc}")
+            return done, failed
+    for item in items:
+        got, lost = _sample_in_chunks(rm, sampler, [item], count, hinted=hinted)
+        done.update(got)
+        failed.update(lost)
     return done, failed
 
 
@@ -196,7 +202,7 @@ def _cmd_rft(args: argparse.Namespace) -> int:
                         _write(trajectories, (trajectory_row(s) for s in (*plain[item.id], *mine)))
                 bar.update(len(items[start : start + args.chunk_size]))
             bar.close()
-    except GRMError as exc:
+    except (GRMError, OSError) as exc:
         _say(str(exc))
         return 2
     finally:
@@ -306,7 +312,7 @@ def _cmd_meta(args: argparse.Namespace) -> int:
                 bar.close()
             model = config.model or "embedded SmolLM2-135M-Instruct"
             source = f"judge {model} ({config.backend}), {args.samples} samples per item"
-    except GRMError as exc:
+    except (GRMError, OSError) as exc:
         _say(str(exc))
         return 2
     if stats.rows == 0:
@@ -341,8 +347,12 @@ def _cmd_rl(args: argparse.Namespace) -> int:
         except GRMError as exc:
             _say(f"skipped {item.where or item.id}: {exc}")
             skipped += 1
-    with open(args.output, "w", encoding="utf-8") as out:
-        written = _write(out, rows)
+    try:
+        with open(args.output, "w", encoding="utf-8") as out:
+            written = _write(out, rows)
+    except OSError as exc:
+        _say(f"cannot write {args.output}: {exc}")
+        return 2
     if not args.quiet:
         pairs = sum(1 for r in rows if r["num_responses"] >= 2)
         print(
