@@ -39,3 +39,16 @@ def quality_backend(config: object) -> ScriptedBackend:
 
 def first_or_hint_backend(config: object) -> ScriptedBackend:
     return ScriptedBackend(first_or_hint_judge)
+
+
+def exploding_judge(call: JudgeCall) -> str:
+    """Fails (as an engine would after its retries) on prompts containing EXPLODE; else always right."""
+    if "EXPLODE" in call.prompt:
+        from grm_reward.errors import GenerationError
+
+        raise GenerationError("the engine gave up on this prompt")
+    return quality_judge(call)
+
+
+def exploding_backend(config: object) -> ScriptedBackend:
+    return ScriptedBackend(exploding_judge)

@@ -23,9 +23,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from grm_reward.cli.options import add_config_arguments, config_from_args
-from grm_reward.errors import GRMError
+from grm_reward.errors import GenerationError, GRMError, InputError
 
 __all__ = ["register"]
+
+#: Errors that concern one item: it is reported and skipped. Others stop the run.
+_ITEM_ERRORS = (InputError, GenerationError)
 
 _SOURCE_HELP = (
     "input: a JSONL file of {prompt, chosen, rejected} / {prompt, responses, best} / {prompt, response, label} "
@@ -56,6 +59,7 @@ def _load(args: argparse.Namespace, seed: int) -> list[Any] | None:
         return None
     for issue in loaded.issues:
         _say(f"skipped {issue}")
+    args.load_skipped = len(loaded.issues)
     for note in loaded.notes:
         _say(f"note: {note}")
     if not loaded.items:
@@ -95,7 +99,9 @@ def _sample_in_chunks(
     *,
     hinted: bool,
 ) -> tuple[dict[str, list[Any]], dict[str, str]]:
-    """Samples per item id; a chunk that fails is retried item by item, failures reported."""
+    """Samples per item id. An item-level error (a prompt too long for the judge, a generation that
+    failed after retries) sends the chunk again item by item, and the items that still fail are
+    reported and left out; other errors (a missing backend, a wrong setting) stop the run."""
     done: dict[str, list[Any]] = {}
     failed: dict[str, str] = {}
     if not items:
@@ -103,15 +109,16 @@ def _sample_in_chunks(
     try:
         for item, samples in zip(items, rm.run_sync(sampler.sample(items, count, hinted=hinted))):
             done[item.id] = samples
-    except GRMError:
+        return done, failed
+    except _ITEM_ERRORS as exc:
         if len(items) == 1:
-            raise
-        for item in items:
-            try:
-                done[item.id] = rm.run_sync(sampler.sample([item], count, hinted=hinted))[0]
-            except GRMError as exc:
-                failed[item.id] = str(exc)
-                _say(f"item {item.id} failed: {exc}")
+            failed[items[0].id] = str(exc)
+            _say(f"item {items[0].id} failed: {exc}")
+            return done, failed
+    for item in items:
+        got, lost = _sample_in_chunks(rm, sampler, [item], count, hinted=hinted)
+        done.update(got)
+        failed.update(lost)
     return done, failed
 
 
@@ -158,7 +165,7 @@ def _cmd_rft(args: argparse.Namespace) -> int:
                 rm.backend, config, temperature=config.effective_temperature, threshold=args.label_threshold
             )
             items, bad = _checked(items, lambda item: sampler.messages(item, tuple(range(item.n))))
-            stats.failed_items += bad
+            stats.skipped_rows += bad + args.load_skipped
             bar = tqdm(total=len(items), desc="rft-data", unit="item", disable=args.quiet or None, file=sys.stderr)
             for start in range(0, len(items), args.chunk_size):
                 chunk = items[start : start + args.chunk_size]
@@ -195,7 +202,7 @@ def _cmd_rft(args: argparse.Namespace) -> int:
                         _write(trajectories, (trajectory_row(s) for s in (*plain[item.id], *mine)))
                 bar.update(len(items[start : start + args.chunk_size]))
             bar.close()
-    except GRMError as exc:
+    except (GRMError, OSError) as exc:
         _say(str(exc))
         return 2
     finally:
@@ -273,6 +280,7 @@ def _cmd_meta(args: argparse.Namespace) -> int:
             samples, issues = load_trajectories(args.input, config, threshold=args.label_threshold)
             for issue in issues:
                 _say(f"skipped {issue}")
+            stats.skipped_rows += len(issues)
             by_item: dict[str, list[Any]] = {}
             for sample in samples:
                 by_item.setdefault(sample.item.id, []).append(sample)
@@ -290,7 +298,7 @@ def _cmd_meta(args: argparse.Namespace) -> int:
                     rm.backend, config, temperature=config.effective_temperature, threshold=args.label_threshold
                 )
                 items, bad = _checked(items, lambda item: sampler.messages(item, tuple(range(item.n))))
-                stats.failed_items += bad
+                stats.skipped_rows += bad + args.load_skipped
                 bar = tqdm(total=len(items), desc="meta-data", unit="item", disable=args.quiet or None, file=sys.stderr)
                 for start in range(0, len(items), args.chunk_size):
                     chunk = items[start : start + args.chunk_size]
@@ -304,7 +312,7 @@ def _cmd_meta(args: argparse.Namespace) -> int:
                 bar.close()
             model = config.model or "embedded SmolLM2-135M-Instruct"
             source = f"judge {model} ({config.backend}), {args.samples} samples per item"
-    except GRMError as exc:
+    except (GRMError, OSError) as exc:
         _say(str(exc))
         return 2
     if stats.rows == 0:
@@ -332,20 +340,24 @@ def _cmd_rl(args: argparse.Namespace) -> int:
     items = _load(args, config.seed)
     if items is None:
         return 2
-    rows, skipped = [], 0
+    rows, skipped = [], getattr(args, "load_skipped", 0)
     for item in items:
         try:
             rows.append(rl_row(item, config, config.seed))
         except GRMError as exc:
             _say(f"skipped {item.where or item.id}: {exc}")
             skipped += 1
-    with open(args.output, "w", encoding="utf-8") as out:
-        written = _write(out, rows)
+    try:
+        with open(args.output, "w", encoding="utf-8") as out:
+            written = _write(out, rows)
+    except OSError as exc:
+        _say(f"cannot write {args.output}: {exc}")
+        return 2
     if not args.quiet:
         pairs = sum(1 for r in rows if r["num_responses"] >= 2)
         print(
             f"grm-reward spct rl-data: {written} rows ({pairs} with a best response, {written - pairs} single "
-            f"responses with a label), {skipped} items skipped; wrote {args.output}"
+            f"responses with a label), {skipped} input rows skipped (see above); wrote {args.output}"
         )
     return 0 if written else 2
 
@@ -478,7 +490,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                        help="forward passes per optimizer step (paper batch 512 = batch size x this)")
     train.add_argument("--max-length", type=int, default=4096,
                        help="longest input in tokens, cut on the left like the meta RM at inference (default 4096)")
-    train.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    train.add_argument("--max-steps", type=int,
+                       help="train for exactly this many optimizer steps (overrides --epochs, as in transformers)")
     train.add_argument("--eval-split", type=float, default=0.0,
                        help="share of items held out; loss, accuracy and ROC-AUC reported before and after")
     train.add_argument("--seed", type=int, default=0, help="seed of the split, the order and the new head")

@@ -52,6 +52,7 @@ class MetaDataStats:
     positives: int = 0
     failed_items: int = 0
     hinted_skipped: int = 0
+    skipped_rows: int = 0
     ids: set[str] = field(default_factory=set)
 
     def lines(self) -> list[str]:
@@ -61,7 +62,8 @@ class MetaDataStats:
             + ("kept as label 0" if self.unreadable_kept else "left out (the meta RM never rates them)")
         )
         lines = [
-            f"items: {self.items}, {self.failed_items} failed; samples: {self.samples}, {unreadable}",
+            f"items: {self.items}, {self.failed_items} failed, {self.skipped_rows} input rows skipped; "
+            f"samples: {self.samples}, {unreadable}",
             f"rows written: {self.rows}, positive (label 1) share {share} ({self.positives} of {self.rows})",
         ]
         if self.hinted_skipped:

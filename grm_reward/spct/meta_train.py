@@ -278,9 +278,8 @@ def train_meta_rm(
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     micro_per_epoch = math.ceil(len(train) / settings.batch_size)
     steps_per_epoch = max(1, math.ceil(micro_per_epoch / settings.grad_accum))
-    total_steps = math.ceil(settings.epochs * steps_per_epoch)
-    if settings.max_steps is not None:
-        total_steps = min(total_steps, settings.max_steps)
+    # As in transformers' Trainer, max_steps (when given) overrides epochs.
+    total_steps = settings.max_steps if settings.max_steps is not None else math.ceil(settings.epochs * steps_per_epoch)
     log(
         f"training {base} -> {settings.output_dir}: {len(train)} rows ({100 * report.train_positive_share:.1f}% "
         f"positive), {total_steps} steps of {settings.batch_size}x{settings.grad_accum} rows, lr {settings.lr:g}, "

@@ -62,6 +62,7 @@ class RFTStats:
     no_hint_single: int = 0
     rows: int = 0
     failed_items: int = 0
+    skipped_rows: int = 0
 
     def add_samples(self, samples: Sequence[JudgeSample]) -> None:
         for sample in samples:
@@ -79,7 +80,7 @@ class RFTStats:
             return f"{part}/{whole} ({100.0 * part / whole:.1f}%)" if whole else "0/0"
 
         return [
-            f"items: {self.items} sampled, {self.failed_items} failed",
+            f"items: {self.items} sampled, {self.failed_items} failed, {self.skipped_rows} input rows skipped",
             f"plain samples: {self.plain_samples}, correct {share(self.plain_correct, self.plain_samples)}, "
             f"unreadable {share(self.plain_unreadable, self.plain_samples)}",
             f"hinted samples: {self.hinted_samples}, correct {share(self.hinted_correct, self.hinted_samples)}, "

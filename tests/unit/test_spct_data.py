@@ -311,6 +311,21 @@ def test_rft_data_cli_rejects_wrong_samples_and_drops_easy_items(tmp_path, capsy
     assert len(shown_responses(row["messages"][0]["content"])) == row["num_responses"] == 2
 
 
+def test_an_item_the_engine_fails_on_is_reported_and_the_others_are_written(tmp_path, capsys) -> None:
+    rows = [*pairs(3), {"id": "boom", "prompt": "EXPLODE", "chosen": "GOOD", "rejected": "BAD"}]
+    src, out = write_jsonl(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl"
+    backend = "tests.spct_helpers:exploding_backend"
+    assert main(["spct", "rft-data", str(src), "-o", str(out), "--backend", backend, "--keep-easy"]) == 0
+    captured = capsys.readouterr()
+    assert "item boom failed: the engine gave up" in captured.err and "3 sampled, 1 failed" in captured.out
+    assert {r["id"] for r in read_jsonl(out)} == {"p0", "p1", "p2"}
+    assert main(["spct", "meta-data", str(src), "-o", str(out), "--backend", backend, "--tokenizer", "none",
+                 "--chunk-size", "1", "-q"]) == 0
+    assert {r["id"] for r in read_jsonl(out)} == {"p0", "p1", "p2"}
+    assert main(["spct", "rft-data", str(src), "-o", str(out), "--backend", "no.such.module:factory"]) == 2
+    assert "cannot load backend factory" in capsys.readouterr().err
+
+
 def test_rft_data_cli_hint_modes(tmp_path, capsys) -> None:
     src = write_jsonl(tmp_path / "in.jsonl", pairs(6))
     out, traj = tmp_path / "rft.jsonl", tmp_path / "traj.jsonl"
