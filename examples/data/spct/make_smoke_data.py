@@ -6,7 +6,8 @@
 0/1 labels; no data set is copied). From it, ``grm-reward spct`` writes
 
 - ``rl.jsonl``   (``spct rl-data``): judge prompts with the shown best position / label;
-- ``rft.jsonl``  (``spct rft-data --hint both``) and ``meta.jsonl`` (``spct meta-data``): judge
+- ``rft.jsonl``  (``spct rft-data --hint both --template smoke_template.txt``: the short judge prompt
+  the TRL smoke run also builds its RL rows with) and ``meta.jsonl`` (``spct meta-data``): judge
   trajectories from the scripted stand-in judge ``smoke_judge.py`` (not a judge: it prefers the
   first response shown, or the hinted one), so they show the formats, not good critiques.
 
@@ -51,7 +52,9 @@ def main() -> None:
             f.write(json.dumps(item, ensure_ascii=False) + "\n")
     judge = ["--backend", "smoke_judge:backend", "--samples", "3", "--seed", "0"]
     spct("rl-data", "items.jsonl", "-o", "rl.jsonl", "--seed", "0")
-    spct("rft-data", "items.jsonl", "-o", "rft.jsonl", "--hint", "both", *judge)
+    # RFT rows with the short smoke template, as the TRL smoke run's RL rows (spct.py --smoke --template):
+    # a tiny policy learns the answer format from them in seconds on a CPU.
+    spct("rft-data", "items.jsonl", "-o", "rft.jsonl", "--hint", "both", "--template", "smoke_template.txt", *judge)
     spct("meta-data", "items.jsonl", "-o", "meta.jsonl", *judge)  # text in the embedded tokenizer's template
 
 
