@@ -19,7 +19,8 @@ The RL rows can also be built here from preference items (``--items``, through
     python examples/trl/spct.py --stage all --model google/gemma-2-27b \
         --rft-data rft.jsonl --rl-data rl.jsonl --meta-data meta.jsonl --output-dir runs/spct
 
-    # CPU smoke run: a tiny random policy with SmolLM2's tokenizer, the shipped smoke data, 2 steps per stage
+    # CPU smoke run: a tiny random policy with SmolLM2's tokenizer, the shipped smoke data, a short judge
+    # template; 150 RFT steps (it learns the answer format), 8 GRPO steps, 2 meta-RM steps
     python examples/trl/spct.py --smoke --output-dir /tmp/spct-smoke
 
 Each stage writes its model to ``<output-dir>/<stage>/`` and its ``log_history.json`` (TRL's log
@@ -45,6 +46,14 @@ RL_LR = 4e-7
 BETA_27B = 0.08
 GROUP_SIZE = 4
 
+# Smoke settings (CPU, a tiny random policy): enough RFT for the policy to learn the judge's output
+# format from the RFT rows, so GRPO samples at temperature 1 are sometimes right (+1) and sometimes not
+# (-1), and a GRPO learning rate large enough that the policy visibly leaves the reference (KL > 0).
+SMOKE_TEMPLATE = SMOKE_DATA / "smoke_template.txt"  # a short judge prompt: the RFT rows and RL rows use it
+SMOKE_STEPS = {"sft": 150, "grpo": 8, "meta": 2}
+SMOKE_RFT_LR = 1e-2
+SMOKE_RL_LR = 1e-4
+
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as f:
@@ -56,24 +65,28 @@ def save_logs(trainer: Any, out: Path) -> None:
 
 
 def build_tiny_policy(path: Path) -> str:
-    """A 1-layer random Llama (about 0.8M parameters) with the embedded SmolLM2 tokenizer and chat template."""
+    """A 1-layer random Llama (about 3.2M parameters, mostly the tied embedding) with the embedded SmolLM2
+    tokenizer and chat template."""
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     from grm_reward.embedded import embedded_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_path())
+    # SmolLM2's generation config ends a turn at <|im_end|> (its tokenizer's eos_token is <|im_start|>):
+    # without it, GRPO rollouts would run on past the judge's answer to max_completion_length.
+    generation = GenerationConfig.from_pretrained(embedded_model_path())
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
+        hidden_size=64,
+        intermediate_size=128,
         num_hidden_layers=1,
-        num_attention_heads=2,
+        num_attention_heads=4,
         num_key_value_heads=1,
         tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=generation.eos_token_id,
+        pad_token_id=generation.pad_token_id,
     )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(path)
@@ -81,16 +94,24 @@ def build_tiny_policy(path: Path) -> str:
     return str(path)
 
 
-def common_args(args: argparse.Namespace) -> dict[str, Any]:
+def stage_steps(args: argparse.Namespace, stage: str) -> int:
+    """--max-steps, else the smoke run's steps for this stage, else -1 (the epochs decide)."""
+    if args.max_steps is not None:
+        return int(args.max_steps)
+    return SMOKE_STEPS[stage] if args.smoke else -1
+
+
+def common_args(args: argparse.Namespace, stage: str) -> dict[str, Any]:
     values: dict[str, Any] = {
         "logging_steps": 1 if args.smoke else 10,
         "report_to": "none" if args.smoke else args.report_to,
         "save_strategy": "no" if args.smoke else "steps",
         "seed": args.seed,
-        "max_steps": args.max_steps if args.max_steps is not None else (2 if args.smoke else -1),
+        "max_steps": stage_steps(args, stage),
     }
     if args.smoke:  # CPU: TRL's configs default to bf16 and gradient checkpointing
         values |= {"bf16": False, "gradient_checkpointing": False, "dataloader_pin_memory": False}
+        values |= {"lr_scheduler_type": "constant"}  # a few steps: no decay to zero
     return values
 
 
@@ -107,7 +128,7 @@ def run_sft(args: argparse.Namespace, model: str, out: Path) -> str:
         gradient_accumulation_steps=1 if args.smoke else args.gradient_accumulation_steps,
         max_length=args.max_length,
         num_train_epochs=1,
-        **common_args(args),
+        **common_args(args, "sft"),
     )
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows))
     trainer.train()
@@ -137,7 +158,7 @@ def run_grpo(args: argparse.Namespace, model: str, out: Path) -> str:
         log_completions=True,
         num_completions_to_print=1 if args.smoke else None,
         use_vllm=args.use_vllm,
-        **common_args(args),
+        **common_args(args, "grpo"),
     )
     trainer = GRPOTrainer(
         model=model, reward_funcs=judge_rule_reward, args=config, train_dataset=Dataset.from_list(rows)
@@ -156,7 +177,8 @@ def grm_reward_cli(*args: str) -> None:
 def build_rl_data(args: argparse.Namespace) -> Path:
     """``grm-reward spct rl-data ITEMS -o <output-dir>/rl-data.jsonl`` (judge prompts, shown best / label)."""
     out = args.output_dir / "rl-data.jsonl"
-    grm_reward_cli("spct", "rl-data", str(args.items), "-o", str(out), "--seed", str(args.seed))
+    template = ["--template", str(args.template)] if args.template else []
+    grm_reward_cli("spct", "rl-data", str(args.items), "-o", str(out), "--seed", str(args.seed), *template)
     return out
 
 
@@ -165,8 +187,8 @@ def run_meta(args: argparse.Namespace, out: Path, base_model: str | None) -> str
     command = ["spct", "train-meta", str(args.meta_data), "-o", str(out), "--lr", str(args.meta_lr)]
     if base_model:
         command += ["--base-model", base_model]
-    if args.max_steps is not None or args.smoke:
-        command += ["--max-steps", str(args.max_steps if args.max_steps is not None else 2)]
+    if stage_steps(args, "meta") > 0:
+        command += ["--max-steps", str(stage_steps(args, "meta"))]
     if args.smoke:
         command += ["--batch-size", "2", "--max-length", "1024", "--eval-split", "0"]
     grm_reward_cli(*command)
@@ -184,17 +206,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--meta-base-model", help="base model of the meta RM (default: train-meta's; smoke: the tiny policy)")
     p.add_argument("--meta-lr", type=float, default=1e-5, help="meta RM learning rate (paper: 1e-5)")
     p.add_argument("--output-dir", type=Path, required=True)
-    p.add_argument("--smoke", action="store_true", help="tiny random policy, shipped smoke data, 2 steps per stage, CPU")
-    p.add_argument("--rft-lr", type=float, default=RFT_LR)
-    p.add_argument("--rl-lr", type=float, default=RL_LR)
+    p.add_argument("--smoke", action="store_true",
+                   help=f"tiny random policy, shipped smoke data, CPU; steps {SMOKE_STEPS}, lr {SMOKE_RFT_LR} / {SMOKE_RL_LR}")
+    p.add_argument("--rft-lr", type=float, help=f"RFT learning rate (paper: {RFT_LR})")
+    p.add_argument("--rl-lr", type=float, help=f"GRPO learning rate (paper: {RL_LR})")
+    p.add_argument("--template", help="judge template of the RL rows built from --items (smoke: smoke_template.txt)")
     p.add_argument("--beta", type=float, default=BETA_27B, help="KL coefficient (0.08 for 27B, 0.002 for 16B)")
     p.add_argument("--group-size", type=int, default=GROUP_SIZE, help="GRPO group size G")
     p.add_argument("--temperature", type=float, default=1.0, help="rollout temperature (not given by the paper)")
     p.add_argument("--max-length", type=int, default=4096, help="SFT sequence length")
-    p.add_argument("--max-completion-length", type=int, default=1024, help="judge output tokens in GRPO rollouts")
+    p.add_argument("--max-completion-length", type=int, default=1024, help="judge output tokens in GRPO rollouts (smoke: 64)")
     p.add_argument("--per-device-batch-size", type=int, default=4)
     p.add_argument("--gradient-accumulation-steps", type=int, default=16)
-    p.add_argument("--max-steps", type=int, default=None, help="steps per stage (default: 1 epoch; smoke: 2)")
+    p.add_argument("--max-steps", type=int, default=None, help="steps per stage (default: 1 epoch; smoke: see --smoke)")
     p.add_argument("--use-vllm", action="store_true", help="GRPO rollouts with vLLM (TRL's colocate mode)")
     p.add_argument("--report-to", default="none")
     p.add_argument("--seed", type=int, default=0)
@@ -204,8 +228,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if args.rl_data is None:
             args.items = args.items or SMOKE_DATA / "items.jsonl"
         args.meta_data = args.meta_data or SMOKE_DATA / "meta.jsonl"
+        args.template = args.template or str(SMOKE_TEMPLATE)
         args.max_length = min(args.max_length, 1024)
-        args.max_completion_length = min(args.max_completion_length, 16)
+        args.max_completion_length = min(args.max_completion_length, 64)  # the RFT answers are 47 tokens
+    if args.rft_lr is None:
+        args.rft_lr = SMOKE_RFT_LR if args.smoke else RFT_LR
+    if args.rl_lr is None:
+        args.rl_lr = SMOKE_RL_LR if args.smoke else RL_LR
     needs = {"sft": ["rft_data"], "grpo": ["rl_data"], "meta": ["meta_data"]}
     stages = ["sft", "grpo", "meta"] if args.stage == "all" else [args.stage]
     if not args.smoke and not args.model and {"sft", "grpo"} & set(stages):

@@ -29,8 +29,9 @@ def test_smoke_data_follow_the_spct_formats() -> None:
         assert set(row) == {"prompt", "num_responses", "best", "label", "id", "score_range"}
         assert row["prompt"][-1]["role"] == "user" and "You are a skilled little expert" in row["prompt"][-1]["content"]
         parse_ground_truth({k: row[k] for k in ("num_responses", "best", "label", "score_range")})  # valid labels
-    for row in rows("rft.jsonl"):
+    for row in rows("rft.jsonl"):  # rendered with the short smoke template (make_smoke_data.py)
         assert [m["role"] for m in row["messages"]] == ["user", "assistant"] and isinstance(row["hinted"], bool)
+        assert row["messages"][0]["content"].startswith("Score ")
         assert "\\boxed{" in row["messages"][1]["content"]
     assert {row["label"] for row in rows("meta.jsonl")} == {0, 1}
     assert {row["hinted"] for row in rows("rft.jsonl")} == {False, True}
@@ -66,7 +67,13 @@ def test_trl_recipe_arguments(tmp_path, capsys) -> None:
     spct = load(ROOT / "examples" / "trl" / "spct.py")
     args = spct.parse_args(["--smoke", "--output-dir", str(tmp_path)])
     assert args.stages == ["sft", "grpo", "meta"] and args.items == SMOKE / "items.jsonl" and args.rl_data is None
+    # smoke: learning rates a tiny random policy learns the format with; the paper's beta and G
+    assert (args.rft_lr, args.rl_lr, args.beta, args.group_size) == (1e-2, 1e-4, 0.08, 4)
+    assert args.template == str(SMOKE / "smoke_template.txt") and args.max_completion_length == 64
+    args = spct.parse_args(["--model", "m", "--rft-data", "r.jsonl", "--rl-data", "rl.jsonl", "--meta-data", "m.jsonl",
+                            "--output-dir", str(tmp_path)])
     assert (args.rft_lr, args.rl_lr, args.beta, args.group_size) == (5e-6, 4e-7, 0.08, 4)  # paper App. C.1
+    assert args.template is None and spct.stage_steps(args, "sft") == -1  # one epoch
     args = spct.parse_args(["--stage", "meta", "--meta-data", "m.jsonl", "--output-dir", str(tmp_path)])
     assert args.stages == ["meta"]  # the meta RM needs no policy model
     with pytest.raises(SystemExit):
