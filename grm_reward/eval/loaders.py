@@ -45,6 +45,7 @@ __all__ = [
     "DataError",
     "LoadIssue",
     "Loaded",
+    "jsonl_rows",
     "load_bon",
     "load_hh_rlhf",
     "load_llmbar",
@@ -464,21 +465,33 @@ def _from_rows(files: Sequence[Path], build: RowBuilder) -> Loaded:
 
 def _rows(file: Path) -> Iterator[tuple[str, Mapping[str, Any] | LoadIssue]]:
     """(where, row) for each JSON object of a JSONL (optionally gzipped) or JSON-list file."""
-    name = file.name.lower()
+    if not file.name.lower().endswith(".json"):
+        for number, row in jsonl_rows(file):
+            yield f"line {number}", row
+        return
     try:
-        if name.endswith(".json"):
-            text = file.read_text(encoding="utf-8")
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{file}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc
-            if not isinstance(data, list):
-                raise DataError(f"{file}: expected a JSON list of rows, got {type(data).__name__}")
-            for index, row in enumerate(data):
-                where = f"entry {index}"
-                yield where, row if isinstance(row, dict) else _not_object(file, where, row)
-            return
-        opener = gzip.open if name.endswith(".gz") else open
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read {file}: {exc}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{file}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc
+    if not isinstance(data, list):
+        raise DataError(f"{file}: expected a JSON list of rows, got {type(data).__name__}")
+    for index, row in enumerate(data):
+        where = f"entry {index}"
+        yield where, row if isinstance(row, dict) else _not_object(file, where, row)
+
+
+def jsonl_rows(file: Path) -> Iterator[tuple[int, Mapping[str, Any] | LoadIssue]]:
+    """(line number, row) for each non-blank line of a JSONL file, gzipped or not.
+
+    A line that is not a JSON object comes back as a :class:`LoadIssue` naming the file and line,
+    for the caller to report and skip; a file that cannot be read raises :class:`DataError`.
+    """
+    opener: Any = gzip.open if file.name.lower().endswith(".gz") else open
+    try:
         with opener(file, "rt", encoding="utf-8") as stream:
             for number, raw in enumerate(stream, start=1):
                 if not raw.strip():
@@ -487,9 +500,9 @@ def _rows(file: Path) -> Iterator[tuple[str, Mapping[str, Any] | LoadIssue]]:
                 try:
                     row = json.loads(raw)
                 except json.JSONDecodeError as exc:
-                    yield where, LoadIssue(str(file), where, f"not valid JSON ({exc.msg} at column {exc.colno})")
+                    yield number, LoadIssue(str(file), where, f"not valid JSON ({exc.msg} at column {exc.colno})")
                     continue
-                yield where, row if isinstance(row, dict) else _not_object(file, where, row)
+                yield number, row if isinstance(row, dict) else _not_object(file, where, row)
     except (OSError, UnicodeDecodeError, EOFError) as exc:
         raise DataError(f"cannot read {file}: {exc}") from exc
 

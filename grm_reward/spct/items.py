@@ -28,10 +28,8 @@ and skipped; it never stops a run.
 
 from __future__ import annotations
 
-import gzip
-import json
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +37,7 @@ from typing import Any
 from grm_reward.errors import InputError
 from grm_reward.eval.benchmarks import BENCHMARKS, DATA_ENV, default_data_root
 from grm_reward.eval.items import EvalItem
-from grm_reward.eval.loaders import DataError, Loaded, LoadIssue, load_hh_rlhf
+from grm_reward.eval.loaders import DataError, Loaded, LoadIssue, jsonl_rows, load_hh_rlhf
 from grm_reward.types import Message, Request
 
 __all__ = [
@@ -194,8 +192,11 @@ def _load_jsonl(path: Path, seed: int) -> LoadedItems:
     loaded = LoadedItems(source=str(path))
     seen: dict[str, int] = {}
     stem = path.name.split(".")[0]
-    for number, row in _jsonl_rows(path, loaded):
+    for number, row in jsonl_rows(path):
         where = f"line {number}"
+        if isinstance(row, LoadIssue):
+            loaded.issues.append(row)
+            continue
         try:
             item = item_from_row(row, f"{stem}:{number}", seed=seed, where=f"{path}, {where}")
         except (InputError, TypeError) as exc:
@@ -208,31 +209,6 @@ def _load_jsonl(path: Path, seed: int) -> LoadedItems:
             item = PreferenceItem(f"{item.id}#{count + 1}", item.prompt, item.responses, item.best, item.label, item.where)
         loaded.items.append(item)
     return loaded
-
-
-def _jsonl_rows(path: Path, loaded: LoadedItems) -> Iterator[tuple[int, Mapping[str, Any]]]:
-    opener: Any = gzip.open if path.name.endswith(".gz") else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as stream:
-            for number, raw in enumerate(stream, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    row = json.loads(raw)
-                except json.JSONDecodeError as exc:
-                    loaded.issues.append(
-                        LoadIssue(str(path), f"line {number}", f"not valid JSON ({exc.msg} at column {exc.colno})")
-                    )
-                    continue
-                if not isinstance(row, dict):
-                    loaded.issues.append(
-                        LoadIssue(str(path), f"line {number}", f"expected a JSON object, got {type(row).__name__}")
-                    )
-                    continue
-                yield number, row
-    except (OSError, UnicodeDecodeError, EOFError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from exc
-
 
 def _prompt(value: Any) -> str | tuple[Message, ...]:
     if isinstance(value, str):

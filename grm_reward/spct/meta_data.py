@@ -23,14 +23,14 @@ readable samples (they alone can vote).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from grm_reward.config import GRMConfig
 from grm_reward.errors import InputError
-from grm_reward.eval.loaders import DataError, LoadIssue
+from grm_reward.eval.loaders import LoadIssue, jsonl_rows
 from grm_reward.meta_rm import meta_conversation, meta_text
 from grm_reward.parsing import parse_judgement
 from grm_reward.spct.items import item_from_row
@@ -109,7 +109,10 @@ def load_trajectories(
     path = Path(path)
     samples: list[JudgeSample] = []
     issues: list[LoadIssue] = []
-    for number, row in _rows(path, issues):
+    for number, row in jsonl_rows(path):
+        if isinstance(row, LoadIssue):
+            issues.append(row)
+            continue
         try:
             samples.append(_trajectory(row, config, threshold, f"{path}, line {number}"))
         except (InputError, TypeError, ValueError, KeyError) as exc:
@@ -146,22 +149,3 @@ def _trajectory(row: Mapping[str, Any], config: GRMConfig, threshold: int | None
         correct=correct,
         seed=int(row.get("seed") or 0),
     )
-
-
-def _rows(path: Path, issues: list[LoadIssue]) -> Iterator[tuple[int, Mapping[str, Any]]]:
-    try:
-        with open(path, encoding="utf-8") as stream:
-            for number, raw in enumerate(stream, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    row = json.loads(raw)
-                except json.JSONDecodeError as exc:
-                    issues.append(LoadIssue(str(path), f"line {number}", f"not valid JSON ({exc.msg})"))
-                    continue
-                if not isinstance(row, dict):
-                    issues.append(LoadIssue(str(path), f"line {number}", "expected a JSON object"))
-                    continue
-                yield number, row
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from exc

@@ -21,13 +21,13 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from grm_reward.errors import BackendUnavailableError, ConfigError, InputError
-from grm_reward.eval.loaders import DataError, LoadIssue
+from grm_reward.eval.loaders import DataError, LoadIssue, jsonl_rows
 from grm_reward.eval.metrics import roc_auc
 
 __all__ = ["MetaExample", "MetaTrainReport", "MetaTrainSettings", "read_meta_rows", "split_examples", "train_meta_rm"]
@@ -109,27 +109,18 @@ def read_meta_rows(path: str | Path) -> tuple[list[MetaExample], list[LoadIssue]
         raise DataError(f"meta-RM data file {path} does not exist")
     examples: list[MetaExample] = []
     issues: list[LoadIssue] = []
-    try:
-        with open(path, encoding="utf-8") as stream:
-            for number, raw in enumerate(stream, start=1):
-                if not raw.strip():
-                    continue
-                where = f"line {number}"
-                try:
-                    row = json.loads(raw)
-                    examples.append(_example(row, f"{path.name}:{number}"))
-                except json.JSONDecodeError as exc:
-                    issues.append(LoadIssue(str(path), where, f"not valid JSON ({exc.msg} at column {exc.colno})"))
-                except InputError as exc:
-                    issues.append(LoadIssue(str(path), where, str(exc)))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from exc
+    for number, row in jsonl_rows(path):
+        if isinstance(row, LoadIssue):
+            issues.append(row)
+            continue
+        try:
+            examples.append(_example(row, f"{path.name}:{number}"))
+        except InputError as exc:
+            issues.append(LoadIssue(str(path), f"line {number}", str(exc)))
     return examples, issues
 
 
-def _example(row: Any, default_id: str) -> MetaExample:
-    if not isinstance(row, dict):
-        raise InputError(f"expected a JSON object, got {type(row).__name__}")
+def _example(row: Mapping[str, Any], default_id: str) -> MetaExample:
     label = row.get("label")
     if isinstance(label, bool) or label not in (0, 1):
         raise InputError(f"'label' must be 0 or 1, got {label!r}")
