@@ -8,10 +8,13 @@ Every error the library raises on purpose derives from :class:`GRMError`::
     │   └── PromptTooLongError             the rendered judge prompt does not fit the judge's context
     ├── TemplateError (ValueError)         a prompt template is missing placeholders or unknown
     ├── AllSamplesInvalidError             no judge sample could be read (only with on_all_invalid="raise")
+    ├── DeadlineExceededError (TimeoutError)  the caller's deadline passed before the judge answered
     └── BackendError                       the generation engine failed
         ├── BackendUnavailableError        its dependencies or model files are missing (with an install hint)
         ├── BackendCapabilityError         it cannot do what the config asks (e.g. forced scoring)
+        ├── BackendProtocolError           it broke the backend contract (wrong number of outputs, ...)
         └── GenerationError                a generation call failed after retries
+            └── JudgeUnavailableError      the judge server keeps failing: calls fail fast until it recovers
 
 Judge *output* never raises: an unreadable sample is data (see :mod:`grm_reward.parsing`).
 Foreign exceptions (torch, HTTP clients, ...) are mapped onto this tree once, at the backend
@@ -24,11 +27,14 @@ __all__ = [
     "AllSamplesInvalidError",
     "BackendCapabilityError",
     "BackendError",
+    "BackendProtocolError",
     "BackendUnavailableError",
     "ConfigError",
+    "DeadlineExceededError",
     "GRMError",
     "GenerationError",
     "InputError",
+    "JudgeUnavailableError",
     "PromptTooLongError",
     "TemplateError",
 ]
@@ -62,6 +68,10 @@ class AllSamplesInvalidError(GRMError):
     """Every judge sample of a request was unreadable (raised only when configured to)."""
 
 
+class DeadlineExceededError(GRMError, TimeoutError):
+    """The caller's deadline (see :mod:`grm_reward.deadlines`) passed before the judge answered."""
+
+
 class BackendError(GRMError):
     """The generation engine failed."""
 
@@ -74,5 +84,18 @@ class BackendCapabilityError(BackendError):
     """The backend cannot do what the configuration asks of it."""
 
 
+class BackendProtocolError(BackendError):
+    """The backend broke its contract: wrong number of outputs or samples, invalid filled scores."""
+
+
 class GenerationError(BackendError):
     """A generation call failed (after any retries the backend makes)."""
+
+
+class JudgeUnavailableError(GenerationError):
+    """The judge server keeps failing: its circuit is open (or its retry budget spent), so calls fail
+    fast instead of waiting for timeouts; ``retry_after`` says when the next probe goes through."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)

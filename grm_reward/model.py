@@ -124,6 +124,12 @@ class GenerativeRewardModel:
                     f"the {backend.name!r} backend cannot"
                 )
 
+    async def probe(self) -> str | None:
+        """Readiness: None when the judge can answer now, else why not (the backend is not built here)."""
+        if self._backend is None:
+            return "the judge is not loaded yet"
+        return await self._backend.probe()
+
     async def aclose(self) -> None:
         if self._backend is not None:
             await self._backend.aclose()

@@ -149,6 +149,14 @@ class Backend(abc.ABC):
         """Constrained score filling (format guarantee / token probabilities), where supported."""
         raise BackendCapabilityError(f"the {self.name!r} backend cannot fill scores under a constraint")
 
+    async def probe(self) -> str | None:
+        """Whether the engine can judge now: None when ready, else the reason it cannot.
+
+        Cheap and bounded in time (readiness checks call it); an in-process engine that loaded
+        is ready. Backends behind a network check their server (and their circuit state).
+        """
+        return None
+
     async def aclose(self) -> None:
         """Release engines, connections and memory."""
 
