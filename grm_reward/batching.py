@@ -30,7 +30,7 @@ from grm_reward.errors import GRMError
 from grm_reward.model import GenerativeRewardModel
 from grm_reward.types import Judgement, Request, RewardResult, Usage
 
-__all__ = ["BatcherStats", "MicroBatcher", "split_result"]
+__all__ = ["BatcherStats", "MicroBatcher", "group_key", "split_result"]
 
 
 def split_result(result: RewardResult, index: int) -> RewardResult:
@@ -309,3 +309,8 @@ def _group_key(request: Request) -> str:
     data: dict[str, Any] = request.to_dict()
     data.pop("responses")
     return json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def group_key(request: Request) -> str:
+    """The key the batcher groups requests by: everything but the responses (prompt, reference, principles)."""
+    return _group_key(request)

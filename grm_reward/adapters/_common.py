@@ -7,13 +7,21 @@ from a listwise judgement where needed); these functions turn it into loggable v
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 from grm_reward.errors import InputError
 from grm_reward.types import RewardResult
 
-__all__ = ["as_principles", "as_reference", "critique", "mean_stats", "result_stats", "sample_scores"]
+__all__ = [
+    "as_principles",
+    "as_reference",
+    "critique",
+    "fill_failed_with_group_mean",
+    "mean_stats",
+    "result_stats",
+    "sample_scores",
+]
 
 
 def as_reference(value: Any) -> str | None:
@@ -89,3 +97,24 @@ def mean_stats(results: Sequence[RewardResult]) -> dict[str, float]:
     means = {key: sum(stats[key] for stats in per_result) / len(per_result) for key in per_result[0] if key != "vote"}
     means["failed_share"] = means.pop("failed")
     return means
+
+
+def fill_failed_with_group_mean(
+    rewards: Sequence[float | None], failed: Sequence[bool], groups: Sequence[Hashable]
+) -> list[float | None]:
+    """Give each failed reward the mean of its group's successful rewards (kept as is when none succeeded).
+
+    A failed completion then sits at its group's baseline, so its group-relative advantage from
+    this reward is ~0: a judge failure does not read as a bad answer. See docs/trl.md.
+
+    >>> fill_failed_with_group_mean([0.2, None, 0.6, None], [False, True, False, True], ["p", "p", "p", "q"])
+    [0.2, 0.4, 0.6, None]
+    """
+    sums: dict[Hashable, list[float]] = {}
+    for reward, bad, group in zip(rewards, failed, groups, strict=True):
+        if not bad and reward is not None:
+            sums.setdefault(group, []).append(reward)
+    return [
+        sum(sums[group]) / len(sums[group]) if bad and group in sums else reward
+        for reward, bad, group in zip(rewards, failed, groups, strict=True)
+    ]

@@ -28,19 +28,29 @@ conversational completion is shown to the judge as the text of its assistant mes
 judge scores the answer, as the paper's judge does, and reasoning traces would multiply the
 judge's prompt length. Tool calls and tool results are not shown.
 
-**Returns** one ``float | None`` per completion: ``None`` when no judge sample could be read
-(TRL turns it into NaN and leaves it out of the group statistics), unless the config sets
-``failure_reward``. Backend errors are raised, not turned into rewards.
+**Failures** (no judge sample readable): by default (``on_failure="group_mean"``) the completion
+gets the mean reward of its group's judged completions, so its advantage from this reward is ~0
+beside other reward functions too; ``on_failure="none"`` returns ``None`` (NaN in TRL), which is
+neutral only when every reward function returns None. What TRL does with each: docs/trl.md,
+"When the judge fails". Backend errors are raised, not turned into rewards.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
-from grm_reward.adapters._common import as_principles, as_reference, critique, mean_stats, sample_scores
-from grm_reward.batching import MicroBatcher
+from grm_reward.adapters._common import (
+    as_principles,
+    as_reference,
+    critique,
+    fill_failed_with_group_mean,
+    mean_stats,
+    sample_scores,
+)
+from grm_reward.batching import MicroBatcher, group_key
 from grm_reward.config import GRMConfig
 from grm_reward.errors import ConfigError, InputError
 from grm_reward.model import GenerativeRewardModel
@@ -50,6 +60,9 @@ __all__ = ["GRMReward", "SyncGRMReward", "completion_text"]
 
 LogExtra = Callable[[str, list[Any]], None]
 LogMetric = Callable[[str, float], None]
+OnFailure = Literal["group_mean", "none"]
+
+logger = logging.getLogger(__name__)
 
 
 class GRMReward:
@@ -72,6 +85,13 @@ class GRMReward:
             of strings) the judge must use instead of writing its own.
         include_reasoning: Show the judge a conversational completion's ``reasoning_content``
             (as a ``<think>`` block before the answer).
+        on_failure: What a completion none of whose judge samples could be read gets.
+            ``"group_mean"``: the mean reward of the judged completions of its group in this call
+            (its advantage from this reward is then ~0, alone or beside other reward functions);
+            the config's failure value (``None`` unless ``failure_reward`` is set) when none of
+            its group was judged. ``"none"``: the config's failure value always; TRL sums a
+            ``None`` (NaN) as 0 beside other reward functions, the worst reward on the unit
+            scale, and a warning is logged once the first time that matters.
 
     What it logs when TRL passes ``log_extra`` / ``log_metric`` (TRL >= 1.0, ``GRPOTrainer``
     and ``RLOOTrainer``): columns ``<name>_critique`` (the first readable sample's critique) and
@@ -94,6 +114,7 @@ class GRMReward:
         reference_column: str | None = "reference",
         principles_column: str | None = "principles",
         include_reasoning: bool = False,
+        on_failure: OnFailure = "group_mean",
         **config: Any,
     ) -> None:
         if isinstance(rm, GenerativeRewardModel):
@@ -119,6 +140,10 @@ class GRMReward:
         self.reference_column = reference_column
         self.principles_column = principles_column
         self.include_reasoning = include_reasoning
+        if on_failure not in get_args(OnFailure):
+            raise ConfigError(f"on_failure must be one of {', '.join(get_args(OnFailure))}, got {on_failure!r}")
+        self.on_failure: OnFailure = on_failure
+        self._warned_none = False
 
     def __repr__(self) -> str:
         return f"GRMReward(name={self.__name__!r}, {self.rm!r}, group_by_prompt={self.group_by_prompt})"
@@ -137,7 +162,7 @@ class GRMReward:
         requests = self.requests(prompts, completions, columns)
         results = await self.ascore_requests(requests)
         self.log(results, log_extra, log_metric)
-        return [result.rewards[0] for result in results]
+        return self.rewards(requests, results)
 
     def as_sync(self) -> SyncGRMReward:
         """The same reward function with a blocking ``__call__``, for callers that do not await."""
@@ -187,6 +212,30 @@ class GRMReward:
             return await batcher.submit_many(requests)
         finally:
             await batcher.aclose()
+
+    def rewards(self, requests: Sequence[Request], results: Sequence[RewardResult]) -> list[float | None]:
+        """One reward per completion, failures handled as ``on_failure`` says."""
+        rewards = [result.rewards[0] for result in results]
+        failed = [result.all_invalid for result in results]
+        if not any(failed):
+            return rewards
+        groups = [group_key(request) for request in requests]
+        if self.on_failure == "group_mean":
+            rewards = fill_failed_with_group_mean(rewards, failed, groups)
+        if not self._warned_none:
+            judged = {g for g, reward, bad in zip(groups, rewards, failed) if not bad and reward is not None}
+            if any(reward is None and g in judged for g, reward in zip(groups, rewards)):
+                self._warned_none = True
+                logger.warning(
+                    "%s: no judge sample could be read for a completion whose group-mates were judged; it gets None. "
+                    "Beside other reward functions TRL (multi_objective_aggregation='sum_then_normalize', the "
+                    "default) sums this NaN as 0, the worst reward on the unit scale, so the failure reads as a bad "
+                    "answer. Use on_failure='group_mean' (the default) or multi_objective_aggregation="
+                    "'normalize_then_sum' to keep it neutral; see docs/trl.md, 'When the judge fails'. "
+                    "Logged once per reward function.",
+                    self.__name__,
+                )
+        return rewards
 
     def log(self, results: Sequence[RewardResult], log_extra: LogExtra | None, log_metric: LogMetric | None) -> None:
         """Report critiques and votes per completion, and the batch's judge statistics."""

@@ -7,6 +7,7 @@ call is made the way TRL 1.16 makes it (keyword arguments only, columns as align
 from __future__ import annotations
 
 import asyncio
+import logging
 import pickle
 import threading
 from collections import defaultdict
@@ -164,7 +165,7 @@ def test_unreadable_judge_gives_none_and_is_logged() -> None:
     rm = GenerativeRewardModel(backend=ScriptedBackend(judge), k=2)
     logs = Logs()
     rewards = asyncio.run(
-        GRMReward(rm, group_by_prompt=False)(
+        GRMReward(rm, group_by_prompt=False, on_failure="none")(
             prompts=["q"] * 3, completions=["a", "e", "b"], log_extra=logs.log_extra, log_metric=logs.log_metric
         )
     )
@@ -173,6 +174,65 @@ def test_unreadable_judge_gives_none_and_is_logged() -> None:
     assert logs.extra["grm_critique"][1] == ""
     assert logs.metrics["grm/invalid_share"] == [pytest.approx(1 / 3)]
     assert logs.metrics["grm/failed_share"] == [pytest.approx(1 / 3)]
+
+
+def cannot_judge(*texts: str):
+    """The quality judge, except that it writes no score block when shown one of `texts`."""
+
+    def judge(call):
+        if any(t in call.responses for t in texts):
+            return "I am not sure."
+        return quality_judge(QUALITY)(call)
+
+    return judge
+
+
+def test_a_failed_completion_gets_its_groups_mean_by_default() -> None:
+    rm = GenerativeRewardModel(backend=ScriptedBackend(cannot_judge("e")), k=2)
+    reward = GRMReward(rm, group_by_prompt=False)
+    # Group p: a, e, b (e fails); group r: e, c (e fails); group s: e alone (nothing to average).
+    prompts = ["p", "r", "p", "s", "p", "r"]
+    completions = ["a", "e", "e", "e", "b", "c"]
+    rewards = call(reward, prompts, completions)
+    assert rewards == [
+        pytest.approx(unit(2)),
+        pytest.approx(unit(5)),  # the mean of its own group only
+        pytest.approx((unit(2) + unit(9)) / 2),
+        None,
+        pytest.approx(unit(9)),
+        pytest.approx(unit(5)),
+    ]
+
+
+def test_group_mean_respects_the_reference() -> None:
+    rm = GenerativeRewardModel(backend=ScriptedBackend(cannot_judge("e")), k=2)
+    rewards = call(GRMReward(rm, group_by_prompt=False), ["q"] * 3, ["a", "e", "b"], reference=["x", "x", "y"])
+    assert rewards == [pytest.approx(unit(2))] * 2 + [pytest.approx(unit(9))]
+
+
+def test_group_mean_replaces_the_configs_failure_reward_too() -> None:
+    rm = GenerativeRewardModel(backend=ScriptedBackend(cannot_judge("e")), k=2, failure_reward=0.0)
+    assert call(GRMReward(rm, group_by_prompt=False), ["q"] * 2, ["b", "e"]) == [pytest.approx(unit(9))] * 2
+    assert call(GRMReward(rm, group_by_prompt=False), ["q"], ["e"]) == [0.0]  # nothing to average: the config's value
+
+
+def test_none_is_warned_about_once_when_group_mates_were_judged(caplog) -> None:
+    rm = GenerativeRewardModel(backend=ScriptedBackend(cannot_judge("e")), k=2)
+    reward = GRMReward(rm, group_by_prompt=False, on_failure="none")
+    with caplog.at_level(logging.WARNING, logger="grm_reward.adapters.trl"):
+        assert call(reward, ["p", "p"], ["e", "e"]) == [None, None]  # a wholly failed group: neutral, no warning
+        assert not caplog.records
+        for _ in range(2):
+            assert call(reward, ["q", "q"], ["a", "e"]) == [pytest.approx(unit(2)), None]
+    (record,) = caplog.records
+    assert "on_failure='group_mean'" in record.getMessage() and "worst reward" in record.getMessage()
+
+
+def test_on_failure_is_validated_and_pickled() -> None:
+    with pytest.raises(ConfigError, match="on_failure"):
+        reward_for(on_failure="zero")
+    reward = GRMReward(backend="tests.helpers:length_backend", on_failure="none")
+    assert pickle.loads(pickle.dumps(reward)).on_failure == "none"
 
 
 def test_failure_reward_from_the_config_replaces_none() -> None:
