@@ -186,3 +186,97 @@ def test_grpo_with_the_embedded_judge(policy, tmp_path) -> None:
     (log,) = step_logs(trainer)
     assert log["grm/failed_share"] == 0.0
     assert 0.0 <= log["grm/forced_share"] <= 1.0 and log["grm/invalid_share"] == 0.0
+
+
+# --- When the judge fails: TRL's own reward and advantage code on fixed completions ---------------
+FAILING = {"alpha": 1, "bravo": 10, "charlie": 5}  # "delta" is never judged: the judge cannot read it
+
+
+def failing_judge(config: object):
+    from grm_reward.backends import ScriptedBackend
+    from tests.helpers import judge_text
+
+    def judge(call):
+        if "delta" in call.responses:
+            return "I am not sure."
+        return judge_text([FAILING[r] for r in call.responses])
+
+    return ScriptedBackend(judge)
+
+
+def advantages(policy, tmp_path, monkeypatch, reward_funcs, *, aggregation="sum_then_normalize"):
+    """TRL's advantages for one GRPO group of fixed completions (alpha, bravo, charlie, delta).
+
+    A rollout function hands TRL the completions, so that the real `_generate_and_score_completions`
+    runs TRL's reward calls, NaN handling and group normalisation on known text.
+    """
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    texts = ["alpha", "bravo", "charlie", "delta"]
+
+    def rollout(prompts, trainer):
+        return {
+            "prompt_ids": [tokenizer(p)["input_ids"] for p in prompts],
+            "completion_ids": [tokenizer(t)["input_ids"] for t in texts],
+            "logprobs": None,
+        }
+
+    args = GRPOConfig(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=8,
+        report_to="none",
+        bf16=False,
+        dataloader_pin_memory=False,
+        multi_objective_aggregation=aggregation,
+        seed=0,
+    )
+    trainer = GRPOTrainer(
+        model=policy,
+        reward_funcs=reward_funcs,
+        args=args,
+        train_dataset=Dataset.from_list([{"prompt": "Say a word:"}]),
+        rollout_func=rollout,
+    )
+    trainer.model.train()
+    output = trainer._generate_and_score_completions([{"prompt": "Say a word:"}] * 4)
+    assert list(trainer._logs["completion"])[-4:] == texts  # TRL decoded the completions given
+    return dict(zip(texts, output["advantages"].tolist()))
+
+
+def constant_fn(completions, **kwargs):
+    return [1.0] * len(completions)
+
+
+FAILING_JUDGE = "tests.integration.test_trl_grpo:failing_judge"
+
+
+def test_trl_a_none_beside_another_reward_reads_as_the_worst_answer(policy, tmp_path, monkeypatch) -> None:
+    from grm_reward import GRMReward
+
+    grm = GRMReward(backend=FAILING_JUDGE, group_by_prompt=False, on_failure="none")
+    alone = advantages(policy, tmp_path, monkeypatch, [grm])
+    assert alone["delta"] == 0.0  # every reward function returned None: TRL masks it
+
+    beside = advantages(policy, tmp_path, monkeypatch, [grm, constant_fn])
+    # NaN is summed as 0: the unjudged completion gets the advantage of the 1/10 answer.
+    assert beside["delta"] == pytest.approx(beside["alpha"], abs=1e-4)
+    assert beside["delta"] < -0.5
+
+    normalized = advantages(policy, tmp_path, monkeypatch, [grm, constant_fn], aggregation="normalize_then_sum")
+    assert abs(normalized["delta"]) < 0.01  # per-function normalisation leaves the NaN out
+
+
+def test_trl_group_mean_keeps_a_failure_neutral(policy, tmp_path, monkeypatch) -> None:
+    from grm_reward import GRMReward
+
+    grm = GRMReward(backend=FAILING_JUDGE, group_by_prompt=False)  # on_failure="group_mean", the default
+    for funcs in ([grm], [grm, constant_fn]):
+        adv = advantages(policy, tmp_path, monkeypatch, funcs)
+        assert abs(adv["delta"]) < 0.01
+        assert adv["alpha"] < -0.5 < 0.5 < adv["bravo"]  # the judged completions keep their signal
