@@ -90,9 +90,11 @@ class GRMVerlSettings(BaseModel):
     )
     failure_score: float = Field(
         0.0,
+        allow_inf_nan=False,
         description=(
-            "Score of a rollout none of whose judge samples could be read (verl needs a number; "
-            "grm_failed=1 marks it). Used unless judge.failure_reward is set."
+            "Score of a rollout none of whose judge samples could be read (verl needs a finite number: a NaN "
+            "turns its whole GRPO group's advantages into NaN; grm_failed=1 marks it). Used unless "
+            "judge.failure_reward is set."
         ),
     )
 

@@ -217,6 +217,42 @@ def test_failures_keep_the_same_keys_and_get_the_failure_score(verl_modules, tok
     assert ok["reward_extra_info"]["grm_failed"] == 0.0 and ok["reward_score"] >= 0.0
 
 
+def refuses_five(config: object):
+    """The checksum judge, except that it cannot read a judgement of a response mentioning "five"."""
+    from grm_reward.backends import ScriptedBackend
+    from tests.helpers import checksum_judge
+
+    return ScriptedBackend(lambda call: "Not sure." if any("five" in r for r in call.responses) else checksum_judge(call))
+
+
+def test_verl_grpo_reads_a_failed_rollout_as_the_worst_answer(verl_modules, tokenizer) -> None:
+    """What verl 0.9 does with the manager's answer for a failed judgement (docs/verl.md, 'When the judge fails')."""
+    import torch
+    from verl.trainer.ppo.core_algos import compute_grpo_outcome_advantage
+
+    adapter, verl_support, _, _ = verl_modules
+    config = verl_support.compose(
+        ["reward.grm.judge.backend=tests.unit.test_verl_adapter:refuses_five", "reward.grm.group_by_prompt=false"]
+    )
+    manager = manager_from(verl_modules, config, tokenizer)
+    rows = [ROWS[0], ROWS[1], dict(ROWS[0], response="it is four")]  # one GRPO group; ROWS[1] cannot be judged
+    batch = verl_support.rollout_batch(tokenizer, rows)
+    outputs = score_batch(manager, batch)
+    assert [o["reward_extra_info"]["grm_failed"] for o in outputs] == [0.0, 1.0, 0.0]
+    assert outputs[1]["reward_score"] == 0.0  # failure_score: the bottom of the unit scale
+    # verl's own path from the scores to the advantages: rm_scores, then the GRPO estimator by uid.
+    rm_scores = type(manager).assemble_rm_scores(batch, [o["reward_score"] for o in outputs])
+    response_mask = batch.batch["attention_mask"][:, batch.batch["prompts"].size(1) :]
+    advantages, _ = compute_grpo_outcome_advantage(rm_scores, response_mask, index=["g"] * 3)
+    per_rollout = advantages.sum(-1) / response_mask.sum(-1)
+    assert per_rollout[1] < 0 and per_rollout[1] == per_rollout.min()  # no mask: it is pushed down
+    # A NaN instead would poison the whole group, so the settings refuse one.
+    nan_scores = type(manager).assemble_rm_scores(batch, [float("nan") if o["reward_extra_info"]["grm_failed"] else o["reward_score"] for o in outputs])
+    assert torch.isnan(compute_grpo_outcome_advantage(nan_scores, response_mask, index=["g"] * 3)[0]).all()
+    with pytest.raises(ConfigError, match="failure_score"):
+        adapter.GRMVerlSettings.from_verl(verl_support.compose(["reward.grm.failure_score=.nan"]))
+
+
 def test_router_address_builds_the_openai_judge_config(verl_modules, tokenizer) -> None:
     _, verl_support, _, _ = verl_modules
     config = verl_support.compose([
