@@ -250,7 +250,7 @@ def test_verl_grpo_reads_a_failed_rollout_as_the_worst_answer(verl_modules, toke
     nan_scores = type(manager).assemble_rm_scores(batch, [float("nan") if o["reward_extra_info"]["grm_failed"] else o["reward_score"] for o in outputs])
     assert torch.isnan(compute_grpo_outcome_advantage(nan_scores, response_mask, index=["g"] * 3)[0]).all()
     with pytest.raises(ConfigError, match="failure_score"):
-        adapter.GRMVerlSettings.from_verl(verl_support.compose(["reward.grm.failure_score=.nan"]))
+        adapter.GRMVerlSettings.from_verl(verl_support.compose(["reward.grm.failure_score=nan"]))
 
 
 def test_router_address_builds_the_openai_judge_config(verl_modules, tokenizer) -> None:
