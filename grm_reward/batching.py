@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import json
 import logging
 import time
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from grm_reward import deadlines
+from grm_reward._tasks import gather_cancelling
 from grm_reward.config import ServerOptions
 from grm_reward.errors import DeadlineExceededError, GRMError, JudgeUnavailableError
 from grm_reward.model import GenerativeRewardModel
@@ -220,8 +222,9 @@ class MicroBatcher:
             task = contextvars.Context().run(loop.create_task, self._run(batch))
             self._tasks.add(task)
             task.add_done_callback(self._finished)
+            orphaned = functools.partial(self._abandon_if_orphaned, task, batch)
             for member in batch:
-                member.future.add_done_callback(lambda _, t=task, b=batch: self._abandon_if_orphaned(t, b))
+                member.future.add_done_callback(orphaned)
         self.stats.queue_depth = len(self._pending)
         if self._timer is not None:
             self._timer.cancel()
@@ -235,7 +238,7 @@ class MicroBatcher:
         self._timer = None
         self._dispatch()
 
-    def _abandon_if_orphaned(self, task: asyncio.Task[None], batch: list[_Pending]) -> None:
+    def _abandon_if_orphaned(self, task: asyncio.Task[None], batch: list[_Pending], _: object = None) -> None:
         """Cancel a batch (and its backend call) once no caller waits for any of its results."""
         if task.done() or task in self._abandoned or not all(member.future.cancelled() for member in batch):
             return
@@ -283,7 +286,27 @@ class MicroBatcher:
             self.stats.batch_seconds += time.perf_counter() - started
 
     async def _score_plan(self, requests: list[Request]) -> list[RewardResult | BaseException]:
-        """Score the backend requests of a batch; on a failure of any kind, find the culprits one by one."""
+        """Score the backend requests of a batch, in calls of at most ``_CALL_CHARS`` characters.
+
+        The model prepares a call's prompts on the event loop before it awaits the backend: bounding
+        the text per call bounds that pause (a batch of huge requests becomes a few concurrent calls).
+        """
+        calls: list[list[Request]] = [[]]
+        size = 0
+        for request in requests:
+            chars = _request_chars(request)
+            if calls[-1] and size + chars > _CALL_CHARS:
+                calls.append([])
+                size = 0
+            calls[-1].append(request)
+            size += chars
+        if len(calls) == 1:
+            return await self._score_call(requests)
+        parts = await gather_cancelling(self._score_call(call) for call in calls)
+        return [result for part in parts for result in part]
+
+    async def _score_call(self, requests: list[Request]) -> list[RewardResult | BaseException]:
+        """One backend call; on a failure of any kind, find the culprits one by one."""
         try:
             return list(await _until_deadline(self.rm.ascore_batch(requests)))
         except (DeadlineExceededError, JudgeUnavailableError):
@@ -299,7 +322,7 @@ class MicroBatcher:
             )
             for single in singles:
                 if isinstance(single, BaseException) and not isinstance(single, Exception):
-                    raise single  # cancelled (every caller gone, or shutting down)
+                    raise single from None  # cancelled (every caller gone, or shutting down)
             return [r if isinstance(r, BaseException) else r[0] for r in singles]
 
     def _group(self, batch: list[_Pending]) -> list[tuple[Request, list[tuple[_Pending, int | None]]]]:
@@ -339,6 +362,18 @@ class MicroBatcher:
         if not member.future.done():
             member.future.set_exception(exc)
             self.stats.failed += 1
+
+
+#: Most characters of request text (prompts, responses, references, principles) in one model call.
+_CALL_CHARS = 1 << 20
+
+
+def _request_chars(request: Request) -> int:
+    prompt = request.prompt
+    size = len(prompt) if isinstance(prompt, str) else sum(len(str(m.get("content") or "")) for m in prompt)
+    principles = request.principles
+    size += len(principles) if isinstance(principles, str) else sum(len(p) for p in principles or ())
+    return size + sum(len(r) for r in request.responses) + len(request.reference or "")
 
 
 async def _until_deadline(work: Coroutine[Any, Any, T]) -> T:

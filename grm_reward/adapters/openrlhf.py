@@ -195,7 +195,10 @@ def label_fields(label: Any, *, as_reference: bool = True) -> tuple[str | None, 
     carry ``reference`` and ``principles`` (a string or a list of strings). Anything else is ignored.
     """
     if isinstance(label, Mapping):
-        return reference_text(label.get("reference")), as_principles(label.get("principles"))
+        reference = label.get("reference")
+        if reference is not None and (isinstance(reference, bool) or not isinstance(reference, (str, int, float))):
+            raise InputError(f"label 'reference' must be a string or a number, got {type(reference).__name__}")
+        return reference_text(reference), as_principles(label.get("principles"))
     if as_reference and isinstance(label, (str, int, float)) and not isinstance(label, bool):
         return reference_text(label), None
     return None, None

@@ -364,8 +364,7 @@ def test_a_batch_runs_under_the_latest_deadline_of_its_members() -> None:
 
 @pytest.mark.timeout(30)
 def test_a_stalled_batch_fails_with_deadline_exceeded_when_its_deadline_passes() -> None:
-    from grm_reward import DeadlineExceededError
-    from grm_reward import deadlines
+    from grm_reward import DeadlineExceededError, deadlines
 
     backend = StallingBackend(quality_judge(QUALITY))
     rm = GenerativeRewardModel(backend=backend, k=1)
