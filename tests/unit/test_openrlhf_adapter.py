@@ -188,9 +188,9 @@ def _growth(make, split, small=4_000, factor=4) -> float:
     ("case", "make", "split", "small"),
     [
         # a Mistral-looking prompt of [INST] without [/INST]: the turn pattern scanned to the end per [INST]
-        ("mistral", lambda n: ("[INST]" * n + "x", "[INST]" * n), split_query, 1_000),
+        ("mistral", lambda n: ("[INST]" * n + "x", "[INST]" * n), split_query, 2_000),
         # a repetitive prompt that is not a prefix of its query: one full comparison per anchor position
-        ("truncation", lambda n: ("a" * (3 * n) + "b" * 10, "a" * (6 * n)), split_query, 2_000),
+        ("truncation", lambda n: ("a" * (3 * n) + "b" * 10, "a" * (6 * n)), split_query, 8_000),
     ],
 )
 def test_splitting_time_grows_linearly_with_the_input(case, make, split, small) -> None:
