@@ -11,26 +11,36 @@ many small ones. With ``group_by_prompt``, single-response requests that share a
 are judged together in one listwise request of at most ``max_group_size`` responses, as the
 paper allows (its Table 11: list input and pair input agree within 0.5 points).
 
-Failures stay local: if a batch fails, its requests are retried one by one, so only the request
-that caused the failure gets the error.
+Failures stay local: if a batch fails with any exception, its requests are retried one by one, so
+only the request that caused it gets the error. Abandoned work stops: a batch runs under the latest
+deadline of its members (:mod:`grm_reward.deadlines`) and is cancelled once every caller it serves
+has gone (timed out, disconnected). See ``docs/server.md``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import json
+import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+from grm_reward import deadlines
+from grm_reward._tasks import gather_cancelling
 from grm_reward.config import ServerOptions
-from grm_reward.errors import GRMError
+from grm_reward.errors import DeadlineExceededError, GRMError, JudgeUnavailableError
 from grm_reward.model import GenerativeRewardModel
 from grm_reward.types import Judgement, Request, RewardResult, Usage
 
 __all__ = ["BatcherStats", "MicroBatcher", "group_key", "split_result"]
+
+logger = logging.getLogger("grm_reward.batching")
+T = TypeVar("T")
 
 
 def split_result(result: RewardResult, index: int) -> RewardResult:
@@ -90,6 +100,7 @@ class BatcherStats:
     batched_requests: int = 0  # backend requests after grouping
     grouped_requests: int = 0  # submissions merged into listwise requests
     retries: int = 0
+    cancelled: int = 0  # batches cancelled because every caller they served had gone
     queue_depth: int = 0
     in_flight: int = 0
     batch_seconds: float = 0.0
@@ -100,6 +111,7 @@ class BatcherStats:
 class _Pending:
     request: Request
     future: asyncio.Future[RewardResult]
+    deadline: float | None  # the caller's deadline (time.monotonic clock), None: none
 
 
 class MicroBatcher:
@@ -133,6 +145,7 @@ class MicroBatcher:
         self._timer: asyncio.TimerHandle | None = None
         self._running = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._abandoned: set[asyncio.Task[None]] = set()
         self._closing = False
 
     @classmethod
@@ -152,7 +165,7 @@ class MicroBatcher:
         if self._closing:
             raise GRMError("the micro-batcher is closed")
         loop = asyncio.get_running_loop()
-        pending = _Pending(request, loop.create_future())
+        pending = _Pending(request, loop.create_future(), deadlines.current_deadline())
         if not self._pending:
             self._window_opened = loop.time()
         self._pending.append(pending)
@@ -205,9 +218,13 @@ class MicroBatcher:
             if not batch:
                 continue
             self._running += 1
-            task = loop.create_task(self._run(batch))
+            # A fresh context: the batch serves many callers, not the one whose submit dispatched it.
+            task = contextvars.Context().run(loop.create_task, self._run(batch))
             self._tasks.add(task)
             task.add_done_callback(self._finished)
+            orphaned = functools.partial(self._abandon_if_orphaned, task, batch)
+            for member in batch:
+                member.future.add_done_callback(orphaned)
         self.stats.queue_depth = len(self._pending)
         if self._timer is not None:
             self._timer.cancel()
@@ -221,8 +238,17 @@ class MicroBatcher:
         self._timer = None
         self._dispatch()
 
+    def _abandon_if_orphaned(self, task: asyncio.Task[None], batch: list[_Pending], _: object = None) -> None:
+        """Cancel a batch (and its backend call) once no caller waits for any of its results."""
+        if task.done() or task in self._abandoned or not all(member.future.cancelled() for member in batch):
+            return
+        self._abandoned.add(task)
+        self.stats.cancelled += 1
+        task.cancel()
+
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        self._abandoned.discard(task)
         self._running -= 1
         if not task.cancelled():
             task.exception()  # retrieved: _run has already handed any failure to its callers
@@ -231,23 +257,16 @@ class MicroBatcher:
     async def _run(self, batch: list[_Pending]) -> None:
         self.stats.in_flight += 1
         started = time.perf_counter()
+        # The batch runs until its most patient member gives up (no deadline if one has none).
+        member_deadlines = [member.deadline for member in batch]
+        latest = None if None in member_deadlines else max(d for d in member_deadlines if d is not None)
         try:
-            plan = self._group(batch)
-            self.stats.batches += 1
-            self.stats.batched_requests += len(plan)
-            self.stats.batch_sizes.append(len(plan))
-            results: list[RewardResult | BaseException]
-            try:
-                results = list(await self.rm.ascore_batch([request for request, _ in plan]))
-            except GRMError:
-                if len(plan) == 1:
-                    raise
-                # Find the culprit: retry each backend request on its own.
-                self.stats.retries += 1
-                singles = await asyncio.gather(
-                    *(self.rm.ascore_batch([request]) for request, _ in plan), return_exceptions=True
-                )
-                results = [r if isinstance(r, BaseException) else r[0] for r in singles]
+            with deadlines.deadline_at(latest):
+                plan = self._group(batch)
+                self.stats.batches += 1
+                self.stats.batched_requests += len(plan)
+                self.stats.batch_sizes.append(len(plan))
+                results = await self._score_plan([request for request, _ in plan])
             for (_, members), result in zip(plan, results):
                 for member, index in members:
                     if isinstance(result, BaseException):
@@ -265,6 +284,46 @@ class MicroBatcher:
         finally:
             self.stats.in_flight -= 1
             self.stats.batch_seconds += time.perf_counter() - started
+
+    async def _score_plan(self, requests: list[Request]) -> list[RewardResult | BaseException]:
+        """Score the backend requests of a batch, in calls of at most ``_CALL_CHARS`` characters.
+
+        The model prepares a call's prompts on the event loop before it awaits the backend: bounding
+        the text per call bounds that pause (a batch of huge requests becomes a few concurrent calls).
+        """
+        calls: list[list[Request]] = [[]]
+        size = 0
+        for request in requests:
+            chars = _request_chars(request)
+            if calls[-1] and size + chars > _CALL_CHARS:
+                calls.append([])
+                size = 0
+            calls[-1].append(request)
+            size += chars
+        if len(calls) == 1:
+            return await self._score_call(requests)
+        parts = await gather_cancelling(self._score_call(call) for call in calls)
+        return [result for part in parts for result in part]
+
+    async def _score_call(self, requests: list[Request]) -> list[RewardResult | BaseException]:
+        """One backend call; on a failure of any kind, find the culprits one by one."""
+        try:
+            return list(await _until_deadline(self.rm.ascore_batch(requests)))
+        except (DeadlineExceededError, JudgeUnavailableError):
+            raise  # nobody's fault in particular: retrying one by one cannot help
+        except Exception as exc:
+            if len(requests) == 1:
+                raise
+            logger.info("a batch of %d failed (%s: %s); retrying its requests one by one",
+                        len(requests), type(exc).__name__, exc)
+            self.stats.retries += 1
+            singles = await asyncio.gather(
+                *(_until_deadline(self.rm.ascore_batch([request])) for request in requests), return_exceptions=True
+            )
+            for single in singles:
+                if isinstance(single, BaseException) and not isinstance(single, Exception):
+                    raise single from None  # cancelled (every caller gone, or shutting down)
+            return [r if isinstance(r, BaseException) else r[0] for r in singles]
 
     def _group(self, batch: list[_Pending]) -> list[tuple[Request, list[tuple[_Pending, int | None]]]]:
         """Backend requests for a batch, each with the submissions it answers (and their index)."""
@@ -303,6 +362,35 @@ class MicroBatcher:
         if not member.future.done():
             member.future.set_exception(exc)
             self.stats.failed += 1
+
+
+#: Most characters of request text (prompts, responses, references, principles) in one model call.
+_CALL_CHARS = 1 << 20
+
+
+def _request_chars(request: Request) -> int:
+    prompt = request.prompt
+    size = len(prompt) if isinstance(prompt, str) else sum(len(str(m.get("content") or "")) for m in prompt)
+    principles = request.principles
+    size += len(principles) if isinstance(principles, str) else sum(len(p) for p in principles or ())
+    return size + sum(len(r) for r in request.responses) + len(request.reference or "")
+
+
+async def _until_deadline(work: Coroutine[Any, Any, T]) -> T:
+    """Await ``work`` until the deadline in force; past it, cancel it and raise DeadlineExceededError."""
+    left = deadlines.remaining()
+    if left is None:
+        return await work
+    task = asyncio.ensure_future(work)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=left)
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if not done:
+        raise DeadlineExceededError("the deadline of every request in the batch passed before the judge answered")
+    return task.result()
 
 
 def _group_key(request: Request) -> str:

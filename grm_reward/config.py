@@ -193,6 +193,40 @@ class ServerOptions(_Section):
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="Server log level.")
     access_log: bool = Field(False, description="Log every HTTP request (noisy: OpenRLHF sends one per rollout sample).")
+    max_prompt_chars: int = Field(
+        262_144,
+        ge=1,
+        description=(
+            "Most characters in one prompt (the conversation; also a reference or the principles); a longer one gets "
+            "a 422 naming this limit. /get_reward's query may hold max_prompt_chars + max_response_chars."
+        ),
+    )
+    max_response_chars: int = Field(
+        262_144, ge=1, description="Most characters in one response to score (422 naming this limit beyond)."
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description=(
+            "Close a connection whose request line and headers are not complete this long after it opened (or after "
+            "its previous answer): half-sent requests cannot pile up and exhaust file descriptors."
+        ),
+    )
+    keep_alive_s: int = Field(
+        5, ge=1, description="Close a kept-alive connection that sends no new request for this many seconds (uvicorn)."
+    )
+    max_connections: int | None = Field(
+        4096,
+        ge=1,
+        description=(
+            "Most open connections and requests in progress at once; beyond, new requests get a 503 at once "
+            "(uvicorn's limit_concurrency; keep `ulimit -n` above it). None: no limit."
+        ),
+    )
+    backlog: int = Field(2048, ge=1, description="Connections the OS queues before the server accepts them.")
+    ready_timeout_s: float = Field(
+        5.0, gt=0, description="Longest time GET /ready waits for the judge's readiness probe (503 beyond)."
+    )
 
 
 class MetaRMOptions(_Section):

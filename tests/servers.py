@@ -22,12 +22,23 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def uvicorn_thread(app: Any, *, port: int | None = None) -> Iterator[str]:
-    """Run ``app`` with uvicorn in a background thread; yields its base URL; stops it on exit."""
+def uvicorn_thread(app: Any, *, port: int | None = None, options: Any = None) -> Iterator[str]:
+    """Run ``app`` with uvicorn in a background thread; yields its base URL; stops it on exit.
+
+    With ``options`` (a ``ServerOptions``), uvicorn runs as ``grm-reward serve`` runs it (connection
+    limits, header timeout); the running ``uvicorn.Server`` is ``uvicorn_thread.server``.
+    """
     import uvicorn
 
     port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    if options is not None:
+        from grm_reward.server.running import uvicorn_config
+
+        config = uvicorn_config(app, options, host="127.0.0.1", port=port, log_level="warning")
+    else:
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    uvicorn_thread.server = server  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.run, name="test-uvicorn", daemon=True)
     thread.start()
     deadline = time.monotonic() + 60

@@ -100,9 +100,13 @@ _TEMPLATES: tuple[tuple[str, re.Pattern[str], re.Pattern[str]], ...] = (
     ),
     (
         "mistral",
-        re.compile(r"\[INST\](.*?)\[/INST\]", re.DOTALL),
+        # tempered: a turn never spans another [INST], so an unclosed [INST] costs one scan, not one per [INST]
+        re.compile(r"\[INST\]((?:(?!\[/?INST\]).)*)\[/INST\]", re.DOTALL),
         re.compile(r"\[/INST\]"),
     ),
+)
+_TRAILING_END = re.compile(
+    "(?:\\s|" + "|".join(re.escape(t[::-1]) for t in sorted(END_TOKENS, key=len, reverse=True)) + ")*"
 )
 _LEADING_SPECIAL = re.compile(r"^(?:<s>|<bos>|<\|begin_of_text\|>|<｜begin▁of▁sentence｜>)+")
 _ROLES = {"model": "assistant", "User": "user", "Assistant": "assistant"}
@@ -123,15 +127,13 @@ class SplitQuery:
 
 
 def strip_end_tokens(text: str) -> str:
-    """Remove trailing whitespace and end-of-turn / padding tokens (repeatedly)."""
-    previous = None
-    while previous != text:
-        previous = text
-        text = text.rstrip()
-        for token in END_TOKENS:
-            if text.endswith(token):
-                text = text[: -len(token)]
-    return text
+    """Remove trailing whitespace and end-of-turn / padding tokens (repeatedly; linear in the text).
+
+    >>> strip_end_tokens("Four. <|im_end|>\\n<pad><pad>")
+    'Four.'
+    """
+    # One anchored match over the reversed text: no backtracking, no copy per token removed.
+    return text[: len(text) - _TRAILING_END.match(text[::-1]).end()]  # type: ignore[union-attr]
 
 
 def split_query(query: str, prompt: str | None = None) -> SplitQuery:
@@ -193,7 +195,10 @@ def label_fields(label: Any, *, as_reference: bool = True) -> tuple[str | None, 
     carry ``reference`` and ``principles`` (a string or a list of strings). Anything else is ignored.
     """
     if isinstance(label, Mapping):
-        return reference_text(label.get("reference")), as_principles(label.get("principles"))
+        reference = label.get("reference")
+        if reference is not None and (isinstance(reference, bool) or not isinstance(reference, (str, int, float))):
+            raise InputError(f"label 'reference' must be a string or a number, got {type(reference).__name__}")
+        return reference_text(reference), as_principles(label.get("principles"))
     if as_reference and isinstance(label, (str, int, float)) and not isinstance(label, bool):
         return reference_text(label), None
     return None, None
@@ -318,19 +323,57 @@ def _after_truncated_prompt(query: str, prompt: str) -> int | None:
     """Where the response starts when ``query`` begins with a tail of ``prompt`` (left truncation).
 
     The first characters of a truncated query may be a partial character the tokenizer could not
-    decode, so the anchor is tried a few characters in.
+    decode, so the match is tried a few characters in. The longest tail wins. Linear in the input:
+    a few candidate tails found by a 64-character anchor are checked directly (the usual case), and
+    a repetitive prompt with many candidates falls back to a prefix-function pass (once per query).
     """
+    searched = False
     for skip in (0, 1, 2, 4, 8, 16):
         anchor = query[skip : skip + 64]
         if len(anchor) < 8:
             return None
         position = prompt.find(anchor)
-        while position >= 0:
-            tail = prompt[position:]
-            if query.startswith(tail, skip):
-                return skip + len(tail)
+        for _ in range(_DIRECT_CANDIDATES):
+            if position < 0:
+                break
+            if query.startswith(prompt[position:], skip):
+                return skip + len(prompt) - position
             position = prompt.find(anchor, position + 1)
+        else:
+            head = query[skip : skip + len(prompt)]
+            if position >= 0 and not searched and prompt[-len(anchor) :] in head:  # a tail ends as prompt does
+                searched = True
+                length = _longest_tail_starting(prompt, head)
+                if length >= len(anchor):
+                    return skip + length
     return None
+
+
+_DIRECT_CANDIDATES = 16
+
+
+def _longest_tail_starting(text: str, head: str) -> int:
+    """Length of the longest suffix of ``text`` that is a prefix of ``head`` (KMP prefix function, linear).
+
+    >>> _longest_tail_starting("xxabcab", "abcabq")
+    5
+    """
+    border = [0] * len(head)  # border[i]: longest proper border of head[: i + 1]
+    k = 0
+    for i in range(1, len(head)):
+        char = head[i]
+        while k and head[k] != char:
+            k = border[k - 1]
+        if head[k] == char:
+            k += 1
+        border[i] = k
+    k = 0  # length of the current match of a prefix of head ending at text[j]
+    for char in text:
+        while k and (k == len(head) or head[k] != char):
+            k = border[k - 1]
+        if k < len(head) and head[k] == char:
+            k += 1
+    return k
 
 
 def _last_assistant_header_end(query: str) -> int | None:

@@ -1,7 +1,8 @@
 """``grm-reward serve [--host 127.0.0.1] [--port P] [--backend B] [--base-url U] [--model M] [-k K] [--api-key KEY] [--config FILE]``
 
 Starts the reward server (``docs/server.md``): OpenRLHF's ``POST /get_reward``, the native
-``POST /v1/rewards``, ``GET /health`` and ``GET /metrics``. Every GRMConfig setting has a flag;
+``POST /v1/rewards``, ``GET /health``, ``GET /ready`` and ``GET /metrics``, with the connection
+limits of the ``server`` section (header and keep-alive timeouts, max connections, backlog). Every GRMConfig setting has a flag;
 the short ones map onto ``server.host``, ``server.port``, ``server.api_key`` (the token clients
 of *this* server must send) and ``openai.base_url`` (the judge server the ``openai`` backend
 calls, whose own key is ``--openai-api-key``).
@@ -40,22 +41,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     from grm_reward.server import build_app
+    from grm_reward.server.running import uvicorn_config
 
-    uvicorn.run(
-        build_app(config),
-        host=options.host,
-        port=options.port,
-        log_level=options.log_level,
-        access_log=options.access_log,
-        timeout_graceful_shutdown=options.shutdown_timeout_s,
-    )
+    uvicorn.Server(uvicorn_config(build_app(config), options)).run()
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     serve = sub.add_parser(
         "serve",
-        help="run the reward server (OpenRLHF /get_reward, native /v1/rewards, /health, /metrics)",
+        help="run the reward server (OpenRLHF /get_reward, native /v1/rewards, /health, /ready, /metrics)",
         description=(
             "Serve the judge over HTTP. OpenRLHF: --reward.remote_url http://HOST:PORT/get_reward. "
             f"--api-key (or ${API_KEY_ENV}) is the token clients of this server send; the judge server's key "

@@ -3,14 +3,15 @@
 =================  ======================================================================
 ``POST /get_reward``   OpenRLHF's protocol (``docs/openrlhf.md``)
 ``POST /v1/rewards``   native API: rewards and judgements
-``GET /health``        200 once the judge is loaded
+``GET /health``        liveness (always cheap) and the last readiness probe
+``GET /ready``         readiness: 200 when the judge answers its probe, else 503 with the reason
 ``GET /metrics``       Prometheus text
 =================  ======================================================================
 
-Bodies are read here with a size limit, parsed, validated against :mod:`.protocol` and handed
-to :class:`~.serving.RewardService`; whatever goes wrong becomes a JSON error through
-:func:`error_response` (4xx for the client's mistakes, 5xx for the judge's), never a hang:
-every request has a deadline.
+Each request runs under its own deadline (``request_timeout_s``, :mod:`grm_reward.deadlines`) and
+is cancelled, judge work included, when the deadline passes or its client disconnects. Bodies are
+read with a size limit, then parsed and validated in a worker thread; whatever goes wrong becomes
+a JSON error through :func:`error_response` (``docs/server.md`` lists the statuses).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import asyncio
 import hmac
 import json
 import logging
+import math
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -28,22 +31,38 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
+from grm_reward import deadlines
 from grm_reward.batching import MicroBatcher
 from grm_reward.config import GRMConfig
 from grm_reward.errors import (
     AllSamplesInvalidError,
     BackendError,
     BackendUnavailableError,
+    DeadlineExceededError,
     GRMError,
     InputError,
+    JudgeUnavailableError,
 )
-from grm_reward.server.protocol import ErrorDetail, ErrorResponse, GetRewardRequest, RewardsRequest
-from grm_reward.server.serving import RewardService
+from grm_reward.server.protocol import (
+    ErrorDetail,
+    ErrorResponse,
+    GetRewardRequest,
+    RewardsRequest,
+    find_lone_surrogate,
+)
+from grm_reward.server.serving import RewardService, public_error_message
 
-__all__ = ["build_app", "create_app", "error_response"]
+__all__ = ["build_app", "create_app", "error_response", "redact_token_filter"]
 
 logger = logging.getLogger("grm_reward.server")
+
+#: Status logged (never sent) for a request whose client went away before the answer (nginx's 499).
+CLIENT_GONE = 499
+# A JSON escape of a UTF-16 surrogate: only bodies containing one can hold a lone surrogate.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s\"]*")
 
 
 class ClientError(Exception):
@@ -61,23 +80,32 @@ def error_response(exc: BaseException) -> JSONResponse:
     if isinstance(exc, ClientError):
         status, message, headers = exc.status, str(exc), exc.headers
     elif isinstance(exc, StarletteHTTPException):
-        status, message = exc.status_code, str(exc.detail)
+        status, message, headers = exc.status_code, str(exc.detail), dict(exc.headers or {})
     elif isinstance(exc, ValidationError):
         status, message = 422, _validation_message(exc)
-    elif isinstance(exc, InputError):  # PromptTooLongError included
+    elif isinstance(exc, InputError):  # PromptTooLongError and the size limits included
         status, message = 422, str(exc)
-    elif isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
-        status, message = 504, "the judge did not answer within the server's request_timeout_s"
+    elif isinstance(exc, ClientDisconnect):
+        status, message = CLIENT_GONE, "the client disconnected before the answer"
+    elif isinstance(exc, (DeadlineExceededError, asyncio.TimeoutError, TimeoutError)):
+        status = 504
+        message = f"deadline exceeded (the server's request_timeout_s, queueing included): {public_error_message(exc)}"
+    elif isinstance(exc, JudgeUnavailableError):
+        status, message = 503, public_error_message(exc)
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after or 1)))}
     elif isinstance(exc, BackendUnavailableError):
-        status, message = 503, str(exc)
-    elif isinstance(exc, (BackendError, AllSamplesInvalidError)):
+        status, message = 503, public_error_message(exc)
+    elif isinstance(exc, BackendError):
+        status, message = 502, public_error_message(exc)
+    elif isinstance(exc, AllSamplesInvalidError):
         status, message = 502, str(exc)
     elif isinstance(exc, GRMError):
         status, message = 500, str(exc)
     else:
         status, message = 500, "internal server error (see the server log)"
-    if status >= 500:
-        logger.error("answering %d: %s", status, message, exc_info=status == 500 and not isinstance(exc, GRMError))
+    if status >= 500 and status != CLIENT_GONE:
+        internal = status == 500 and not isinstance(exc, GRMError)
+        logger.error("answering %d: %s: %s", status, type(exc).__name__, exc, exc_info=exc if internal else None)
     body = ErrorResponse(error=ErrorDetail(type=type(exc).__name__, message=message), status=status)
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
@@ -85,21 +113,37 @@ def error_response(exc: BaseException) -> JSONResponse:
 def create_app(service: RewardService, *, lifespan: Any = None) -> FastAPI:
     """The FastAPI app around a ready :class:`RewardService` (settings from ``service.config.server``)."""
     options = service.config.server
-    app = FastAPI(title="grm-reward", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="grm-reward", version="1", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.state.service = service
+    access = logging.getLogger("uvicorn.access")
+    if redact_token_filter not in access.filters:
+        access.addFilter(redact_token_filter)
 
     async def answer(request: Request, route: str, handler: Callable[[Any], Awaitable[BaseModel]], parse: Any) -> Response:
         started = time.perf_counter()
+        body_read = asyncio.Event()
 
         async def handle() -> BaseModel:
             _authorize(request, options.api_key)
-            data = _parse_json(await _read_body(request, options.max_body_bytes))
-            return await handler(parse(data))
+            raw = await _read_body(request, options.max_body_bytes)
+            body_read.set()
+            parsed = await asyncio.to_thread(_decode, raw, parse)  # JSON + validation: CPU, off the loop
+            return await handler(parsed)
 
         try:
-            result = await asyncio.wait_for(handle(), timeout=options.request_timeout_s)
+            with deadlines.deadline_scope(options.request_timeout_s):
+                result = await _until_done_or_gone(request, handle(), body_read, options.request_timeout_s)
             response: Response = JSONResponse(result.model_dump())
+        except asyncio.CancelledError:
+            # uvicorn cancels requests still running when the shutdown grace period ends: answer JSON
+            response = error_response(
+                StarletteHTTPException(503, "the server is shutting down; retry the request", {"Retry-After": "1"})
+            )
         except Exception as exc:
+            if service.closing and isinstance(exc, GRMError) and not isinstance(exc, InputError):
+                exc = StarletteHTTPException(503, "the server is shutting down; retry the request", {"Retry-After": "1"})
             response = error_response(exc)
         service.metrics.observe(route, response.status_code, time.perf_counter() - started)
         return response
@@ -119,6 +163,13 @@ def create_app(service: RewardService, *, lifespan: Any = None) -> FastAPI:
     async def health() -> Response:
         return JSONResponse(service.health())
 
+    @app.get("/ready")
+    async def ready() -> Response:
+        reason = await service.readiness()
+        if reason is None:
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
+
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
         try:
@@ -126,6 +177,14 @@ def create_app(service: RewardService, *, lifespan: Any = None) -> FastAPI:
         except ClientError as exc:
             return error_response(exc)
         return PlainTextResponse(service.metrics_text(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(request: Request) -> Response:
+        try:
+            _authorize(request, options.api_key)
+        except ClientError as exc:
+            return error_response(exc)
+        return JSONResponse(app.openapi())
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -144,13 +203,64 @@ def build_app(config: GRMConfig, *, backend: Any = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(lambda: rm.backend)  # load the model / reach the judge server now
-        logger.info("grm-reward judge ready: %s", service.health())
+        reason = await service.readiness()
+        logger.info("grm-reward judge loaded: %s", "ready" if reason is None else f"not ready yet: {reason}")
         try:
             yield
         finally:
             await service.aclose()
 
     return create_app(service, lifespan=lifespan)
+
+
+def redact_token_filter(record: logging.LogRecord) -> bool:
+    """A logging filter: ``?token=SECRET`` in a log line's arguments becomes ``?token=***``.
+
+    Installed on uvicorn's access log by :func:`create_app`, so OpenRLHF's URL token never lands there.
+    """
+    if isinstance(record.args, tuple):
+        record.args = tuple(_TOKEN_IN_URL.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
+    if isinstance(record.msg, str) and "token=" in record.msg:
+        record.msg = _TOKEN_IN_URL.sub(r"\1***", record.msg)
+    return True
+
+
+async def _until_done_or_gone(
+    request: Request, work: Awaitable[BaseModel], body_read: asyncio.Event, timeout: float
+) -> BaseModel:
+    """Await ``work``; cancel it when the deadline passes or, once the body is read, the client leaves."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request, body_read))
+    try:
+        done, _ = await asyncio.wait({task, watcher}, timeout=deadlines.remaining(), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in (task, watcher):
+            if not waiting.done():
+                waiting.cancel()
+        await asyncio.gather(task, watcher, return_exceptions=True)
+    if task in done:
+        return task.result()
+    if watcher in done and not watcher.cancelled() and watcher.exception() is None:
+        raise ClientDisconnect()
+    raise DeadlineExceededError(f"the request was not answered within request_timeout_s={timeout:g}")
+
+
+async def _disconnected(request: Request, body_read: asyncio.Event) -> None:
+    """Return when the client disconnects (after the body: the ASGI receive channel says so)."""
+    await body_read.wait()
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def _decode(raw: bytes, parse: Callable[[Any], BaseModel]) -> BaseModel:
+    data = _parse_json(raw)
+    if _SURROGATE_ESCAPE.search(raw):  # only then can a string hold a lone surrogate
+        where = find_lone_surrogate(data)
+        if where is not None:
+            raise ClientError(422, f"invalid request: {where}: text is not valid Unicode (lone surrogate)")
+    return parse(data)
 
 
 def _authorize(request: Request, api_key: str | None) -> None:
@@ -194,11 +304,84 @@ def _parse_json(raw: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise ClientError(400, f"body is not UTF-8: {exc}") from None
     try:
-        return json.loads(text)
+        value, end = _json_value(text, _json_space(text, 0), 0)
+        if _json_space(text, end) != len(text):
+            raise json.JSONDecodeError("Extra data", text, end)
+        return value
     except json.JSONDecodeError as exc:
         raise ClientError(400, f"body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except RecursionError:
-        raise ClientError(400, "body is nested too deeply") from None
+        raise ClientError(400, f"body is nested too deeply (more than {_MAX_JSON_DEPTH} levels)") from None
+
+
+# json.loads builds a body's values in one C call that holds the GIL: 16 MiB of small values froze the
+# event loop (and /health) for over a second even from a worker thread. This parser walks containers in
+# Python and hands the C scanner runs of at most 1,024 scalars (or "key": scalar pairs) at a time, so the
+# GIL is released between runs.
+_MAX_JSON_DEPTH = 100
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+_SCALAR = r'(?:"[^"\\]*(?:\\.[^"\\]*)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false|null)'
+_SCALAR_RUN = re.compile(r"(?:" + _SCALAR + r"[ \t\n\r]*,[ \t\n\r]*){1,1024}")
+_PAIR_RUN = re.compile(
+    r'(?:"[^"\\]*(?:\\.[^"\\]*)*"[ \t\n\r]*:[ \t\n\r]*' + _SCALAR + r"[ \t\n\r]*,[ \t\n\r]*){1,1024}"
+)
+_scan_scalar: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+_scan_string: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
+
+
+def _json_space(text: str, index: int) -> int:
+    return _JSON_SPACE.match(text, index).end()  # type: ignore[union-attr]
+
+
+def _json_value(text: str, index: int, depth: int) -> tuple[Any, int]:
+    """The JSON value at ``index`` and the index after it (containers in Python, scalars in C)."""
+    opener = text[index : index + 1]
+    if opener not in ("[", "{"):
+        try:
+            return _scan_scalar(text, index)
+        except StopIteration as exc:
+            raise json.JSONDecodeError("Expecting value", text, exc.value) from None
+    if depth >= _MAX_JSON_DEPTH:
+        raise RecursionError
+    closer = "]" if opener == "[" else "}"
+    items: list[Any] = []
+    pairs: dict[str, Any] = {}
+    index = _json_space(text, index + 1)
+    if text[index : index + 1] == closer:
+        return (items if opener == "[" else pairs), index + 1
+    run_pattern = _PAIR_RUN if opener == "{" else _SCALAR_RUN
+    while True:
+        run = run_pattern.match(text, index)
+        if run is not None:  # many small members: parse them in C, a bounded run at a time
+            chunk = opener + text[index : run.end()].rstrip(" \t\n\r").removesuffix(",") + closer
+            try:
+                parsed = json.loads(chunk)
+            except json.JSONDecodeError as exc:
+                raise json.JSONDecodeError(exc.msg, text, index + exc.pos - 1) from None
+            if opener == "{":
+                pairs.update(parsed)
+            else:
+                items.extend(parsed)
+            index = run.end()
+        if opener == "{":
+            if text[index : index + 1] != '"':
+                raise json.JSONDecodeError("Expecting property name enclosed in double quotes", text, index)
+            key, index = _scan_string(text, index + 1)
+            index = _json_space(text, index)
+            if text[index : index + 1] != ":":
+                raise json.JSONDecodeError("Expecting ':' delimiter", text, index)
+            value, index = _json_value(text, _json_space(text, index + 1), depth + 1)
+            pairs[key] = value
+        else:
+            value, index = _json_value(text, index, depth + 1)
+            items.append(value)
+        index = _json_space(text, index)
+        separator = text[index : index + 1]
+        if separator == closer:
+            return (items if opener == "[" else pairs), index + 1
+        if separator != ",":
+            raise json.JSONDecodeError("Expecting ',' delimiter", text, index)
+        index = _json_space(text, index + 1)
 
 
 def _validation_message(exc: ValidationError) -> str:

@@ -2,7 +2,8 @@
 
 The scorer is a :class:`~grm_reward.batching.MicroBatcher` around a
 :class:`~grm_reward.GenerativeRewardModel`: every request is submitted on its own and
-concurrent ones meet in the batcher's window. Nothing here knows about HTTP; the routes in
+concurrent ones meet in the batcher's window. Per-request CPU work (limits, query splitting) runs
+in a worker thread, off the event loop. Nothing here knows about HTTP; the routes in
 :mod:`grm_reward.server.app` decode bodies, call :class:`RewardService` and map exceptions.
 """
 
@@ -10,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import logging
+import re
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -19,7 +23,16 @@ from grm_reward._tasks import gather_cancelling
 from grm_reward.adapters.openrlhf import build_request, openrlhf_response
 from grm_reward.batching import MicroBatcher
 from grm_reward.config import GRMConfig
-from grm_reward.errors import GRMError, InputError
+from grm_reward.errors import (
+    BackendCapabilityError,
+    BackendError,
+    BackendProtocolError,
+    BackendUnavailableError,
+    GenerationError,
+    GRMError,
+    InputError,
+    JudgeUnavailableError,
+)
 from grm_reward.server.protocol import (
     ErrorDetail,
     GetRewardRequest,
@@ -29,9 +42,45 @@ from grm_reward.server.protocol import (
     RewardsRequest,
     RewardsResponse,
 )
-from grm_reward.types import Request, RewardResult
+from grm_reward.types import Request, RewardResult, message_text
 
-__all__ = ["Metrics", "RewardService"]
+__all__ = ["Metrics", "RewardService", "public_error_message"]
+
+logger = logging.getLogger("grm_reward.server")
+
+#: What a client is told when the judge fails; the details (with the judge's URL) go to the log.
+_JUDGE_FAILURES: tuple[tuple[type[BackendError], str], ...] = (
+    (JudgeUnavailableError, "the judge server keeps failing: calls fail fast until it recovers"),
+    (BackendProtocolError, "the judge's answer broke the backend contract"),
+    (BackendUnavailableError, "the judge backend is unavailable"),
+    (BackendCapabilityError, "the judge backend cannot do what the configuration asks"),
+    (GenerationError, "the judge server failed to generate an answer"),
+    (BackendError, "the judge failed"),
+)
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\"<>]+", re.IGNORECASE)
+#: /health starts a new readiness probe in the background when the last one is older than this.
+_READY_STALE_S = 10.0
+
+
+def public_error_message(exc: BaseException) -> str:
+    """The message a client may see for ``exc``: a judge failure is named by its kind, never by its URL.
+
+    >>> public_error_message(GenerationError("POST http://10.0.0.7:8000/v1/completions: 500"))
+    'the judge server failed to generate an answer (details in the server log)'
+    """
+    if isinstance(exc, BackendError):
+        kind = next(text for cls, text in _JUDGE_FAILURES if isinstance(exc, cls))
+        return f"{kind} (details in the server log)"
+    return redact_urls(str(exc))
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with every URL replaced by ``<url>``.
+
+    >>> redact_urls("probe of https://judge.internal:8000/v1/models timed out")
+    'probe of <url> timed out'
+    """
+    return _URL.sub("<url>", text)
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 180.0)
 
@@ -43,21 +92,14 @@ class RewardService:
         self.scorer = scorer
         self.config = config
         self.metrics = Metrics()
+        self.closing = False
+        self._probe: asyncio.Future[str | None] | None = None
+        self._last_probe: tuple[str | None, float] | None = None  # (reason, time.monotonic()) of the last probe
 
     async def get_reward(self, body: GetRewardRequest) -> GetRewardResponse:
         """OpenRLHF's /get_reward: one reward per query; an empty batch gets empty lists."""
-        n = len(body.query)
-        self._check_count(n, "queries")
-        prompts: Sequence[str | None] = body.prompts if body.prompts is not None else [None] * n
-        labels: Sequence[Any] = body.labels if body.labels is not None else [None] * n
-        as_reference = self.config.server.label_as_reference
-        requests = []
-        for i, (query, prompt, label) in enumerate(zip(body.query, prompts, labels)):
-            try:
-                request = build_request(query, prompt, label, label_as_reference=as_reference)
-            except InputError as exc:
-                raise InputError(f"query {i}: {exc}") from exc
-            requests.append(request)
+        self._check_count(len(body.query), "queries")
+        requests = await asyncio.to_thread(self._openrlhf_requests, body)  # splitting: CPU, off the loop
         results = await self._score(requests)
         answer = openrlhf_response(
             results, score_range=self.config.score_range, failure_reward=self.config.server.failure_reward
@@ -67,22 +109,13 @@ class RewardService:
     async def rewards(self, body: RewardsRequest) -> RewardsResponse:
         """The native API: per request, rewards and judgements, or the error that request met."""
         self._check_count(len(body.requests), "requests")
-        requests = []
-        for i, item in enumerate(body.requests):
-            if len(item.responses) > self.config.max_responses:
-                raise InputError(
-                    f"{len(item.responses)} responses exceed the server's max_responses={self.config.max_responses}",
-                    index=i,
-                )
-            try:
-                requests.append(Request(**item.to_request_dict()))
-            except InputError as exc:
-                raise InputError(str(exc), index=i) from exc
+        requests = await asyncio.to_thread(self._native_requests, body)
         outcomes = await self._score(requests, per_item=True)
         results: list[RewardOut | ItemError] = []
         for outcome in outcomes:
-            if isinstance(outcome, GRMError):
-                results.append(ItemError(error=ErrorDetail(type=type(outcome).__name__, message=str(outcome))))
+            if isinstance(outcome, BaseException):
+                message = public_error_message(outcome) if isinstance(outcome, GRMError) else "internal error (see the server log)"
+                results.append(ItemError(error=ErrorDetail(type=type(outcome).__name__, message=message)))
                 continue
             data = outcome.to_dict()
             if not body.include_samples:
@@ -90,10 +123,40 @@ class RewardService:
             results.append(RewardOut.model_validate(data))
         return RewardsResponse(results=results)
 
+    async def readiness(self) -> str | None:
+        """Probe the judge now: None when it can answer, else why not (bounded by ``ready_timeout_s``).
+
+        Concurrent callers share one probe; the answer is kept for :meth:`health`.
+        """
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.ensure_future(self._run_probe())
+        return await asyncio.shield(self._probe)
+
     def health(self) -> dict[str, Any]:
+        """Liveness (cheap: never waits for the judge) and the last readiness probe's answer.
+
+        A probe older than a few seconds is refreshed in the background for the next call.
+        """
         config = self.config
+        ready: bool | None = None
+        reason: str | None = "not probed yet"
+        checked: float | None = None
+        if self._last_probe is not None:
+            reason, at = self._last_probe
+            ready, checked = reason is None, round(time.monotonic() - at, 3)
+        stale = checked is None or checked > _READY_STALE_S
+        if stale and not self.closing and (self._probe is None or self._probe.done()):
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # called outside the server's loop: report what is known
+                loop = None
+            if loop is not None:
+                self._probe = loop.create_task(self._run_probe())
         return {
             "status": "ok",
+            "ready": ready,
+            "ready_reason": reason,
+            "ready_checked_s_ago": checked,
             "backend": config.backend,
             "model": config.model or "embedded SmolLM2-135M-Instruct",
             "k": config.k,
@@ -106,6 +169,10 @@ class RewardService:
 
     async def aclose(self) -> None:
         """Shut down: queued requests fail at once, batches in flight are cancelled, the backend is closed."""
+        self.closing = True
+        if self._probe is not None and not self._probe.done():
+            self._probe.cancel()
+            await asyncio.gather(self._probe, return_exceptions=True)
         await self.scorer.aclose(drain=False)
         await self.scorer.rm.aclose()
 
@@ -115,12 +182,83 @@ class RewardService:
         if n > limit:
             raise InputError(f"{n} {what} in one body exceed the server's max_queries={limit}; split the batch")
 
+    def _openrlhf_requests(self, body: GetRewardRequest) -> list[Request]:
+        """Limits, then the split queries (runs in a worker thread)."""
+        options = self.config.server
+        n = len(body.query)
+        prompts: Sequence[str | None] = body.prompts if body.prompts is not None else [None] * n
+        labels: Sequence[Any] = body.labels if body.labels is not None else [None] * n
+        requests = []
+        for i, (query, prompt, label) in enumerate(zip(body.query, prompts, labels)):
+            try:
+                if prompt is not None:
+                    self._check_size(len(prompt), options.max_prompt_chars, "the prompt", "max_prompt_chars")
+                self._check_size(len(query), options.max_prompt_chars + options.max_response_chars, "the query",
+                                 "max_prompt_chars + max_response_chars")
+                if isinstance(label, str):
+                    self._check_size(len(label), options.max_prompt_chars, "the label", "max_prompt_chars")
+                request = build_request(query, prompt, label, label_as_reference=options.label_as_reference)
+                self._check_size(len(request.responses[0]), options.max_response_chars, "the response",
+                                 "max_response_chars")
+            except InputError as exc:
+                raise InputError(f"query {i}: {exc}") from exc
+            requests.append(request)
+        return requests
+
+    def _native_requests(self, body: RewardsRequest) -> list[Request]:
+        """Limits, then the requests (runs in a worker thread)."""
+        options = self.config.server
+        requests = []
+        for i, item in enumerate(body.requests):
+            if len(item.responses) > self.config.max_responses:
+                raise InputError(
+                    f"{len(item.responses)} responses exceed the server's max_responses={self.config.max_responses}",
+                    index=i,
+                )
+            try:
+                request = Request(**item.to_request_dict())
+                prompt = request.prompt
+                size = len(prompt) if isinstance(prompt, str) else sum(len(message_text(m)) for m in prompt)
+                self._check_size(size, options.max_prompt_chars, "the prompt", "max_prompt_chars")
+                for j, response in enumerate(request.responses):
+                    self._check_size(len(response), options.max_response_chars, f"response {j}", "max_response_chars")
+                self._check_size(len(request.reference or ""), options.max_prompt_chars, "the reference",
+                                 "max_prompt_chars")
+                principles = request.principles
+                size = len(principles) if isinstance(principles, str) else sum(len(p) for p in principles or ())
+                self._check_size(size, options.max_prompt_chars, "the principles", "max_prompt_chars")
+            except InputError as exc:
+                raise InputError(str(exc), index=i) from exc
+            requests.append(request)
+        return requests
+
+    @staticmethod
+    def _check_size(size: int, limit: int, what: str, name: str) -> None:
+        if size > limit:
+            raise InputError(f"{what} has {size} characters, over the server's {name}={limit}")
+
+    async def _run_probe(self) -> str | None:
+        timeout = self.config.server.ready_timeout_s
+        try:
+            reason = await asyncio.wait_for(self.scorer.rm.probe(), timeout=timeout)
+        except asyncio.TimeoutError:
+            reason = f"the judge did not answer the readiness probe within ready_timeout_s={timeout:g}"
+        except Exception as exc:  # a probe that fails is an answer: not ready
+            logger.warning("readiness probe failed: %s: %s", type(exc).__name__, exc)
+            reason = f"the readiness probe failed: {public_error_message(exc)}"
+        if reason is not None:
+            reason = redact_urls(reason)
+        self._last_probe = (reason, time.monotonic())
+        return reason
+
     async def _score(self, requests: list[Request], *, per_item: bool = False) -> list[Any]:
         if per_item:
             outcomes = await asyncio.gather(*(self.scorer.submit(r) for r in requests), return_exceptions=True)
             for outcome in outcomes:
-                if isinstance(outcome, BaseException) and not isinstance(outcome, GRMError):
-                    raise outcome
+                if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+                    raise outcome  # cancelled: the caller has gone
+                if isinstance(outcome, Exception) and not isinstance(outcome, GRMError):
+                    logger.error("request failed: %s: %s", type(outcome).__name__, outcome, exc_info=outcome)
         else:
             outcomes = await gather_cancelling(self.scorer.submit(r) for r in requests)
         for outcome in outcomes:

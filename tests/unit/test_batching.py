@@ -257,3 +257,125 @@ def test_closing_without_draining_fails_queued_and_running_requests_at_once() ->
 
     outcomes = run(main())
     assert all(isinstance(o, GRMError) and "shutting down" in str(o) for o in outcomes)
+
+
+# --- isolation, deadlines, cancellation (issue 10) ---------------------------------------------------------------
+def test_a_poisoned_request_of_any_exception_type_never_fails_its_batch_mates() -> None:
+    """1,000 concurrent requests, one in ten poisoned with a non-GRM error: every good one is scored."""
+
+    def judge(call):
+        for response in call.responses:
+            if response.startswith("key"):
+                raise KeyError(response)  # a backend bug
+            if response.startswith("enc"):
+                raise UnicodeEncodeError("utf-8", response, 0, 1, "surrogates not allowed")
+        return quality_judge(QUALITY)(call)
+
+    rm = GenerativeRewardModel(backend=ScriptedBackend(judge, record=False), k=1)
+    texts = [("key" if i % 20 == 3 else "enc" if i % 20 == 13 else "") + "abcde"[i % 5] for i in range(1000)]
+
+    async def main():
+        batcher = MicroBatcher(rm, max_wait_s=0.01, max_batch_requests=64)
+        return batcher, await asyncio.gather(*(batcher.submit(Request("q", [t])) for t in texts),
+                                             return_exceptions=True)
+
+    batcher, outcomes = run(main())
+    good = [o for t, o in zip(texts, outcomes) if len(t) == 1]
+    bad = [o for t, o in zip(texts, outcomes) if len(t) > 1]
+    assert len(bad) == 100 and all(isinstance(o, (KeyError, UnicodeEncodeError)) for o in bad)
+    assert sum(isinstance(o, BaseException) for o in good) == 0
+    assert [o.votes[0] for o in good] == [float(QUALITY[t]) for t in texts if len(t) == 1]
+    assert batcher.stats.retries >= 1 and batcher.stats.failed == 100
+
+
+class StallingBackend(ScriptedBackend):
+    """A judge that stalls (every call waits for ``release``) until ``recovered`` is set; counts cancellations."""
+
+    def __init__(self, judge) -> None:
+        super().__init__(judge)
+        self.release = asyncio.Event()
+        self.stalled = True
+        self.cancelled = 0
+        self.finished_after_stall = 0
+
+    async def generate(self, requests):
+        if self.stalled:
+            try:
+                await self.release.wait()
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+            self.finished_after_stall += 1
+        return await super().generate(requests)
+
+
+@pytest.mark.timeout(30)
+def test_abandoned_batches_are_cancelled_and_recovery_after_a_stall_is_immediate() -> None:
+    backend = StallingBackend(quality_judge(QUALITY))
+    rm = GenerativeRewardModel(backend=backend, k=1)
+
+    async def main():
+        batcher = MicroBatcher(rm, max_wait_s=0.0, max_batch_requests=2, max_concurrent_batches=2)
+        # the judge stalls: every request gives up after 0.1 s (as the server's request_timeout_s does)
+        stalled = await asyncio.gather(*(asyncio.wait_for(batcher.submit(Request("q", [r])), 0.1) for r in "abcd"),
+                                       return_exceptions=True)
+        await asyncio.sleep(0)  # let the cancelled batches unwind
+        backend.stalled = False  # the judge recovers
+        backend.release.set()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        fresh = await asyncio.wait_for(batcher.submit(Request("q", ["b"])), 5.0)
+        return batcher, stalled, fresh, loop.time() - started
+
+    batcher, stalled, fresh, recovery_s = run(main())
+    print(f"recovery after the stall: {recovery_s * 1000:.1f} ms")
+    assert all(isinstance(o, asyncio.TimeoutError) for o in stalled)
+    assert fresh.votes == [9.0] and recovery_s < 1.0  # not queued behind the abandoned batches
+    assert backend.cancelled == 2 and backend.finished_after_stall == 0  # both stalled calls were cancelled
+    assert batcher.stats.cancelled == 2 and batcher.stats.in_flight == 0
+
+
+def test_a_batch_runs_under_the_latest_deadline_of_its_members() -> None:
+    from grm_reward import deadlines
+
+    seen = []
+
+    def judge(call):
+        seen.append(deadlines.remaining())
+        return quality_judge(QUALITY)(call)
+
+    rm = GenerativeRewardModel(backend=ScriptedBackend(judge), k=1)
+
+    async def submit(batcher, response, seconds):
+        with deadlines.deadline_scope(seconds):
+            return await batcher.submit(Request("q", [response]))
+
+    async def main():
+        batcher = MicroBatcher(rm, max_wait_s=0.05)
+        await asyncio.gather(submit(batcher, "a", 5.0), submit(batcher, "b", 50.0))  # one batch, two deadlines
+        await asyncio.gather(submit(batcher, "c", 5.0), submit(batcher, "d", None))  # one member has none
+        return batcher
+
+    batcher = run(main())
+    assert batcher.stats.batches == 2
+    assert 5.0 < seen[0] <= 50.0 and abs(seen[0] - seen[1]) < 1.0  # the most patient member's deadline, for the batch
+    assert seen[2] is None and seen[3] is None
+
+
+@pytest.mark.timeout(30)
+def test_a_stalled_batch_fails_with_deadline_exceeded_when_its_deadline_passes() -> None:
+    from grm_reward import DeadlineExceededError, deadlines
+
+    backend = StallingBackend(quality_judge(QUALITY))
+    rm = GenerativeRewardModel(backend=backend, k=1)
+
+    async def main():
+        batcher = MicroBatcher(rm, max_wait_s=0.0)
+        with deadlines.deadline_scope(0.1):  # no wait_for around it: the batcher itself stops at the deadline
+            outcomes = await asyncio.gather(batcher.submit(Request("q", ["a"])), batcher.submit(Request("q", ["b"])),
+                                            return_exceptions=True)
+        return batcher, outcomes
+
+    batcher, outcomes = run(main())
+    assert all(isinstance(o, DeadlineExceededError) for o in outcomes), outcomes
+    assert backend.cancelled == 1 and batcher.stats.retries == 0  # cancelled, not retried one by one

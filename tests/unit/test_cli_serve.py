@@ -79,3 +79,16 @@ def test_sigterm_with_a_request_in_flight_stops_the_server_promptly(tmp_path) ->
         caller.join(timeout=30)
     assert stopped_after < 10 and process.returncode in (0, -15)  # uvicorn re-raises SIGTERM after a clean exit
     assert replies and replies[0] != 200  # an error answer or a closed connection, not a hang
+
+
+def test_serve_runs_uvicorn_with_the_connection_limits() -> None:
+    from grm_reward.server.running import HeaderTimeoutProtocol, uvicorn_config
+
+    args = build_parser().parse_args([
+        "serve", "--server-header-timeout-s", "3", "--server-keep-alive-s", "7", "--server-max-connections", "10",
+        "--server-backlog", "5", "--server-shutdown-timeout-s", "2",
+    ])
+    config = uvicorn_config(object(), config_from_args(args).server)
+    assert issubclass(config.http, HeaderTimeoutProtocol) and config.http.header_timeout_s == 3.0
+    assert (config.timeout_keep_alive, config.limit_concurrency, config.backlog) == (7, 10, 5)
+    assert config.timeout_graceful_shutdown == 2

@@ -165,3 +165,50 @@ def test_reward_function_from_a_config_file(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("GRM_REWARD_CONFIG", str(path))
     reward = RewardFunction.from_env()
     assert reward.config.k == 3 and reward.config.server.failure_reward == -1.0 and reward.url is None
+
+
+# --- hostile input: splitting is linear in the input size (issue 10) ----------------------------------------------
+def _growth(make, split, small=4_000, factor=4) -> float:
+    """How much longer splitting takes when the input grows ``factor`` times (linear: about ``factor``)."""
+    import time
+
+    def best(n):
+        args = make(n)
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            split(*args)
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    return best(small * factor) / max(best(small), 1e-4)
+
+
+@pytest.mark.parametrize(
+    ("case", "make", "split", "small"),
+    [
+        # a Mistral-looking prompt of [INST] without [/INST]: the turn pattern scanned to the end per [INST]
+        ("mistral", lambda n: ("[INST]" * n + "x", "[INST]" * n), split_query, 2_000),
+        # a repetitive prompt that is not a prefix of its query: one full comparison per anchor position
+        ("truncation", lambda n: ("a" * (3 * n) + "b" * 10, "a" * (6 * n)), split_query, 8_000),
+    ],
+)
+def test_splitting_time_grows_linearly_with_the_input(case, make, split, small) -> None:
+    growth = _growth(make, split, small)
+    print(f"{case}: 4x the input took {growth:.1f}x the time")
+    assert growth < 8  # linear: ~4; quadratic: ~16
+
+
+def test_a_repetitive_left_truncated_prompt_still_splits_at_the_response() -> None:
+    prompt = "<|im_start|>user\n" + "Repeat after me. " * 2000 + "<|im_end|>\n<|im_start|>assistant\n"
+    for cut in (500, 5001):  # the kept tail starts with the same text at thousands of positions
+        split = split_query(prompt[cut:] + "Done.<|im_end|>", prompt)
+        assert split.method == "truncated" and split.response == "Done."
+    split = split_query("\ufffd" + prompt[5001:] + "Done.", prompt)  # a partial character at the cut
+    assert split.method == "truncated" and split.response == "Done."
+
+
+def test_mistral_turns_do_not_span_an_unclosed_inst() -> None:
+    assert parse_chat_prompt("<s>[INST] a [INST] b [/INST] c</s>[INST] d [/INST]") == [
+        {"role": "user", "content": "b"}, {"role": "user", "content": "d"}
+    ]

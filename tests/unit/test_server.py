@@ -111,10 +111,11 @@ def test_a_backend_failure_fails_only_the_affected_request(client) -> None:
                                                 {"prompt": "q", "responses": ["FAIL now"]}])
     assert response.status_code == 200
     ok, failed = response.json()["results"]
-    assert ok["rewards"] and failed == {"error": {"type": "GenerationError", "message": "judge server down"}}
+    generic = "the judge server failed to generate an answer (details in the server log)"
+    assert ok["rewards"] and failed == {"error": {"type": "GenerationError", "message": generic}}
     # OpenRLHF's protocol has one number per query: the HTTP request fails and OpenRLHF retries it
     response = get_reward(client, [CHATML_PROMPT + "FAIL"])
-    assert response.status_code == 502 and "judge server down" in response.json()["error"]["message"]
+    assert response.status_code == 502 and response.json()["error"]["message"] == generic
     assert get_reward(client, [CHATML_PROMPT + "still serving"]).status_code == 200
 
 
@@ -263,3 +264,286 @@ def test_listwise_grouping_judges_a_groups_responses_together() -> None:
         replies = asyncio.run(main(base))
     assert [r.json()["rewards"][0] for r in replies] == pytest.approx([0.0, 2 / 9, 4 / 9, 6 / 9])
     assert [len(r.messages[-1]["content"].split("[The Begin of Response")) - 1 for r in backend.requests] == [4]
+
+
+# --- issue 10: no request may hurt another ---------------------------------------------------------------------------
+def _percentile(values, q):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_health_stays_responsive_while_a_hostile_16_mib_body_is_processed() -> None:
+    import threading
+    import time
+
+    # 32 Mistral-looking queries of 42,000 [INST] each (16 MiB): quadratic splitting on the event loop froze the server
+    prompt = "[INST]" * 42_000
+    body = json.dumps({"query": [prompt + " x"] * 32, "prompts": [prompt] * 32}).encode()
+    assert len(body) > 15 * 2**20
+    app = make_app(k=1)
+    done = threading.Event()
+    statuses = []
+    with uvicorn_thread(app) as base:
+        def hostile():
+            try:
+                for _ in range(2):
+                    statuses.append(httpx.post(base + "/get_reward", content=body, timeout=170,
+                                               headers={"content-type": "application/json"}).status_code)
+            finally:
+                done.set()
+
+        sender = threading.Thread(target=hostile)
+        latencies = []
+        with httpx.Client(base_url=base, timeout=60) as http:
+            http.get("/health")
+            sender.start()
+            while not done.is_set() or len(latencies) < 20:
+                started = time.perf_counter()
+                assert http.get("/health").status_code == 200
+                latencies.append(time.perf_counter() - started)
+                time.sleep(0.005)
+        sender.join()
+    p99 = _percentile(latencies, 0.99)
+    print(f"/health during two 16 MiB hostile bodies: {len(latencies)} probes, p50 "
+          f"{_percentile(latencies, 0.5) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms; hostile answers {statuses}")
+    assert statuses == [200, 200]
+    assert p99 < 1.0  # the goal is 100 ms: generous on a shared 2-core machine (the old code froze for 20+ s)
+
+
+BAD_TEXT = "bad \ud800 text"
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        ("/get_reward", {"query": [CHATML_PROMPT + "a"], "prompts": [CHATML_PROMPT], "labels": [BAD_TEXT]}),
+        ("/get_reward", {"query": [CHATML_PROMPT + "a"], "prompts": [CHATML_PROMPT],
+                         "labels": [{"reference": "4", "principles": [BAD_TEXT]}]}),
+        ("/get_reward", {"query": [CHATML_PROMPT + "a"], "labels": [{"deep": {"er": [{"x": BAD_TEXT}]}}]}),
+        ("/get_reward", {"query": [CHATML_PROMPT + "a"], "labels": [{BAD_TEXT: 1}]}),
+        ("/v1/rewards", [{"prompt": "q", "responses": ["a"], "reference": BAD_TEXT}]),
+        ("/v1/rewards", [{"prompt": "q", "responses": ["a"], "principles": ["ok", BAD_TEXT]}]),
+        ("/v1/rewards", [{"prompt": [{"role": "user", "content": [{"type": "text", "text": BAD_TEXT}]}],
+                          "responses": ["a"]}]),
+        ("/v1/rewards", [{"prompt": [{"role": BAD_TEXT, "content": "q"}], "responses": ["a"]}]),
+    ],
+)
+def test_a_lone_surrogate_anywhere_gets_a_422_and_batch_mates_are_scored(route, body) -> None:
+    backend = ScriptedBackend(length_judge)
+    app = make_app(backend, k=1, server={"batch_window_s": 0.1})
+    good = {"query": [CHATML_PROMPT + "fine answer"], "prompts": [CHATML_PROMPT], "labels": ["4"]}
+
+    async def main(base):
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            # json.dumps writes the lone surrogate as the escape \ud800, as a client's JSON encoder would
+            payload = json.dumps(body).encode()
+            return await asyncio.gather(
+                http.post(route, content=payload, headers={"content-type": "application/json"}),
+                *(http.post("/get_reward", json=good) for _ in range(3)),
+            )
+
+    with uvicorn_thread(app) as base:
+        bad, *goods = asyncio.run(main(base))
+    assert bad.status_code == 422 and "lone surrogate" in bad.json()["error"]["message"], bad.text
+    assert [g.status_code for g in goods] == [200, 200, 200]
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"query": [CHATML_PROMPT + "a"], "labels": [{"reference": {"nested": "dict"}}]}, "must be a string or a number"),
+        ({"query": [CHATML_PROMPT + "a"], "labels": [{"principles": [1, 2]}]}, "principles must be"),
+    ],
+)
+def test_wrong_types_in_labels_get_a_422(client, body, fragment) -> None:
+    response = client.post("/get_reward", json=body)
+    assert response.status_code == 422 and fragment in response.json()["error"]["message"], response.text
+
+
+def test_size_limits_name_the_limit() -> None:
+    with TestClient(make_app(server={"max_prompt_chars": 150, "max_response_chars": 50})) as client:
+        long_prompt = "<|im_start|>user\n" + "q" * 200 + "<|im_end|>\n<|im_start|>assistant\n"
+        response = get_reward(client, [long_prompt + "a"], prompts=[long_prompt])
+        assert response.status_code == 422 and "max_prompt_chars=150" in response.json()["error"]["message"]
+        response = get_reward(client, [CHATML_PROMPT + "a" * 60])
+        assert response.status_code == 422 and "max_response_chars=50" in response.json()["error"]["message"]
+        response = client.post("/v1/rewards", json=[{"prompt": "q", "responses": ["ok", "b" * 51]}])
+        assert response.status_code == 422 and "response 1 has 51 characters" in response.json()["error"]["message"]
+        response = client.post("/v1/rewards", json=[{"prompt": "q", "responses": ["ok"], "reference": "r" * 151}])
+        assert response.status_code == 422 and "max_prompt_chars=150" in response.json()["error"]["message"]
+        assert get_reward(client, [CHATML_PROMPT + "a" * 50]).status_code == 200
+
+
+class StallingBackend(ScriptedBackend):
+    """A judge that stalls (calls wait for ``release``) while ``stalled``; records cancelled calls."""
+
+    def __init__(self, judge=length_judge) -> None:
+        super().__init__(judge)
+        self.release: asyncio.Event | None = None
+        self.stalled = True
+        self.cancelled = 0
+        self.cancelled_event = __import__("threading").Event()
+
+    async def generate(self, requests):
+        if self.stalled:
+            self.release = self.release or asyncio.Event()
+            try:
+                await self.release.wait()
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                self.cancelled_event.set()
+                raise
+        return await super().generate(requests)
+
+
+@pytest.mark.timeout(60)
+def test_a_timed_out_request_gets_a_504_blaming_the_deadline_and_its_judge_call_is_cancelled() -> None:
+    import time
+
+    backend = StallingBackend()
+    app = make_app(backend, k=1, server={"request_timeout_s": 0.3, "max_concurrent_batches": 1})
+    with TestClient(app) as client:
+        response = get_reward(client, [CHATML_PROMPT + "a"])
+        error = response.json()["error"]
+        assert response.status_code == 504 and error["type"] == "DeadlineExceededError", response.text
+        assert "request_timeout_s=0.3" in error["message"] and "judge" not in error["message"]
+        assert backend.cancelled_event.wait(5) and backend.cancelled == 1
+        backend.stalled = False  # the judge recovers: the next request is not queued behind the abandoned one
+        started = time.perf_counter()
+        assert get_reward(client, [CHATML_PROMPT + "b"]).status_code == 200
+        print(f"first answer after the stall: {(time.perf_counter() - started) * 1000:.1f} ms")
+
+
+@pytest.mark.timeout(60)
+def test_a_client_that_disconnects_gets_its_judge_call_cancelled() -> None:
+    backend = StallingBackend()
+    app = make_app(backend, k=1, server={"request_timeout_s": 120})
+    with uvicorn_thread(app) as base:
+        with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes its connection
+            httpx.post(base + "/get_reward", json={"query": [CHATML_PROMPT + "a"], "prompts": [CHATML_PROMPT]},
+                       timeout=0.5)
+        assert backend.cancelled_event.wait(10), "the judge call kept running after the client left"
+        metrics = httpx.get(base + "/metrics").text
+    assert backend.cancelled == 1 and 'status="499"' in metrics
+
+
+@pytest.mark.timeout(120)
+def test_half_sent_requests_are_closed_after_the_header_timeout_and_others_are_served() -> None:
+    import socket
+    import time
+
+    from grm_reward.config import ServerOptions
+
+    app = make_app(k=1, server={"api_key": "s3cret"})
+    options = ServerOptions(header_timeout_s=1.0, api_key="s3cret")
+    sockets = []
+    with uvicorn_thread(app, options=options) as base:
+        port = int(base.rsplit(":", 1)[1])
+        try:
+            for _ in range(300):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+                sock.sendall(b"POST /get_reward HTTP/1.1\r\nHost: x\r\nContent-Ty")  # never finished
+                sockets.append(sock)
+            reply = httpx.post(base + "/get_reward", headers={"Authorization": "Bearer s3cret"}, timeout=30,
+                               json={"query": [CHATML_PROMPT + "a"], "prompts": [CHATML_PROMPT]})
+            assert reply.status_code == 200
+            started = time.monotonic()
+            closed = sum(sock.recv(1) == b"" for sock in sockets)  # recv returns b"" once the server closes
+            waited = time.monotonic() - started
+        finally:
+            for sock in sockets:
+                sock.close()
+    print(f"{closed} of {len(sockets)} half-sent requests closed by the server, the last {waited:.1f} s after the check")
+    assert closed == 300
+
+
+def test_ready_reflects_the_judges_probe_and_health_reports_it() -> None:
+    class Probed(ScriptedBackend):
+        reason: str | None = "judge server at http://10.9.8.7:8000/v1 refused the connection"
+        hang = False
+
+        async def probe(self):
+            if self.hang:
+                await asyncio.sleep(60)
+            return self.reason
+
+    backend = Probed(length_judge)
+    with TestClient(make_app(backend, server={"ready_timeout_s": 0.2})) as client:
+        response = client.get("/ready")
+        assert response.status_code == 503 and "refused" in response.json()["reason"]
+        assert "10.9.8.7" not in response.text  # the judge's internal address is not shown
+        health = client.get("/health")
+        assert health.status_code == 200 and health.json()["ready"] is False and "refused" in health.json()["ready_reason"]
+        backend.reason = None
+        assert client.get("/ready").json() == {"status": "ready"}
+        assert client.get("/health").json()["ready"] is True
+        backend.hang = True
+        response = client.get("/ready")
+        assert response.status_code == 503 and "ready_timeout_s=0.2" in response.json()["reason"]
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "headers"),
+    [
+        ("JudgeUnavailableError", 503, {"retry-after": "8"}),
+        ("BackendProtocolError", 502, {}),
+        ("DeadlineExceededError", 504, {}),
+        ("GenerationError", 502, {}),
+    ],
+)
+def test_new_errors_map_to_statuses_without_the_judges_url(error, status, headers) -> None:
+    import grm_reward.errors as errors
+
+    def judge(call):
+        cls = getattr(errors, error)
+        message = "POST http://judge.internal:8000/v1/chat/completions failed"
+        raise cls(message, retry_after=7.2) if error == "JudgeUnavailableError" else cls(message)
+
+    with TestClient(make_app(ScriptedBackend(judge), k=1)) as client:
+        response = get_reward(client, [CHATML_PROMPT + "a"])
+    assert response.status_code == status and response.json()["error"]["type"] == error
+    assert "judge.internal" not in response.text
+    for key, value in headers.items():
+        assert response.headers[key] == value
+
+
+def test_openapi_needs_the_token_and_tokens_are_redacted_from_the_access_log() -> None:
+    import logging
+
+    from grm_reward.server.app import redact_token_filter
+
+    with TestClient(make_app(server={"api_key": "s3cret"})) as client:
+        assert client.get("/openapi.json").status_code == 401
+        assert "/get_reward" in client.get("/openapi.json?token=s3cret").json()["paths"]
+    assert redact_token_filter in logging.getLogger("uvicorn.access").filters
+    # uvicorn's access-log record: '%s - "%s %s HTTP/%s" %d'
+    record = logging.LogRecord("uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d',
+                               ("127.0.0.1:5", "POST", "/get_reward?x=1&token=s3cret", "1.1", 200), None)
+    assert redact_token_filter(record) and "s3cret" not in record.getMessage()
+    assert "/get_reward?x=1&token=***" in record.getMessage()
+
+
+@pytest.mark.timeout(60)
+def test_shutdown_past_its_grace_period_answers_json() -> None:
+    import threading
+
+    from grm_reward.config import ServerOptions
+
+    backend = StallingBackend()
+    app = make_app(backend, k=1)
+    replies = []
+    with uvicorn_thread(app, options=ServerOptions(shutdown_timeout_s=1)) as base:
+        def call():
+            replies.append(httpx.post(base + "/get_reward", timeout=30,
+                                      json={"query": [CHATML_PROMPT + "a"], "prompts": [CHATML_PROMPT]}))
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        while backend.release is None:  # the request has reached the (stalled) judge
+            __import__("time").sleep(0.01)
+    caller.join(30)
+    [reply] = replies
+    assert reply.status_code == 503 and reply.headers["content-type"] == "application/json"
+    assert "shutting down" in reply.json()["error"]["message"]
