@@ -79,7 +79,7 @@ def test_a_stopped_run_keeps_finished_rows_and_resume_completes_them(tmp_path, h
         rows = read_rows(dst)  # every row written is whole, in order, from line 1 on
         assert 10 <= len(rows) < 120 and [r["line"] for r in rows] == list(range(1, len(rows) + 1))
     resumed = cli(str(src), "-o", str(dst), "--backend", FAST, "--resume", "-q")
-    out, err = resumed.communicate(timeout=60)
+    _, err = resumed.communicate(timeout=60)
     assert resumed.returncode == 0, err
     rows = read_rows(dst)
     assert [r["id"] for r in rows] == list(range(120))  # each row exactly once, in order
