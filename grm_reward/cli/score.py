@@ -170,9 +170,12 @@ class _Reader:
                 self._loop.call_soon_threadsafe(self._push, item)
             item = None
         except BaseException as exc:  # an unreadable input ends the run with its error
+            if self._stopped:  # the run ended (and its loop closed) while this thread was reading
+                return
             item = exc
         if not self._stopped:
-            self._loop.call_soon_threadsafe(self._push, item)
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._push, item)
 
     def _push(self, item: _Line | BaseException | None) -> None:
         self._ready.append(item)
@@ -455,7 +458,7 @@ async def _judge_rows(rm: Any, lines: Iterator[_Line], output: _Output, settings
 
     def on_signal(signum: int, frame: object) -> None:
         outcome.signal = outcome.signal or signum
-        signal.signal(signum, previous[signum])  # a second signal acts at once
+        signal.signal(signum, previous[signum] or signal.SIG_DFL)  # a second signal acts at once
         loop.call_soon_threadsafe(stop.set)
         loop.call_soon_threadsafe(wake.set)
 
@@ -508,7 +511,7 @@ async def _judge_rows(rm: Any, lines: Iterator[_Line], output: _Output, settings
         reader.stop()
         for sig, handler in previous.items():
             if signal.getsignal(sig) == on_signal:
-                signal.signal(sig, handler)
+                signal.signal(sig, handler or signal.SIG_DFL)
         tasks = [row.task for row in window if row.task is not None]
         for task in tasks:
             task.cancel()
@@ -526,6 +529,8 @@ def _open_output(args: argparse.Namespace, summary: _Summary) -> tuple[BinaryIO,
             raise _OutputRefused("--resume needs an output file (-o FILE)")
         return sys.stdout.buffer, None
     path = Path(args.output)
+    if args.input != "-" and path.exists() and path.samefile(args.input):
+        raise _OutputRefused(f"the output {path} is the input file: write to another file")
     done = None
     if args.resume and path.is_file():
         done = _read_done(path)

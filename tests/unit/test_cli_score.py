@@ -280,3 +280,31 @@ def test_base_url_reaches_the_config_in_score_and_serve() -> None:
                  ["serve", "--base-url", "http://judge:8000/v1"],
                  ["config", "--openai-base-url", "http://judge:8000/v1"]):
         assert config_from_args(build_parser().parse_args(argv)).openai.base_url == "http://judge:8000/v1"
+
+
+def test_the_output_may_not_be_the_input(tmp_path, capsys) -> None:
+    src = rows_file(tmp_path / "in.jsonl", 2)
+    before = src.read_bytes()
+    assert score(str(src), "-o", str(src), "--backend", "tests.score_backends:must_not_be_built", "--overwrite") == 2
+    assert "is the input file" in capsys.readouterr().err and src.read_bytes() == before
+
+
+def test_stdin_input_streams(tmp_path) -> None:
+    src, dst = rows_file(tmp_path / "in.jsonl", 5), tmp_path / "out.jsonl"
+    with src.open("rb") as stdin:
+        proc = cli("-", "-o", str(dst), "--backend", FAST, "-q", stdin=stdin)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert [r["id"] for r in read_rows(dst)] == list(range(5))
+
+
+def test_an_unreachable_http_judge_floods_nothing(tmp_path) -> None:
+    from tests.servers import free_port
+
+    src, dst = rows_file(tmp_path / "in.jsonl", 24), tmp_path / "out.jsonl"
+    proc = cli(str(src), "-o", str(dst), "--backend", "openai", "--base-url", f"http://127.0.0.1:{free_port()}/v1",
+               "--model", "judge", "-k", "4", "--openai-max-retries", "1", "--openai-backoff-max-s", "0.01", "-q")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err
+    assert "never retrieved" not in err and "Traceback" not in err
+    assert len(read_rows(dst)) == 24
