@@ -582,7 +582,10 @@ def _cmd_score(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"grm-reward: cannot write the output: {exc.strerror or exc} ({args.output})", file=sys.stderr)
         return EXIT_CANNOT_RUN
-    in_stream: BinaryIO = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")  # noqa: SIM115
+    # stdin through a file object of our own: the reader thread may still wait on it at exit, and
+    # the interpreter then closes sys.stdin without waiting for that thread.
+    from_stdin = args.input == "-"
+    in_stream: BinaryIO = os.fdopen(os.dup(sys.stdin.fileno()), "rb") if from_stdin else open(args.input, "rb")  # noqa: SIM115
     lines = _lines(in_stream, settings.max_line_bytes)
     to_stdout = out_stream is sys.stdout.buffer
     report = sys.stderr if to_stdout else sys.stdout
@@ -621,7 +624,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
                 return EXIT_CANNOT_RUN
         summary.seconds = time.perf_counter() - started
     finally:
-        if in_stream is not sys.stdin.buffer:
+        if not from_stdin:  # (a read of stdin may still be waiting: closing would wait for it)
             in_stream.close()
         if not to_stdout:
             with contextlib.suppress(OSError):  # already reported: the write failed

@@ -308,3 +308,19 @@ def test_an_unreachable_http_judge_floods_nothing(tmp_path) -> None:
     assert proc.returncode == 3, err
     assert "never retrieved" not in err and "Traceback" not in err
     assert len(read_rows(dst)) == 24
+
+
+def test_rows_from_a_quiet_stdin_are_written_at_once_and_sigterm_exits_cleanly(tmp_path) -> None:
+    dst = tmp_path / "out.jsonl"
+    with cli("-", "-o", str(dst), "--backend", FAST, "-q", stdin=subprocess.PIPE) as proc:
+        assert proc.stdin is not None and proc.stderr is not None
+        for i in range(3):
+            proc.stdin.write(json.dumps({"id": i, "prompt": "q", "responses": ["a"]}) + "\n")
+        proc.stdin.flush()  # the pipe stays open: the producer (a trainer, a generator) is still working
+        wait_for_rows(dst, 3, proc)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)  # stdin still open: the reader thread is blocked in a read when the process exits
+        err = proc.stderr.read()
+    assert proc.returncode == 143, err
+    assert "Fatal Python error" not in err and "Traceback" not in err
+    assert [r["id"] for r in read_rows(dst)] == [0, 1, 2]
