@@ -28,6 +28,9 @@ async def gather_cancelling(aws: Iterable[Awaitable[T]]) -> list[T]:
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+        for task in tasks:  # also when the caller was cancelled: no failure is left "never retrieved"
+            if task.done() and not task.cancelled():
+                task.exception()
     # Retrieve every failure (so none is reported as never retrieved), raise the first in order.
     errors = [task.exception() for task in tasks if not task.cancelled()]
     for error in errors:

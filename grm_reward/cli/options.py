@@ -2,9 +2,9 @@
 
 Top-level fields become ``--field-name``; fields of a section become ``--section-field``
 (e.g. ``--transformers-device``). Sections only one subcommand uses (``server``) get flags only
-where that subcommand asks for them, and a subcommand may add short aliases (``serve --port``
-for ``--server-port``). Only flags the user actually gives override the config file, so
-``--config`` plus a few flags composes as expected.
+where that subcommand asks for them. The short spellings in :data:`ALIASES` (``--base-url`` for
+``--openai-base-url``) are the same in every command that has the field. Only flags the user
+actually gives override the config file, so ``--config`` plus a few flags composes as expected.
 """
 
 from __future__ import annotations
@@ -21,9 +21,19 @@ from pydantic.fields import FieldInfo
 
 from grm_reward.config import GRMConfig
 
-__all__ = ["add_config_arguments", "config_from_args"]
+__all__ = ["ALIASES", "add_config_arguments", "config_from_args"]
 
-_SHORT = {"k": "-k"}
+#: One spelling rule for every command: each setting's flag is its field path with dashes
+#: (``--max-new-tokens``, ``--openai-base-url``), plus these short spellings. An alias exists in
+#: exactly the commands that have its field, and means that field everywhere (``--api-key`` is the
+#: server's own token, so only ``serve`` has it; the judge's key is always ``--openai-api-key``).
+ALIASES: Mapping[str, str] = {
+    "k": "-k",
+    "openai.base_url": "--base-url",
+    "server.host": "--host",
+    "server.port": "--port",
+    "server.api_key": "--api-key",
+}
 _SEP = "__"
 #: Sections whose flags only the subcommands that ask for them get.
 _OPTIONAL_SECTIONS = frozenset({"server"})
@@ -100,14 +110,17 @@ def add_config_arguments(
 ) -> None:
     """Add ``--config`` and one flag per GRMConfig field.
 
-    ``sections`` names the optional sections (``server``) this command uses; ``aliases`` maps a
-    field path (``"server.port"``) to an extra flag name (``"--port"``).
+    ``sections`` names the optional sections (``server``) this command uses. Every command gets
+    the :data:`ALIASES` of its fields; ``aliases`` (field path to flag) may only repeat them, so
+    a spelling never means one thing in one command and another elsewhere.
     """
     wanted = set(sections)
     unknown = wanted - _OPTIONAL_SECTIONS
     if unknown:
         raise ValueError(f"unknown optional config sections {sorted(unknown)}")
-    aliases = dict(aliases or {})
+    for path, flag in (aliases or {}).items():
+        if ALIASES.get(path) != flag:
+            raise ValueError(f"alias {flag} for {path}: add short spellings to ALIASES, so every command has them")
     parser.add_argument("--config", metavar="FILE", help="YAML or JSON file of GRMConfig settings (flags override it).")
     group = parser.add_argument_group("reward model settings (GRMConfig)")
     for name, info in GRMConfig.model_fields.items():
@@ -118,13 +131,11 @@ def add_config_arguments(
             title = f"{name} settings" if name in _OPTIONAL_SECTIONS else f"{name} backend settings"
             section = parser.add_argument_group(title)
             for sub, sub_info in annotation.model_fields.items():
-                extra = [aliases.pop(f"{name}.{sub}")] if f"{name}.{sub}" in aliases else []
+                extra = [ALIASES[f"{name}.{sub}"]] if f"{name}.{sub}" in ALIASES else []
                 _add_field(section, f"--{name}-{sub}".replace("_", "-"), f"{name}{_SEP}{sub}", sub_info, *extra)
             continue
-        extra = [a for a in (_SHORT.get(name), aliases.pop(name, None)) if a]
+        extra = [ALIASES[name]] if name in ALIASES else []
         _add_field(group, "--" + name.replace("_", "-"), name, info, *extra)
-    if aliases:
-        raise ValueError(f"aliases for unknown config fields: {sorted(aliases)}")
 
 
 def config_from_args(args: argparse.Namespace) -> GRMConfig:

@@ -58,7 +58,8 @@ def test_malformed_rows_get_line_numbered_errors_and_others_are_scored(tmp_path,
     rows = read_jsonl(dst)
     assert len(rows) == 6
     assert rows[0]["rewards"] and rows[5]["rewards"]
-    assert rows[1] == {"line": 2, "error": rows[1]["error"]} and rows[1]["error"].startswith("line 2: not valid JSON")
+    assert set(rows[1]) == {"line", "input_hash", "error"} and rows[1]["error"].startswith("line 2: not valid JSON")
+    assert [r["line"] for r in rows] == [1, 2, 4, 5, 6, 7]
     assert rows[2]["error"] == "line 4: responses is empty: give at least one response to score"
     assert rows[3]["error"].startswith("line 5: expected a JSON object")
     assert "line 6: missing key(s) ['prompt']" in rows[4]["error"]
