@@ -17,12 +17,13 @@ Nothing here imports an engine: the judge is reached only through
 :meth:`GenerativeRewardModel.ascore_batch`.
 """
 
+from grm_reward.errors import DataError
 from grm_reward.eval.benchmarks import BENCHMARKS, Benchmark, load_benchmark
 from grm_reward.eval.items import EvalItem, ItemSamples, item_views
-from grm_reward.eval.loaders import DataError, LoadIssue
 from grm_reward.eval.metrics import roc_auc
 from grm_reward.eval.runner import EvalSettings, evaluate
 from grm_reward.eval.scaling import ScalingSettings, scaling_curves
+from grm_reward.jsonl import LoadIssue
 
 __all__ = [
     "BENCHMARKS",

@@ -26,9 +26,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grm_reward.errors import BackendUnavailableError, ConfigError, InputError
-from grm_reward.eval.loaders import DataError, LoadIssue, jsonl_rows
+from grm_reward.errors import BackendUnavailableError, ConfigError, DataError, InputError
 from grm_reward.eval.metrics import roc_auc
+from grm_reward.jsonl import LoadIssue, jsonl_rows
 
 __all__ = ["MetaExample", "MetaTrainReport", "MetaTrainSettings", "read_meta_rows", "split_examples", "train_meta_rm"]
 

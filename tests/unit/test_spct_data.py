@@ -12,7 +12,7 @@ from grm_reward import GRMConfig, InputError
 from grm_reward.backends import ScriptedBackend
 from grm_reward.backends.scripted import shown_responses
 from grm_reward.cli import main
-from grm_reward.eval.loaders import DataError
+from grm_reward.errors import DataError
 from grm_reward.meta_rm import meta_conversation, meta_text
 from grm_reward.spct.items import PreferenceItem, item_from_row, load_items, shuffled_pair
 from grm_reward.spct.meta_data import meta_row
