@@ -233,7 +233,7 @@ def test_importing_the_harness_loads_no_plotting_or_engine() -> None:
 
 def test_meta_rm_curves_from_the_core_meta_rm(tmp_path) -> None:
     """With the core's meta RM (issue 5) rating the samples, MetaRM@k reads its scores."""
-    meta_rm = pytest.importorskip("grm_reward.meta_rm", reason="the meta RM is not in this version yet")
+    from grm_reward import meta_rm
     quality = {"right": 9, "wrong": 2}
 
     def judge(call):  # careful samples score by quality, sloppy ones backwards
