@@ -39,9 +39,9 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     """The verl adapter imports verl at module level (verl loads it as a plugin): without verl its
     doctests cannot be collected. On CI verl must be there, so nothing is ignored."""
-    if collection_path.name == "verl.py" and collection_path.parent.name == "adapters":
-        if not on_ci() and importlib.util.find_spec("verl") is None:
-            return True
+    verl_adapter = collection_path.name == "verl.py" and collection_path.parent.name == "adapters"
+    if verl_adapter and not on_ci() and importlib.util.find_spec("verl") is None:
+        return True
     return None
 
 
