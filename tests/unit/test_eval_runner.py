@@ -343,3 +343,41 @@ def test_the_same_file_twice_is_refused(tmp_path) -> None:
     with pytest.raises(InputError, match="twice"):
         evaluate(GRMConfig(k=2), settings_for(tmp_path, ("pairwise", str(pairs)), ("pairwise", str(pairs))),
                  scorer=CountingScorer(k=2))
+
+
+def interrupting_backend(config: object) -> ScriptedBackend:
+    """Backend factory for the CLI: Ctrl-C while judging the prompt that says INTERRUPT."""
+
+    def judge(call):
+        if "INTERRUPT" in call.prompt:
+            raise KeyboardInterrupt
+        return noisy_quality_judge(noise=0)(call)
+
+    return ScriptedBackend(judge)
+
+
+def test_cli_eval_exit_status_is_1_when_items_failed_and_130_when_interrupted(tmp_path, capsys) -> None:
+    rows = [{"id": "ok", "prompt": "fine", "chosen": marked("a", 8), "rejected": marked("b", 2)},
+            {"id": "boom", "prompt": "EXPLODE", "chosen": "GOOD", "rejected": "BAD"}]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    common = ["eval", "-b", f"pairwise={data}", "-k", "2", "-o", str(tmp_path / "out"), "--no-plots", "--chunk-size", "2"]
+    assert main([*common, "--backend", "tests.spct_helpers:exploding_backend", "-q"]) == 1
+    assert "pairwise:pairs: 1 items failed, e.g. boom: the engine gave up" in capsys.readouterr().err
+    data.write_text(json.dumps({**rows[0], "prompt": "INTERRUPT"}) + "\n", encoding="utf-8")
+    assert main([*common, "--backend", "tests.unit.test_eval_runner:interrupting_backend", "-q"]) == 130
+    assert "interrupted; finished items are stored under" in capsys.readouterr().err
+
+
+def test_docs_cli_describes_every_eval_flag_and_exit_status() -> None:
+    from grm_reward.cli import build_parser
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text(encoding="utf-8")
+    section = docs.split("## `grm-reward eval`", 1)[1].split("\n## ", 1)[0]
+    eval_parser = build_parser()._subparsers._group_actions[0].choices["eval"]  # type: ignore[union-attr]
+    group = next(g for g in eval_parser._action_groups if g.title == "evaluation")
+    for action in group._group_actions:
+        for flag in action.option_strings:
+            assert f"`{flag}" in section or f"`{flag} " in section or f", `{flag}" in section, flag
+    for status in ("| 0 |", "| 1 |", "| 2 |", "| 130 |"):
+        assert status in section
