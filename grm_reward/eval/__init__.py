@@ -10,7 +10,8 @@ The pieces, each usable on its own:
   format and the registry of benchmarks (paths, metrics, headline rules);
 - :mod:`~grm_reward.eval.metrics`: tie policies, accuracy, RM-Bench's style grid, ROC-AUC;
 - :mod:`~grm_reward.eval.scaling`: every k <= K from one pass of K samples per item;
-- :mod:`~grm_reward.eval.store`, :mod:`~grm_reward.eval.runner`: the resumable sampling pass;
+- :mod:`~grm_reward.eval.store`, :mod:`~grm_reward.eval.runner`: the resumable sampling pass
+  (:mod:`~grm_reward.eval.runs`: its settings and per-entry state);
 - :mod:`~grm_reward.eval.report`: JSON, markdown and plots (matplotlib, imported lazily).
 
 Nothing here imports an engine: the judge is reached only through
