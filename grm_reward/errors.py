@@ -5,7 +5,8 @@ Every error the library raises on purpose derives from :class:`GRMError`::
     GRMError
     ├── ConfigError (ValueError)           a setting is wrong or settings contradict each other
     ├── InputError (ValueError)            a request is malformed: empty responses, wrong types, ...
-    │   └── PromptTooLongError             the rendered judge prompt does not fit the judge's context
+    │   ├── PromptTooLongError             the rendered judge prompt does not fit the judge's context
+    │   └── DataError                      a data file is missing, unreadable, or not in the expected format
     ├── TemplateError (ValueError)         a prompt template is missing placeholders or unknown
     ├── AllSamplesInvalidError             no judge sample could be read (only with on_all_invalid="raise")
     ├── DeadlineExceededError (TimeoutError)  the caller's deadline passed before the judge answered
@@ -30,6 +31,7 @@ __all__ = [
     "BackendProtocolError",
     "BackendUnavailableError",
     "ConfigError",
+    "DataError",
     "DeadlineExceededError",
     "GRMError",
     "GenerationError",
@@ -58,6 +60,10 @@ class InputError(GRMError, ValueError):
 
 class PromptTooLongError(InputError):
     """The judge prompt (plus the generation budget) exceeds the judge model's context window."""
+
+
+class DataError(InputError):
+    """A data file (benchmark, SPCT items, trajectories) is missing, unreadable, or not in the expected format."""
 
 
 class TemplateError(GRMError, ValueError):

@@ -186,6 +186,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         assert all(t.numel() == 1 for t in tensors)
         records.append({
             "source": source,
+            "prompt": prompt,
+            "label": label,
+            "text": text,  # what the policy wrote, decoded from OpenRLHF's own observation tokens
+            "query": query,  # what OpenRLHF sent to the reward (prompt possibly left-truncated)
             "reward": output["reward"][0],
             "truncated_prompt": not query.startswith(prompt),
             "extra_logs": {k: v[0] for k, v in output["extra_logs"].items()},

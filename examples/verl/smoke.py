@@ -177,8 +177,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     prompt_len = data.batch["prompts"].shape[1]
     last = (data.batch["attention_mask"][:, prompt_len:].sum(dim=1) - 1).tolist()
+    texts = []
     for i, r in enumerate(rollouts):
         decoded = tokenizer.decode(r["response_ids"], skip_special_tokens=True)
+        texts.append(decoded)
         expected = judge_verdict(decoded, parse_ground_truth(r["reward_model"]["ground_truth"])).reward
         assert scores[i] == expected, (i, r["source"], decoded, scores[i])
         if r["source"] == "hand-written correct":
@@ -197,6 +199,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "compute_score": config.reward.custom_reward_function.path + ":" + config.reward.custom_reward_function.name,
         "rewards": scores,
         "sources": [r["source"] for r in rollouts],
+        # the raw material, for a reader to recompute every reward without this script's bookkeeping
+        "texts": texts,
+        "ground_truths": [r["reward_model"]["ground_truth"] for r in rollouts],
+        "uids": [r["uid"] for r in rollouts],
+        "reward_tensor_rows": [rm_scores[i].tolist() for i in range(len(rollouts))],
+        "response_lengths": [len(r["response_ids"]) for r in rollouts],
         "reward_positions": last,
         "plus_one": scores.count(1.0),
         "minus_one": scores.count(-1.0),
@@ -206,7 +214,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "wall_s": round(time.perf_counter() - start, 1),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
-    print(json.dumps({k: v for k, v in summary.items() if k not in ("rewards", "sources", "reward_positions")}))
+    listed = ("rewards", "sources", "reward_positions", "texts", "ground_truths", "uids", "reward_tensor_rows",
+              "response_lengths")
+    print(json.dumps({k: v for k, v in summary.items() if k not in listed}))
     return summary
 
 

@@ -106,7 +106,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             for run in runs:
                 loaded = run.loaded
                 print(
-                    f"{loaded.benchmark.name}: {len(loaded.items)} items selected of {loaded.total}, "
+                    f"{run.name}: {len(loaded.items)} items selected of {loaded.total}, "
                     f"{run.resumed} already sampled, {len(run.todo)} to sample",
                     file=sys.stderr,
                 )

@@ -18,17 +18,16 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from grm_reward.cli.options import add_config_arguments, config_from_args
-from grm_reward.errors import GenerationError, GRMError, InputError
+from pydantic import BaseModel
+
+from grm_reward.cli.options import _add_field, add_config_arguments, config_from_args
+from grm_reward.errors import GRMError
 
 __all__ = ["register"]
-
-#: Errors that concern one item: it is reported and skipped. Others stop the run.
-_ITEM_ERRORS = (InputError, GenerationError)
 
 _SOURCE_HELP = (
     "input: a JSONL file of {prompt, chosen, rejected} / {prompt, responses, best} / {prompt, response, label} "
@@ -68,20 +67,6 @@ def _load(args: argparse.Namespace, seed: int) -> list[Any] | None:
     return loaded.items
 
 
-def _checked(items: Sequence[Any], check: Callable[[Any], object]) -> tuple[list[Any], int]:
-    """The items ``check`` accepts; the others are reported and counted."""
-    kept, bad = [], 0
-    for item in items:
-        try:
-            check(item)
-        except GRMError as exc:
-            _say(f"skipped {item.where or item.id}: {exc}")
-            bad += 1
-            continue
-        kept.append(item)
-    return kept, bad
-
-
 def _write(stream: TextIO, rows: Iterable[dict[str, Any]]) -> int:
     count = 0
     for row in rows:
@@ -89,37 +74,6 @@ def _write(stream: TextIO, rows: Iterable[dict[str, Any]]) -> int:
         count += 1
     stream.flush()
     return count
-
-
-def _sample_in_chunks(
-    rm: Any,
-    sampler: Any,
-    items: Sequence[Any],
-    count: int,
-    *,
-    hinted: bool,
-) -> tuple[dict[str, list[Any]], dict[str, str]]:
-    """Samples per item id. An item-level error (a prompt too long for the judge, a generation that
-    failed after retries) sends the chunk again item by item, and the items that still fail are
-    reported and left out; other errors (a missing backend, a wrong setting) stop the run."""
-    done: dict[str, list[Any]] = {}
-    failed: dict[str, str] = {}
-    if not items:
-        return done, failed
-    try:
-        for item, samples in zip(items, rm.run_sync(sampler.sample(items, count, hinted=hinted))):
-            done[item.id] = samples
-        return done, failed
-    except _ITEM_ERRORS as exc:
-        if len(items) == 1:
-            failed[items[0].id] = str(exc)
-            _say(f"item {items[0].id} failed: {exc}")
-            return done, failed
-    for item in items:
-        got, lost = _sample_in_chunks(rm, sampler, [item], count, hinted=hinted)
-        done.update(got)
-        failed.update(lost)
-    return done, failed
 
 
 def _judge_config(args: argparse.Namespace, samples: int) -> Any:
@@ -140,78 +94,46 @@ def _cmd_rft(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from grm_reward.model import GenerativeRewardModel
-    from grm_reward.spct.rft import RFTStats, hint_wanted, is_too_easy, select_rft, sft_row, trajectory_row
-    from grm_reward.spct.sampling import SpctSampler
+    from grm_reward.spct.rft import RFTSettings, run_rft
 
-    if args.samples < 1 or args.chunk_size < 1:
-        _say("--samples and --chunk-size must be at least 1")
-        return 2
     try:
-        config = _judge_config(args, args.samples if args.hint != "on" else 1)
+        settings = RFTSettings.build(
+            samples=args.samples, hint=args.hint, keep_easy=args.keep_easy, chunk_size=args.chunk_size,
+            label_threshold=args.label_threshold,
+        )
+        config = _judge_config(args, settings.samples if settings.hint != "on" else 1)
     except GRMError as exc:
         _say(str(exc))
         return 2
     items = _load(args, config.seed)
     if items is None:
         return 2
-    stats = RFTStats()
     started = time.perf_counter()
     trajectories: TextIO | None = None
     try:
         with GenerativeRewardModel(config) as rm, open(args.output, "w", encoding="utf-8") as out:
             if args.trajectories:
                 trajectories = open(args.trajectories, "w", encoding="utf-8")  # noqa: SIM115
-            sampler = SpctSampler(
-                rm.backend, config, temperature=config.effective_temperature, threshold=args.label_threshold
-            )
-            items, bad = _checked(items, lambda item: sampler.messages(item, tuple(range(item.n))))
-            stats.skipped_rows += bad + args.load_skipped
-            bar = tqdm(total=len(items), desc="rft-data", unit="item", disable=args.quiet or None, file=sys.stderr)
-            for start in range(0, len(items), args.chunk_size):
-                chunk = items[start : start + args.chunk_size]
-                plain: dict[str, list[Any]] = {item.id: [] for item in chunk}
-                if args.hint != "on":
-                    got, failed = _sample_in_chunks(rm, sampler, chunk, args.samples, hinted=False)
-                    plain.update(got)
-                    chunk = [item for item in chunk if item.id not in failed]
-                    stats.failed_items += len(failed)
-                easy = {item.id: args.hint != "on" and is_too_easy(plain[item.id], args.samples) for item in chunk}
-                wanted = [
-                    item for item in chunk
-                    if hint_wanted(args.hint, item, plain[item.id], too_easy=easy[item.id], keep_easy=args.keep_easy)
-                ]
-                if args.hint != "off":
-                    stats.no_hint_single += sum(1 for item in chunk if item.best is None)
-                hinted, failed = _sample_in_chunks(rm, sampler, wanted, 1, hinted=True)
-                stats.failed_items += len(failed)
-                for item in chunk:
-                    if item.id in failed:
-                        continue
-                    mine = hinted.get(item.id, [])
-                    stats.items += 1
-                    stats.add_samples(plain[item.id])
-                    stats.add_samples(mine)
-                    kept, too_easy = select_rft(
-                        plain[item.id] if args.hint != "on" else [], mine,
-                        samples=args.samples if args.hint != "on" else 0, keep_easy=args.keep_easy,
-                    )
-                    stats.too_easy += too_easy
-                    stats.too_easy_kept += too_easy and args.keep_easy
-                    stats.rows += _write(out, (sft_row(s) for s in kept))
-                    if trajectories is not None:
-                        _write(trajectories, (trajectory_row(s) for s in (*plain[item.id], *mine)))
-                bar.update(len(items[start : start + args.chunk_size]))
-            bar.close()
+
+            def write(rows: list[dict[str, Any]], sampled: list[dict[str, Any]]) -> None:
+                _write(out, rows)
+                if trajectories is not None:
+                    _write(trajectories, sampled)
+
+            with tqdm(total=len(items), desc="rft-data", unit="item", disable=args.quiet or None, file=sys.stderr) as bar:
+                outcome = run_rft(rm, items, settings, report=_say, on_chunk=write, progress=bar.update)
     except (GRMError, OSError) as exc:
         _say(str(exc))
         return 2
     finally:
         if trajectories is not None:
             trajectories.close()
+    stats = outcome.stats
+    stats.skipped_rows += args.load_skipped
     if not args.quiet:
         model = config.model or "embedded SmolLM2-135M-Instruct"
-        plan = "1 hinted sample per item" if args.hint == "on" else f"{args.samples} plain samples per item"
-        print(f"\ngrm-reward spct rft-data: judge {model} ({config.backend}), {plan}, hint {args.hint}, "
+        plan = "1 hinted sample per item" if settings.hint == "on" else f"{settings.samples} plain samples per item"
+        print(f"\ngrm-reward spct rft-data: judge {model} ({config.backend}), {plan}, hint {settings.hint}, "
               f"temperature {config.effective_temperature}")
         for line in stats.lines():
             print(f"  {line}")
@@ -245,6 +167,7 @@ def _cmd_meta(args: argparse.Namespace) -> int:
 
     from grm_reward.model import GenerativeRewardModel
     from grm_reward.spct.meta_data import MetaDataStats, is_trajectory_file, load_trajectories, meta_row
+    from grm_reward.spct.rft import checked_items, sample_chunk
     from grm_reward.spct.sampling import SpctSampler
 
     if args.samples < 1 or args.chunk_size < 1:
@@ -297,12 +220,12 @@ def _cmd_meta(args: argparse.Namespace) -> int:
                 sampler = SpctSampler(
                     rm.backend, config, temperature=config.effective_temperature, threshold=args.label_threshold
                 )
-                items, bad = _checked(items, lambda item: sampler.messages(item, tuple(range(item.n))))
+                items, bad = checked_items(sampler, items, _say)
                 stats.skipped_rows += bad + args.load_skipped
                 bar = tqdm(total=len(items), desc="meta-data", unit="item", disable=args.quiet or None, file=sys.stderr)
                 for start in range(0, len(items), args.chunk_size):
                     chunk = items[start : start + args.chunk_size]
-                    got, failed = _sample_in_chunks(rm, sampler, chunk, args.samples, hinted=False)
+                    got, failed = sample_chunk(rm, sampler, chunk, args.samples, hinted=False, report=_say)
                     stats.failed_items += len(failed)
                     for item in chunk:
                         if item.id in got:
@@ -369,22 +292,8 @@ def _cmd_train_meta(args: argparse.Namespace) -> int:
     from grm_reward.spct.meta_train import MetaTrainSettings, read_meta_rows, train_meta_rm
 
     try:
-        settings = MetaTrainSettings(
-            output_dir=Path(args.output),
-            base_model=args.base_model,
-            epochs=args.epochs,
-            lr=args.lr,
-            batch_size=args.batch_size,
-            grad_accum=args.grad_accum,
-            max_length=args.max_length,
-            max_steps=args.max_steps,
-            eval_split=args.eval_split,
-            seed=args.seed,
-            device=args.device,
-            dtype=args.dtype,
-            weight_decay=args.weight_decay,
-            log_every=args.log_every,
-        )
+        given = {name: getattr(args, name) for name in MetaTrainSettings.model_fields if hasattr(args, name)}
+        settings = MetaTrainSettings.build(**given, output_dir=Path(args.output))
         examples, issues = read_meta_rows(args.data)
         for issue in issues:
             _say(f"skipped {issue}")
@@ -399,6 +308,15 @@ def _cmd_train_meta(args: argparse.Namespace) -> int:
         loss = "n/a" if report.train_loss is None else f"{report.train_loss:.4f}"
         print(f"grm-reward spct train-meta: {report.steps} steps, last-epoch train loss {loss}, {report.seconds:.1f}s")
     return 0
+
+
+def _add_settings_arguments(parser: argparse.ArgumentParser, model: type[BaseModel], *, skip: Sequence[str] = ()) -> None:
+    """One flag per field of a settings model, help from the field's description: the builder of
+    ``score``'s GRMConfig flags, so every setting is described once, beside its field."""
+    group = parser.add_argument_group(f"settings ({model.__name__})")
+    for name, info in model.model_fields.items():
+        if name not in skip:
+            _add_field(group, "--" + name.replace("_", "-"), name, info)
 
 
 # --- registration -----------------------------------------------------------------------------
@@ -419,6 +337,8 @@ def _add_judge_sampling(parser: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from grm_reward.spct.meta_train import MetaTrainSettings  # imports torch only when training starts
+
     spct = sub.add_parser(
         "spct",
         help="SPCT recipes: RFT, meta-RM and RL data for training a judge; meta-RM training",
@@ -482,22 +402,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     train.add_argument("data", help="meta-RM rows from `grm-reward spct meta-data`")
     train.add_argument("-o", "--output", required=True, help="checkpoint folder to write")
-    train.add_argument("--base-model", help="model to start from (default: the embedded SmolLM2-135M-Instruct)")
-    train.add_argument("--epochs", type=float, default=1.0, help="passes over the data (default 1)")
-    train.add_argument("--lr", type=float, default=1e-5, help="learning rate (paper: 1e-5)")
-    train.add_argument("--batch-size", type=int, default=8, help="rows per forward pass (default 8)")
-    train.add_argument("--grad-accum", type=int, default=1,
-                       help="forward passes per optimizer step (paper batch 512 = batch size x this)")
-    train.add_argument("--max-length", type=int, default=4096,
-                       help="longest input in tokens, cut on the left like the meta RM at inference (default 4096)")
-    train.add_argument("--max-steps", type=int,
-                       help="train for exactly this many optimizer steps (overrides --epochs, as in transformers)")
-    train.add_argument("--eval-split", type=float, default=0.0,
-                       help="share of items held out; loss, accuracy and ROC-AUC reported before and after")
-    train.add_argument("--seed", type=int, default=0, help="seed of the split, the order and the new head")
-    train.add_argument("--device", default="auto", help="'auto' (cuda if available), 'cpu', 'cuda:0', ...")
-    train.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="weights dtype")
-    train.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0)")
-    train.add_argument("--log-every", type=int, default=10, help="log the loss every N steps")
+    _add_settings_arguments(train, MetaTrainSettings, skip=("output_dir",))
     train.add_argument("-q", "--quiet", action="store_true", help="no log")
     train.set_defaults(func=_cmd_train_meta)

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from grm_reward.errors import InputError
+from grm_reward.errors import DataError, InputError
 from grm_reward.eval import loaders
 from grm_reward.eval.items import EvalItem
-from grm_reward.eval.loaders import DataError, Loaded, LoadIssue
+from grm_reward.eval.loaders import Loaded
+from grm_reward.jsonl import LoadIssue
 
 __all__ = [
     "BENCHMARKS",
@@ -31,6 +32,7 @@ __all__ = [
     "Benchmark",
     "LoadedBenchmark",
     "default_data_root",
+    "entry_names",
     "load_benchmark",
     "parse_benchmark_arg",
     "select_items",
@@ -136,6 +138,39 @@ def parse_benchmark_arg(text: str) -> tuple[str, str | None]:
     if name not in BENCHMARKS:
         raise InputError(f"unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
     return name, (path.strip() or None) if sep else None
+
+
+def entry_names(entries: Sequence[tuple[str, str | None]]) -> list[str]:
+    """A unique name per ``--benchmark`` entry: ``NAME``, or ``NAME:<file stem>`` for ``NAME=PATH``.
+
+    Two entries whose files share a stem get ``#2``, ``#3``...; the same benchmark twice is refused.
+
+    >>> entry_names([("rewardbench", None), ("pairwise", "x/a.jsonl"), ("pairwise", "y/b.jsonl.gz"), ("pairwise", "z/a.jsonl")])
+    ['rewardbench', 'pairwise:a', 'pairwise:b', 'pairwise:a#2']
+    """
+    names: list[str] = []
+    seen: set[tuple[str, str | None]] = set()
+    for name, path in entries:
+        where = str(Path(path).expanduser().resolve()) if path is not None else None
+        if (name, where) in seen:
+            raise InputError(f"benchmark {name}{'=' + str(path) if path else ''} is given twice")
+        seen.add((name, where))
+        base = name if path is None else f"{name}:{_stem(Path(path))}"
+        entry, count = base, 1
+        while entry in names:
+            count += 1
+            entry = f"{base}#{count}"
+        names.append(entry)
+    return names
+
+
+def _stem(path: Path) -> str:
+    """A file's name without its data suffixes (``a.jsonl.gz`` -> ``a``); a folder's name."""
+    name = path.name or str(path)
+    for suffix in (".gz", ".zip", ".jsonl", ".json", ".csv"):
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]
+    return name
 
 
 def load_benchmark(

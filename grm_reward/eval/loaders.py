@@ -3,7 +3,7 @@
 Every reader takes a path (a file, or the benchmark's folder) and returns a :class:`Loaded`:
 the items, the rows it could not use (:class:`LoadIssue`, naming the file and the line or
 JSON entry, with the reason), and notes on rows left out on purpose. A malformed row never
-stops a run; a missing or unreadable file raises :class:`DataError`.
+stops a run; a missing or unreadable file raises :class:`~grm_reward.errors.DataError`.
 
 Formats (see ``docs/evaluation.md`` for the full description):
 
@@ -23,7 +23,6 @@ Formats (see ``docs/evaluation.md`` for the full description):
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 import re
 import shutil
@@ -35,17 +34,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from grm_reward.errors import InputError
+from grm_reward.errors import DataError, InputError
 from grm_reward.eval.items import STYLE_LEVELS, EvalItem
+from grm_reward.jsonl import LoadIssue, jsonl_rows, not_object
 from grm_reward.types import Message
 
 __all__ = [
     "REWARDBENCH_EXAMPLE_COUNTS",
     "REWARDBENCH_SECTIONS",
-    "DataError",
-    "LoadIssue",
     "Loaded",
-    "jsonl_rows",
     "load_bon",
     "load_hh_rlhf",
     "load_llmbar",
@@ -56,22 +53,6 @@ __all__ = [
     "load_rmbench",
     "load_xstest",
 ]
-
-
-class DataError(InputError):
-    """A benchmark file is missing, unreadable, or not in the expected format."""
-
-
-@dataclass(frozen=True, slots=True)
-class LoadIssue:
-    """A row that could not be used: where it is and why."""
-
-    source: str
-    where: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.source}, {self.where}: {self.message}"
 
 
 @dataclass
@@ -481,34 +462,7 @@ def _rows(file: Path) -> Iterator[tuple[str, Mapping[str, Any] | LoadIssue]]:
         raise DataError(f"{file}: expected a JSON list of rows, got {type(data).__name__}")
     for index, row in enumerate(data):
         where = f"entry {index}"
-        yield where, row if isinstance(row, dict) else _not_object(file, where, row)
-
-
-def jsonl_rows(file: Path) -> Iterator[tuple[int, Mapping[str, Any] | LoadIssue]]:
-    """(line number, row) for each non-blank line of a JSONL file, gzipped or not.
-
-    A line that is not a JSON object comes back as a :class:`LoadIssue` naming the file and line,
-    for the caller to report and skip; a file that cannot be read raises :class:`DataError`.
-    """
-    opener: Any = gzip.open if file.name.lower().endswith(".gz") else open
-    try:
-        with opener(file, "rt", encoding="utf-8") as stream:
-            for number, raw in enumerate(stream, start=1):
-                if not raw.strip():
-                    continue
-                where = f"line {number}"
-                try:
-                    row = json.loads(raw)
-                except json.JSONDecodeError as exc:
-                    yield number, LoadIssue(str(file), where, f"not valid JSON ({exc.msg} at column {exc.colno})")
-                    continue
-                yield number, row if isinstance(row, dict) else _not_object(file, where, row)
-    except (OSError, UnicodeDecodeError, EOFError) as exc:
-        raise DataError(f"cannot read {file}: {exc}") from exc
-
-
-def _not_object(file: Path, where: str, row: Any) -> LoadIssue:
-    return LoadIssue(str(file), where, f"expected a JSON object, got {type(row).__name__}")
+        yield where, row if isinstance(row, dict) else not_object(file, where, row)
 
 
 def _csv_rows(file: Path) -> Iterator[tuple[int, dict[str, str]]]:

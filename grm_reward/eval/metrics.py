@@ -159,12 +159,12 @@ def summarize(benchmark: Benchmark, outcomes: Sequence[ItemOutcome]) -> dict[str
 
 def _summarize_accuracy(benchmark: Benchmark, outcomes: Sequence[ItemOutcome]) -> dict[str, float]:
     by_subset: dict[str, list[float]] = defaultdict(list)
-    subsets_of: dict[str, set[str]] = defaultdict(set)
+    by_section: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for outcome in outcomes:
         if outcome.credit is None:
             continue
         by_subset[outcome.item.subset].append(outcome.credit)
-        subsets_of[outcome.item.section].add(outcome.item.subset)
+        by_section[outcome.item.section][outcome.item.subset].append(outcome.credit)
     if not by_subset:
         return {}
     metrics: dict[str, float] = {}
@@ -172,11 +172,14 @@ def _summarize_accuracy(benchmark: Benchmark, outcomes: Sequence[ItemOutcome]) -
     metrics["overall"] = sum(credits) / len(credits)
     for subset, values in sorted(by_subset.items()):
         metrics[f"subset:{subset}"] = sum(values) / len(values)
+    # A section: the mean of its subsets' accuracies over the section's own items, weighted by the
+    # benchmark's official weights or else by those item counts (= accuracy over the section's items).
     weights = benchmark.subset_weights or {}
     sections: dict[str, float] = {}
-    for section, subsets in sorted(subsets_of.items()):
-        weight = {s: float(weights.get(s, len(by_subset[s]))) for s in subsets}
-        sections[section] = sum(metrics[f"subset:{s}"] * weight[s] for s in subsets) / sum(weight.values())
+    for section, subsets in sorted(by_section.items()):
+        weight = {s: float(weights.get(s, len(values))) for s, values in subsets.items()}
+        accuracy = {s: sum(values) / len(values) for s, values in subsets.items()}
+        sections[section] = sum(accuracy[s] * weight[s] for s in subsets) / sum(weight.values())
         metrics[f"section:{section}"] = sections[section]
     if benchmark.headline_sections is None:
         metrics["headline"] = metrics["overall"]

@@ -21,7 +21,7 @@ from grm_reward.eval.items import ItemSamples
 from grm_reward.eval.metrics import STYLE_CELLS
 
 if TYPE_CHECKING:
-    from grm_reward.eval.runner import BenchmarkRun, EvalSettings
+    from grm_reward.eval.runs import BenchmarkRun, EvalSettings
     from grm_reward.eval.scaling import Method, ScalingSettings, Spread
 
 __all__ = ["build_report", "pass_stats", "render_markdown", "write_outputs", "write_plots"]
@@ -76,7 +76,7 @@ def build_report(
     runs: Sequence[BenchmarkRun],
     curves: Mapping[str, Mapping[Method, Mapping[int, Mapping[str, Spread]]]],
 ) -> dict[str, Any]:
-    """The report of a run, ready for ``json.dump``."""
+    """The report of a run, ready for ``json.dump``; ``curves`` is keyed by entry (:attr:`BenchmarkRun.name`)."""
     from grm_reward import __version__
     from grm_reward.eval.store import public_settings, sampling_key
 
@@ -85,8 +85,9 @@ def build_report(
         bench = run.loaded.benchmark
         records = run.ordered_records()
         entry: dict[str, Any] = {
-            "name": bench.name,
-            "title": bench.title,
+            "name": run.name,
+            "benchmark": bench.name,
+            "title": _entry_title(run),
             "metric": bench.metric,
             "headline": bench.headline,
             "path": str(run.loaded.path),
@@ -100,7 +101,7 @@ def build_report(
             "counts": _counts(records),
             "curves": {
                 method: {str(k): {key: _spread_dict(s) for key, s in metrics.items()} for k, metrics in by_k.items()}
-                for method, by_k in curves.get(bench.name, {}).items()
+                for method, by_k in curves.get(run.name, {}).items()
             },
             "load_issues": _listed([str(i) for i in run.loaded.issues]),
             "errors": _listed([f"{uid}: {message}" for uid, message in run.errors.items()]),
@@ -149,6 +150,15 @@ def build_report(
         "notes": notes,
         "benchmarks": benchmarks,
     }
+
+
+def _entry_title(run: BenchmarkRun) -> str:
+    """The benchmark's title, and for an entry named after its file (``pairwise:a``), the file."""
+    bench = run.loaded.benchmark
+    if run.name == bench.name:
+        return bench.title
+    _, hash_, copy = run.name.rpartition("#")
+    return f"{bench.title} · {run.loaded.path.name}" + (f" #{copy}" if hash_ else "")
 
 
 def _counts(records: Sequence[ItemSamples]) -> dict[str, dict[str, int]]:

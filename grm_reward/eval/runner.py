@@ -13,17 +13,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any, Protocol
 
 from grm_reward.config import GRMConfig
 from grm_reward.errors import GenerationError, GRMError, InputError
-from grm_reward.eval.benchmarks import LoadedBenchmark, load_benchmark
+from grm_reward.eval.benchmarks import entry_names, load_benchmark
 from grm_reward.eval.items import EvalItem, ItemSamples, item_views, view_request
 from grm_reward.eval.items import Protocol as ViewProtocol
-from grm_reward.eval.metrics import TiePolicy
 from grm_reward.eval.report import build_report, write_outputs
+from grm_reward.eval.runs import BenchmarkRun, EvalSettings
 from grm_reward.eval.scaling import ScalingSettings, default_ks, scaling_curves
 from grm_reward.eval.store import SampleStore, public_settings, sampling_key
 from grm_reward.types import RequestLike, RewardResult, Usage
@@ -35,49 +34,6 @@ class Scorer(Protocol):
     """What the harness needs of a reward model: :meth:`GenerativeRewardModel.ascore_batch`."""
 
     async def ascore_batch(self, requests: Sequence[RequestLike]) -> list[RewardResult]: ...
-
-
-@dataclass(frozen=True)
-class EvalSettings:
-    """Everything about a run that is not the judge's GRMConfig."""
-
-    benchmarks: Sequence[tuple[str, str | None]]
-    output_dir: Path
-    data_root: Path | None = None
-    subsets: Sequence[str] = ()
-    limit: int | None = None
-    ks: Sequence[int] | None = None
-    resamples: int = 32
-    tie_policy: TiePolicy = "random"
-    protocol: ViewProtocol = "list"
-    k_meta_ratio: float | None = None
-    chunk_size: int = 8
-    concurrency: int = 1
-    resume: bool = True
-    keep_text: bool = True
-    plots: bool = True
-    seed: int = 0
-
-
-@dataclass
-class BenchmarkRun:
-    """One benchmark's part of a run."""
-
-    loaded: LoadedBenchmark
-    store: SampleStore
-    records: dict[str, ItemSamples] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)
-    resumed: int = 0
-    unusable_lines: int = 0
-    sampled: int = 0
-    seconds: float = 0.0
-
-    @property
-    def todo(self) -> list[EvalItem]:
-        return [item for item in self.loaded.items if item.uid not in self.records]
-
-    def ordered_records(self) -> list[ItemSamples]:
-        return [self.records[item.uid] for item in self.loaded.items if item.uid in self.records]
 
 
 Progress = Callable[[str, int], None]
@@ -93,15 +49,15 @@ def prepare(config: GRMConfig, settings: EvalSettings) -> list[BenchmarkRun]:
     key = sampling_key(config, settings.protocol)
     header = {"config": public_settings(config), "protocol": settings.protocol}
     runs = []
-    for name, path in settings.benchmarks:
+    for entry, (name, path) in zip(entry_names(settings.benchmarks), settings.benchmarks, strict=True):
         loaded = load_benchmark(
             name, path, data_root=settings.data_root, subsets=settings.subsets, limit=settings.limit, seed=settings.seed
         )
-        store = SampleStore(settings.output_dir / "samples", name, key, {"benchmark": name, **header})
+        store = SampleStore(settings.output_dir / "samples", entry, key, {"benchmark": name, "entry": entry, **header})
         if not settings.resume:
             store.reset()
         records, unusable = store.read(loaded.items, lambda item: item_views(item, settings.protocol))
-        runs.append(BenchmarkRun(loaded, store, records, resumed=len(records), unusable_lines=unusable))
+        runs.append(BenchmarkRun(entry, loaded, store, records, resumed=len(records), unusable_lines=unusable))
     return runs
 
 
@@ -130,7 +86,7 @@ async def sample_items(
         run.errors.update(errors)
         run.sampled += len(done)
         if progress is not None:
-            progress(run.loaded.benchmark.name, len(chunk))
+            progress(run.name, len(chunk))
 
     try:
         await asyncio.gather(*(one_chunk(chunk) for chunk in chunks))
@@ -216,7 +172,7 @@ def evaluate(
         score_range=config.score_range,
         seed=settings.seed,
     )
-    curves = {run.loaded.benchmark.name: scaling_curves(run.loaded.benchmark, run.ordered_records(), scaling) for run in runs}
+    curves = {run.name: scaling_curves(run.loaded.benchmark, run.ordered_records(), scaling) for run in runs}
     report = build_report(config, settings, scaling, runs, curves)
     write_outputs(report, settings.output_dir, plots=settings.plots)
     return report

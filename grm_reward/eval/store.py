@@ -1,6 +1,6 @@
 """Completed items of a sampling pass, one JSON line each, so an interrupted run resumes.
 
-A benchmark's samples live in ``<output>/samples/<benchmark>-<sampling key>.jsonl``. The
+A benchmark entry's samples live in ``<output>/samples/<entry>-<sampling key>.jsonl``. The
 sampling key hashes everything that changes what the judge is asked or how it samples: the
 GRMConfig (less the fields that only shape the final reward, which the harness recomputes),
 the prompt templates' version and the protocol. A changed setting therefore writes to a new
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -103,8 +104,8 @@ def judgement_from_dict(data: Mapping[str, Any]) -> Judgement:
 class SampleStore:
     """The JSONL file of one benchmark's completed items for one sampling key."""
 
-    def __init__(self, folder: Path, benchmark: str, key: str, header: Mapping[str, Any] | None = None) -> None:
-        self.path = Path(folder) / f"{benchmark}-{key}.jsonl"
+    def __init__(self, folder: Path, entry: str, key: str, header: Mapping[str, Any] | None = None) -> None:
+        self.path = Path(folder) / f"{_file_name(entry)}-{key}.jsonl"
         self.key = key
         self._header = dict(header or {})
 
@@ -156,6 +157,18 @@ class SampleStore:
             for record in records:
                 stream.write(json.dumps(_record(record, keep_text), ensure_ascii=False) + "\n")
             stream.flush()
+
+
+def _file_name(entry: str) -> str:
+    """``entry`` as a portable file name; one that had to be changed gets a hash so names stay distinct.
+
+    >>> _file_name("rewardbench"), _file_name("pairwise:a")
+    ('rewardbench', 'pairwise-a-1e647760')
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", entry)
+    if safe == entry:
+        return entry
+    return f"{safe}-{hashlib.blake2b(entry.encode('utf-8', 'surrogatepass'), digest_size=4).hexdigest()}"
 
 
 def _record(samples: ItemSamples, keep_text: bool) -> dict[str, Any]:

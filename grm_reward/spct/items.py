@@ -22,7 +22,7 @@ A :class:`PreferenceItem` is what every SPCT data builder reads. Sources:
   are left out (counted in the notes): Eq. 10 needs "ground-truth rewards [that] only contain
   one maximum".
 
-A malformed row is reported with its file and line (:class:`~grm_reward.eval.loaders.LoadIssue`)
+A malformed row is reported with its file and line (:class:`~grm_reward.jsonl.LoadIssue`)
 and skipped; it never stops a run.
 """
 
@@ -34,10 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grm_reward.errors import InputError
+from grm_reward.errors import DataError, InputError
 from grm_reward.eval.benchmarks import BENCHMARKS, DATA_ENV, default_data_root
 from grm_reward.eval.items import EvalItem
-from grm_reward.eval.loaders import DataError, Loaded, LoadIssue, jsonl_rows, load_hh_rlhf
+from grm_reward.eval.loaders import Loaded, load_hh_rlhf
+from grm_reward.jsonl import LoadIssue, jsonl_rows
 from grm_reward.types import Message, Request
 
 __all__ = [
@@ -168,7 +169,7 @@ def load_items(
     """The items of ``source``: a generic JSONL file, or a named set (``NAME`` or ``NAME=PATH``, see :data:`SOURCES`).
 
     ``limit`` keeps a seeded random sample of that many items (in source order). A missing or
-    unreadable file raises :class:`~grm_reward.eval.loaders.DataError`; malformed rows are issues.
+    unreadable file raises :class:`~grm_reward.errors.DataError`; malformed rows are issues.
     """
     name, sep, path = source.partition("=")
     named = name.strip() in SOURCES and (bool(sep) or not Path(source).exists())

@@ -30,7 +30,7 @@ from typing import Any
 
 from grm_reward.config import GRMConfig
 from grm_reward.errors import InputError
-from grm_reward.eval.loaders import LoadIssue, jsonl_rows
+from grm_reward.jsonl import LoadIssue, jsonl_rows
 from grm_reward.meta_rm import meta_conversation, meta_text
 from grm_reward.parsing import parse_judgement
 from grm_reward.spct.items import item_from_row

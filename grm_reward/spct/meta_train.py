@@ -24,11 +24,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from grm_reward.errors import BackendUnavailableError, ConfigError, InputError
-from grm_reward.eval.loaders import DataError, LoadIssue, jsonl_rows
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from grm_reward.config import _format_validation_error
+from grm_reward.errors import BackendUnavailableError, ConfigError, DataError, InputError
 from grm_reward.eval.metrics import roc_auc
+from grm_reward.jsonl import LoadIssue, jsonl_rows
 
 __all__ = ["MetaExample", "MetaTrainReport", "MetaTrainSettings", "read_meta_rows", "split_examples", "train_meta_rm"]
 
@@ -49,34 +52,43 @@ class MetaExample:
     messages: tuple[dict[str, Any], ...] | None = None
 
 
-@dataclass(frozen=True)
-class MetaTrainSettings:
-    """How to train (see ``grm-reward spct train-meta --help``)."""
+class MetaTrainSettings(BaseModel):
+    """How to train. Each field's description is its ``grm-reward spct train-meta`` flag's help."""
 
-    output_dir: Path
-    base_model: str | None = None
-    epochs: float = 1.0
-    lr: float = PAPER_META_LR
-    batch_size: int = 8
-    grad_accum: int = 1
-    max_length: int = 4096
-    max_steps: int | None = None
-    eval_split: float = 0.0
-    seed: int = 0
-    device: str = "auto"
-    dtype: str = "float32"
-    weight_decay: float = 0.0
-    log_every: int = 10
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    def __post_init__(self) -> None:
-        if self.epochs <= 0 or self.lr <= 0 or self.batch_size < 1 or self.grad_accum < 1 or self.max_length < 16:
-            raise ConfigError("epochs and lr must be > 0, batch_size and grad_accum >= 1, max_length >= 16")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"max_steps must be at least 1, got {self.max_steps}")
-        if not 0.0 <= self.eval_split < 1.0:
-            raise ConfigError(f"eval_split must be in [0, 1), got {self.eval_split}")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ConfigError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
+    output_dir: Path = Field(description="Checkpoint folder to write.")
+    base_model: str | None = Field(
+        None, description="Model to start from (default: the embedded SmolLM2-135M-Instruct)."
+    )
+    epochs: float = Field(1.0, gt=0, description="Passes over the data (default 1).")
+    lr: float = Field(PAPER_META_LR, gt=0, description="Learning rate (paper: 1e-5).")
+    batch_size: int = Field(8, ge=1, description="Rows per forward pass (default 8).")
+    grad_accum: int = Field(
+        1, ge=1, description="Forward passes per optimizer step (paper batch 512 = batch size x this)."
+    )
+    max_length: int = Field(
+        4096, ge=16, description="Longest input in tokens, cut on the left like the meta RM at inference (default 4096)."
+    )
+    max_steps: int | None = Field(
+        None, ge=1, description="Train for exactly this many optimizer steps (overrides --epochs, as in transformers)."
+    )
+    eval_split: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Share of items held out; loss, accuracy and ROC-AUC reported before and after."
+    )
+    seed: int = Field(0, description="Seed of the split, the order and the new head.")
+    device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda:0', ...")
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="Weights dtype.")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay (default 0).")
+    log_every: int = Field(10, ge=1, description="Log the loss every N steps.")
+
+    @classmethod
+    def build(cls, **values: Any) -> MetaTrainSettings:
+        """The settings, with a pydantic validation error turned into :class:`~grm_reward.errors.ConfigError`."""
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise ConfigError(_format_validation_error(exc)) from exc
 
 
 @dataclass
@@ -260,7 +272,7 @@ def train_meta_rm(
         epochs_run=0.0,
         train_loss=None,
         mismatched_texts=mismatched,
-        settings={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()},
+        settings=settings.model_dump(mode="json"),
     )
     if held:
         report.eval_before = evaluate()

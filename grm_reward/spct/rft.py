@@ -26,24 +26,79 @@ never sees one at inference), the assistant turn the trajectory as written::
 ``order[p]`` is the item's index of the response shown as Response p+1 and ``scores`` are the
 judge's scores as written (``scores[p]`` is for Response p+1). A system prompt in the config comes
 first in ``messages``.
+
+:func:`run_rft` is the whole loop (sample, select, count) over a reward model and items; the
+CLI only parses flags, calls it and writes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from grm_reward.config import _format_validation_error
+from grm_reward.errors import ConfigError, GenerationError, GRMError, InputError
 from grm_reward.spct.items import PreferenceItem
-from grm_reward.spct.sampling import JudgeSample
+from grm_reward.spct.sampling import JudgeSample, SpctSampler
 
-__all__ = ["HINT_MODES", "HintMode", "RFTStats", "hint_wanted", "is_too_easy", "select_rft", "sft_row", "trajectory_row"]
+if TYPE_CHECKING:
+    from grm_reward.model import GenerativeRewardModel
+
+__all__ = [
+    "HINT_MODES",
+    "HintMode",
+    "RFTOutcome",
+    "RFTSettings",
+    "RFTStats",
+    "checked_items",
+    "hint_wanted",
+    "is_too_easy",
+    "run_rft",
+    "sample_chunk",
+    "select_rft",
+    "sft_row",
+    "trajectory_row",
+]
 
 HintMode = Literal["off", "on", "both", "fallback"]
 HINT_MODES: tuple[HintMode, ...] = ("off", "on", "both", "fallback")
 
 #: The paper's number of plain trajectories per item (App. C.1).
 PAPER_RFT_SAMPLES = 3
+
+#: Errors that concern one item (a prompt too long for the judge, a generation that failed after
+#: retries): it is reported and left out. Others (a missing backend, a wrong setting) stop the run.
+ITEM_ERRORS = (InputError, GenerationError)
+
+
+class RFTSettings(BaseModel):
+    """How RFT data is sampled and selected (``grm-reward spct rft-data`` flags)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    samples: int = Field(PAPER_RFT_SAMPLES, ge=1, description="Plain judge samples per item (paper N_RFT = 3).")
+    hint: HintMode = Field("both", description="Hinted sampling mode (see HINT_MODES).")
+    keep_easy: bool = Field(False, description="Keep items whose N plain samples were all correct.")
+    chunk_size: int = Field(8, ge=1, description="Items sent to the backend together.")
+    label_threshold: int | None = Field(
+        None, description="Single responses: the score a correct one must exceed (default: the range's lower midpoint)."
+    )
+
+    @classmethod
+    def build(cls, **values: Any) -> RFTSettings:
+        """The settings, with a pydantic validation error turned into :class:`~grm_reward.errors.ConfigError`."""
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise ConfigError(_format_validation_error(exc)) from exc
+
+    @property
+    def plain(self) -> int:
+        """Plain trajectories per item (none when only hinted ones are asked for)."""
+        return 0 if self.hint == "on" else self.samples
 
 
 @dataclass
@@ -154,3 +209,127 @@ def trajectory_row(sample: JudgeSample) -> dict[str, Any]:
         "reason": sample.reason,
         "seed": sample.seed,
     }
+
+
+@dataclass
+class RFTOutcome:
+    """What :func:`run_rft` produced: the SFT rows, every trajectory (kept or not), and the counts."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    trajectories: list[dict[str, Any]] = field(default_factory=list)
+    stats: RFTStats = field(default_factory=RFTStats)
+
+
+Report = Callable[[str], None]
+
+
+def checked_items(
+    sampler: SpctSampler, items: Sequence[PreferenceItem], report: Report | None = None
+) -> tuple[list[PreferenceItem], int]:
+    """The items whose judge prompt can be built; the others are reported and counted."""
+    kept, bad = [], 0
+    for item in items:
+        try:
+            sampler.messages(item, tuple(range(item.n)))
+        except GRMError as exc:
+            if report is not None:
+                report(f"skipped {item.where or item.id}: {exc}")
+            bad += 1
+            continue
+        kept.append(item)
+    return kept, bad
+
+
+def sample_chunk(
+    rm: GenerativeRewardModel,
+    sampler: SpctSampler,
+    items: Sequence[PreferenceItem],
+    count: int,
+    *,
+    hinted: bool,
+    report: Report | None = None,
+) -> tuple[dict[str, list[JudgeSample]], dict[str, str]]:
+    """Samples per item id, and the items that failed (id -> message). An item-level error
+    (:data:`ITEM_ERRORS`) sends the chunk again item by item; other errors stop the run."""
+    done: dict[str, list[JudgeSample]] = {}
+    failed: dict[str, str] = {}
+    if not items:
+        return done, failed
+    try:
+        for item, samples in zip(items, rm.run_sync(sampler.sample(items, count, hinted=hinted)), strict=True):
+            done[item.id] = samples
+        return done, failed
+    except ITEM_ERRORS as exc:
+        if len(items) == 1:
+            failed[items[0].id] = str(exc)
+            if report is not None:
+                report(f"item {items[0].id} failed: {exc}")
+            return done, failed
+    for item in items:
+        got, lost = sample_chunk(rm, sampler, [item], count, hinted=hinted, report=report)
+        done.update(got)
+        failed.update(lost)
+    return done, failed
+
+
+def run_rft(
+    rm: GenerativeRewardModel,
+    items: Sequence[PreferenceItem],
+    settings: RFTSettings,
+    *,
+    report: Report | None = None,
+    on_chunk: Callable[[list[dict[str, Any]], list[dict[str, Any]]], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> RFTOutcome:
+    """Sample, select and count RFT trajectories for ``items`` with the judge of ``rm``.
+
+    ``rm.config`` sets the judge (its temperature: the paper's 0.5 when sampling several);
+    ``report`` receives one line per skipped or failed item; ``on_chunk(rows, trajectories)``
+    gets each chunk's new rows as soon as it is done (the CLI writes them at once);
+    ``progress(n)`` counts items.
+    """
+    config = rm.config
+    sampler = SpctSampler(rm.backend, config, temperature=config.effective_temperature, threshold=settings.label_threshold)
+    outcome = RFTOutcome()
+    stats = outcome.stats
+    todo, bad = checked_items(sampler, items, report)
+    stats.skipped_rows += bad
+    for start in range(0, len(todo), settings.chunk_size):
+        chunk = todo[start : start + settings.chunk_size]
+        plain: dict[str, list[JudgeSample]] = {item.id: [] for item in chunk}
+        if settings.plain:
+            got, failed = sample_chunk(rm, sampler, chunk, settings.plain, hinted=False, report=report)
+            plain.update(got)
+            stats.failed_items += len(failed)
+            chunk = [item for item in chunk if item.id not in failed]
+        easy = {item.id: is_too_easy(plain[item.id], settings.plain) for item in chunk}
+        wanted = [
+            item for item in chunk
+            if hint_wanted(settings.hint, item, plain[item.id], too_easy=easy[item.id], keep_easy=settings.keep_easy)
+        ]
+        if settings.hint != "off":
+            stats.no_hint_single += sum(1 for item in chunk if item.best is None)
+        hinted, failed = sample_chunk(rm, sampler, wanted, 1, hinted=True, report=report)
+        stats.failed_items += len(failed)
+        rows: list[dict[str, Any]] = []
+        trajectories: list[dict[str, Any]] = []
+        for item in chunk:
+            if item.id in failed:
+                continue
+            mine = hinted.get(item.id, [])
+            stats.items += 1
+            stats.add_samples(plain[item.id])
+            stats.add_samples(mine)
+            kept, too_easy = select_rft(plain[item.id], mine, samples=settings.plain, keep_easy=settings.keep_easy)
+            stats.too_easy += too_easy
+            stats.too_easy_kept += too_easy and settings.keep_easy
+            rows.extend(sft_row(s) for s in kept)
+            trajectories.extend(trajectory_row(s) for s in (*plain[item.id], *mine))
+        stats.rows += len(rows)
+        outcome.rows.extend(rows)
+        outcome.trajectories.extend(trajectories)
+        if on_chunk is not None:
+            on_chunk(rows, trajectories)
+        if progress is not None:
+            progress(len(todo[start : start + settings.chunk_size]))
+    return outcome

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import signal
+import sys
 import types
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from grm_reward.backends.scripted import ScriptedBackend
 from grm_reward.server import build_app
 from tests.conftest import is_available, requires_embedded, requires_torch
 from tests.helpers import judge_text
-from tests.servers import uvicorn_thread
+from tests.servers import free_port, process_server, uvicorn_thread
 
 pytestmark = pytest.mark.skipif(
     not (is_available("openrlhf") and is_available("aiohttp")),
@@ -119,6 +121,36 @@ def test_token_in_the_url_passes_openrlhfs_headerless_client(agent) -> None:
     with uvicorn_thread(app) as base:
         [info] = asyncio.run(main(base + "/get_reward?token=s3cret"))
     assert info["rewards"] == pytest.approx([0.0])
+
+
+@pytest.mark.slow
+def test_openrlhfs_client_against_the_real_serve_process(agent, tmp_path) -> None:
+    """`grm-reward serve` as OpenRLHF users start it (its own process, judge = a backend factory), not an in-thread app."""
+    import httpx
+
+    port = free_port()
+    command = [sys.executable, "-m", "grm_reward", "serve", "--host", "127.0.0.1", "--port", str(port),
+               "--backend", "tests.helpers:length_backend", "-k", "2", "--server-batch-window-s", "0.02"]
+    lengths = [4 * n for n in range(1, 13)] * 3  # 36 rollout samples, rewards 0 .. 1 and clipped at 10
+
+    async def rollout(url):
+        executor = agent.SingleTurnAgentExecutor(url)
+        return await asyncio.gather(*(
+            executor._fetch_rewards_via_http([PROMPT + "x" * n + "<|im_end|>"], [PROMPT], ["4"]) for n in lengths
+        ))
+
+    log = tmp_path / "serve.log"
+    with process_server(command, port, env={"PYTHONPATH": str(ROOT)}, log=log, cwd=ROOT) as base:
+        server = process_server.current
+        replies = asyncio.run(rollout(base + "/get_reward"))
+        metrics = httpx.get(base + "/metrics", timeout=10).text
+    # tests.helpers.length_judge scores max(1, min(10, len // 4)) on the response OpenRLHF's query carries
+    for n, [info] in zip(lengths, replies, strict=True):
+        assert info["rewards"] == pytest.approx([(min(10, n // 4) - 1) / 9]), n
+        assert tuple(info["extra_logs"]) == EXTRA_LOG_KEYS and info["extra_logs"]["grm_failed"] == [0.0]
+    assert "grm" in metrics
+    # SIGTERM: a graceful stop (uvicorn re-raises the signal once the app has shut down)
+    assert server.returncode in (0, -signal.SIGTERM) and "Application shutdown complete" in log.read_text()
 
 
 def test_the_file_form_loaded_by_openrlhf(agent, monkeypatch, tmp_path) -> None:

@@ -81,10 +81,31 @@ def test_smoke_run_rewards_rollouts_inside_openrlhfs_executor(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["prompts"] == 8 and summary["rollouts"] == 24
-    assert 0 < summary["truncated_prompts"] < summary["rollouts"]  # both split paths: left-truncated and prefix
     assert summary["extra_log_keys"] == ["judge_split_failed", "judge_tie", "judge_valid"]
+    # Recompute every reward from what OpenRLHF's executor produced (the decoded action, the label it
+    # passed) with the library's rule, instead of trusting the script's own checks and counts.
+    expected = []
     for record in summary["records"]:
-        assert record["reward"] == (1.0 if record["source"] == "hand-written correct" else -1.0)
-        if record["source"] == "hand-written tie/wrong" and record["extra_logs"]["judge_valid"]:
-            assert record["reward"] == -1.0
-    assert summary["plus_one"] == 4 and summary["minus_one"] == 20
+        value = rule_from_truth(record["text"], record["label"])
+        expected.append(value)
+        assert record["reward"] == value, record
+        assert record["text"].strip() and record["text"].strip() in record["query"]  # the judged response was sent
+        assert record["truncated_prompt"] == (not record["query"].startswith(record["prompt"]))
+        if value == 1.0:
+            assert record["extra_logs"]["judge_valid"] == 1.0  # a correct verdict was read
+        if record["source"] == "hand-written correct":
+            assert value == 1.0
+        elif record["source"] == "hand-written tie/wrong":
+            assert value == -1.0 and record["extra_logs"]["judge_valid"] == 1.0  # readable, but a tie or wrong side
+    # both split paths ran: prompts OpenRLHF left-truncated, and whole ones
+    assert 0 < sum(r["truncated_prompt"] for r in summary["records"]) < 24
+    assert [r["source"] for r in summary["records"]].count("hand-written correct") == 4
+    assert (expected.count(1.0), expected.count(-1.0)) == (summary["plus_one"], summary["minus_one"]) == (4, 20)
+
+
+def rule_from_truth(text: str, truth) -> float:
+    from grm_reward.spct.rewards import rule_reward
+
+    data = json.loads(truth) if isinstance(truth, str) else truth
+    return rule_reward(text, data["num_responses"], best=data.get("best"), label=data.get("label"),
+                       score_range=tuple(data.get("score_range") or (1, 10)), threshold=data.get("threshold"))

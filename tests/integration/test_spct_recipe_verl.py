@@ -62,9 +62,29 @@ def test_smoke_run_scores_rollouts_through_verls_loader(tmp_path) -> None:
     assert summary["manager"].endswith("reward_manager.naive.NaiveRewardManager")
     assert summary["compute_score"] == "pkg://grm_reward.spct.reward_funcs:compute_score"
     assert summary["reward_extra_keys"] == ["correct", "score", "tie", "valid"]
-    for source, reward in zip(summary["sources"], summary["rewards"]):
+    # Recompute every reward from the raw outputs (what the policy wrote, each prompt's truth) with the
+    # library's rule, instead of trusting the script's own checks and counts.
+    rollouts = list(zip(summary["sources"], summary["texts"], summary["ground_truths"], summary["rewards"],
+                        summary["reward_tensor_rows"], summary["response_lengths"], strict=True))
+    assert len(rollouts) == 24 and sorted(summary["uids"].count(u) for u in set(summary["uids"])) == [3] * 8
+    expected = []
+    for source, text, truth, reward, row, length in rollouts:
+        value = rule_from_truth(text, truth)
+        expected.append(value)
+        assert reward == value, (source, text)
+        # verl's reward tensor: the reward on the last response token, zeros elsewhere
+        assert [(j, v) for j, v in enumerate(row) if v != 0] == [(length - 1, value)]
         if source == "hand-written correct":
-            assert reward == 1.0
-        else:  # ties, and a random policy's outputs
-            assert reward == -1.0
-    assert summary["plus_one"] == 4 and summary["minus_one"] == 20
+            assert value == 1.0
+        elif source == "hand-written tie/wrong":
+            assert value == -1.0 and "Scores:" in text  # readable, but a tie or the wrong side
+    assert summary["sources"].count("hand-written correct") == 4
+    assert (expected.count(1.0), expected.count(-1.0)) == (summary["plus_one"], summary["minus_one"]) == (4, 20)
+
+
+def rule_from_truth(text: str, truth) -> float:
+    from grm_reward.spct.rewards import rule_reward
+
+    data = json.loads(truth) if isinstance(truth, str) else truth
+    return rule_reward(text, data["num_responses"], best=data.get("best"), label=data.get("label"),
+                       score_range=tuple(data.get("score_range") or (1, 10)), threshold=data.get("threshold"))

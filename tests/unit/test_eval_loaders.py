@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from grm_reward.errors import InputError
+from grm_reward.errors import DataError, InputError
 from grm_reward.eval import loaders
 from grm_reward.eval.benchmarks import BENCHMARKS, load_benchmark, parse_benchmark_arg, select_items
 from grm_reward.eval.items import EvalItem, item_views, view_request
-from grm_reward.eval.loaders import DataError
 
 
 def write_jsonl(path: Path, rows: list, *, gz: bool = False) -> Path:

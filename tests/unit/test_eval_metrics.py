@@ -135,6 +135,33 @@ def test_sections_default_to_item_weighting_and_headline_sections() -> None:
     assert generic["headline"] == generic["overall"] == pytest.approx(2 / 5)
 
 
+def test_a_subset_spanning_sections_counts_only_its_items_in_each_section() -> None:
+    # generic files set subset and section freely: subset "x" lies in both sections
+    outcomes = [
+        _outcome("1", "x", "A", 1.0),
+        _outcome("2", "y", "A", 0.0),
+        _outcome("3", "x", "B", 0.0),
+        _outcome("4", "x", "B", 0.0),
+        _outcome("5", "x", "B", 0.0),
+    ]
+    metrics = summarize(BENCHMARKS["pairwise"], outcomes)
+    assert metrics["section:A"] == pytest.approx(1 / 2)  # accuracy over section A's two items
+    assert metrics["section:B"] == 0.0
+    assert metrics["subset:x"] == pytest.approx(1 / 4)  # a subset's row still pools its items
+    assert metrics["overall"] == pytest.approx(1 / 5)
+
+
+def test_official_subset_weights_use_the_subset_accuracy_inside_the_section() -> None:
+    outcomes = [
+        _outcome("1", "math-prm", "Reasoning", 1.0),
+        _outcome("2", "math-prm", "Chat Hard", 0.0),  # a file that moved a math-prm row elsewhere
+        _outcome("3", "hep-cpp", "Reasoning", 0.0),
+    ]
+    metrics = summarize(BENCHMARKS["rewardbench"], outcomes)
+    assert metrics["section:Reasoning"] == pytest.approx(984 / (984 + 164))
+    assert metrics["section:Chat Hard"] == 0.0
+
+
 def test_auc_summary_per_group() -> None:
     def labelled(uid, section, label, reward):
         item = EvalItem(uid, "q", ("a",), "label", f"{section}/m", section, label=label)

@@ -12,7 +12,7 @@ import pytest
 from grm_reward import GenerativeRewardModel, GRMConfig
 from grm_reward.backends import ScriptedBackend
 from grm_reward.cli import main
-from grm_reward.errors import PromptTooLongError
+from grm_reward.errors import InputError, PromptTooLongError
 from grm_reward.eval.runner import EvalSettings, evaluate
 from tests.eval_helpers import CountingScorer, _marked_quality, marked, noisy_quality_judge
 from tests.helpers import judge_text
@@ -195,8 +195,8 @@ def test_cli_eval_end_to_end(tmp_path, capsys) -> None:
                  "--resamples", "4", "--subset", "even", "--limit", "2"])
     assert code == 0
     captured = capsys.readouterr()
-    assert "| pairwise JSONL | accuracy | 2 |" in captured.out
-    assert "pairwise: 2 items selected of 6, 0 already sampled, 2 to sample" in captured.err
+    assert "| pairwise JSONL · pairs.jsonl | accuracy | 2 |" in captured.out
+    assert "pairwise:pairs: 2 items selected of 6, 0 already sampled, 2 to sample" in captured.err
     report = json.loads((out / "report.json").read_text())
     assert report["benchmarks"][0]["counts"]["subsets"] == {"even": 2}
     assert not (out / "plots").exists()
@@ -233,7 +233,7 @@ def test_importing_the_harness_loads_no_plotting_or_engine() -> None:
 
 def test_meta_rm_curves_from_the_core_meta_rm(tmp_path) -> None:
     """With the core's meta RM (issue 5) rating the samples, MetaRM@k reads its scores."""
-    meta_rm = pytest.importorskip("grm_reward.meta_rm", reason="the meta RM is not in this version yet")
+    from grm_reward import meta_rm
     quality = {"right": 9, "wrong": 2}
 
     def judge(call):  # careful samples score by quality, sloppy ones backwards
@@ -263,7 +263,7 @@ def test_a_subset_that_matches_nothing_is_reported(tmp_path) -> None:
     bench = report["benchmarks"][0]
     assert bench["items_scored"] == 0 and bench["curves"] == {}
     assert any("no items selected" in note for note in bench["notes"])
-    assert "| pairwise JSONL | accuracy | 0 | – | – |" in (tmp_path / "out" / "report.md").read_text()
+    assert "| pairwise JSONL · pairs.jsonl | accuracy | 0 | – | – |" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_a_benchmark_without_its_headline_sections_still_plots(tmp_path) -> None:
@@ -306,3 +306,78 @@ def test_credentials_in_the_config_are_never_written_out() -> None:
 
     assert public_settings(Nested())["openai"] == {  # type: ignore[arg-type]
         "base_url": "http://h/v1", "api_key": "<redacted>", "api_key_env": "OPENAI_API_KEY"}
+
+
+def write_quality_pairs(path: Path, n: int, chosen: int, rejected: int) -> Path:
+    rows = [{"id": f"p{i}", "prompt": f"question {i}", "chosen": marked(f"good {i}", chosen),
+             "rejected": marked(f"bad {i}", rejected)} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_repeated_benchmark_entries_each_get_their_own_figures(tmp_path) -> None:
+    # a judge that always prefers the right answer of a.jsonl and the wrong one of b.jsonl
+    right = write_quality_pairs(tmp_path / "a.jsonl", 4, chosen=9, rejected=2)
+    wrong = write_quality_pairs(tmp_path / "b.jsonl", 2, chosen=2, rejected=9)
+    settings = settings_for(tmp_path, ("pairwise", str(right)), ("pairwise", str(wrong)))
+    report = evaluate(GRMConfig(k=2), settings, scorer=CountingScorer(k=2, judge=noisy_quality_judge(noise=0)))
+    first, second = report["benchmarks"]
+    assert (first["name"], second["name"]) == ("pairwise:a", "pairwise:b")
+    assert first["benchmark"] == second["benchmark"] == "pairwise"
+    assert (first["items_scored"], second["items_scored"]) == (4, 2)
+    assert first["curves"]["voting"]["2"]["headline"]["mean"] == 1.0
+    assert second["curves"]["voting"]["2"]["headline"]["mean"] == 0.0
+    assert first["samples_file"] != second["samples_file"]
+    assert len(list((tmp_path / "out" / "samples").glob("pairwise-*.jsonl"))) == 2
+    rows = [line for line in (tmp_path / "out" / "report.md").read_text().splitlines() if "| accuracy |" in line]
+    assert len(rows) == 2 and rows[0] != rows[1]
+    assert "a.jsonl" in rows[0] and "b.jsonl" in rows[1]
+    # a second run resumes each entry from its own store
+    again = evaluate(GRMConfig(k=2), settings, scorer=CountingScorer(k=2, judge=noisy_quality_judge(noise=0)))
+    assert [b["items_resumed"] for b in again["benchmarks"]] == [4, 2]
+    assert again["benchmarks"][1]["curves"] == second["curves"]
+
+
+def test_the_same_file_twice_is_refused(tmp_path) -> None:
+    pairs = write_quality_pairs(tmp_path / "a.jsonl", 2, chosen=9, rejected=2)
+    with pytest.raises(InputError, match="twice"):
+        evaluate(GRMConfig(k=2), settings_for(tmp_path, ("pairwise", str(pairs)), ("pairwise", str(pairs))),
+                 scorer=CountingScorer(k=2))
+
+
+def interrupting_backend(config: object) -> ScriptedBackend:
+    """Backend factory for the CLI: Ctrl-C while judging the prompt that says INTERRUPT."""
+
+    def judge(call):
+        if "INTERRUPT" in call.prompt:
+            raise KeyboardInterrupt
+        return noisy_quality_judge(noise=0)(call)
+
+    return ScriptedBackend(judge)
+
+
+def test_cli_eval_exit_status_is_1_when_items_failed_and_130_when_interrupted(tmp_path, capsys) -> None:
+    rows = [{"id": "ok", "prompt": "fine", "chosen": marked("a", 8), "rejected": marked("b", 2)},
+            {"id": "boom", "prompt": "EXPLODE", "chosen": "GOOD", "rejected": "BAD"}]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    common = ["eval", "-b", f"pairwise={data}", "-k", "2", "-o", str(tmp_path / "out"), "--no-plots", "--chunk-size", "2"]
+    assert main([*common, "--backend", "tests.spct_helpers:exploding_backend", "-q"]) == 1
+    assert "pairwise:pairs: 1 items failed, e.g. boom: the engine gave up" in capsys.readouterr().err
+    data.write_text(json.dumps({**rows[0], "prompt": "INTERRUPT"}) + "\n", encoding="utf-8")
+    assert main([*common, "--backend", "tests.unit.test_eval_runner:interrupting_backend", "-q"]) == 130
+    assert "interrupted; finished items are stored under" in capsys.readouterr().err
+
+
+def test_docs_cli_describes_every_eval_flag_and_exit_status() -> None:
+    from grm_reward.cli import build_parser
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text(encoding="utf-8")
+    section = docs.split("## `grm-reward eval`", 1)[1].split("\n## ", 1)[0]
+    eval_parser = build_parser()._subparsers._group_actions[0].choices["eval"]  # type: ignore[union-attr]
+    group = next(g for g in eval_parser._action_groups if g.title == "evaluation")
+    for action in group._group_actions:
+        for flag in action.option_strings:
+            assert f"`{flag}" in section or f"`{flag} " in section or f", `{flag}" in section, flag
+    for status in ("| 0 |", "| 1 |", "| 2 |", "| 130 |"):
+        assert status in section

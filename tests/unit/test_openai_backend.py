@@ -258,9 +258,16 @@ def test_completions_mode_needs_a_tokenizer() -> None:
 
 
 def test_usage_apportioning() -> None:
-    assert _apportion(10, [1, 1, 2]) == [3, 2, 5] or sum(_apportion(10, [1, 1, 2])) == 10
-    assert _apportion(7, [0, 0]) in ([4, 3], [3, 4])
-    assert _apportion(5, [3]) == [5] and _apportion(0, []) == []
+    # largest remainders: the floor of each exact share, then +1 to the largest fractions (ties: first)
+    assert _apportion(10, [1, 1, 2]) == [3, 2, 5]  # exact 2.5, 2.5, 5
+    assert _apportion(10, [1, 2]) == [3, 7]  # exact 3.33, 6.67: the larger fraction gets the unit
+    assert _apportion(100, [1, 1, 1]) == [34, 33, 33]
+    assert _apportion(7, [0, 0]) == [4, 3]  # no weights: even shares
+    assert _apportion(5, [3]) == [5] and _apportion(0, []) == [] and _apportion(0, [2, 5]) == [0, 0]
+    for total, weights in [(17, [3, 5, 9]), (1, [4, 4, 4, 4]), (1000, [7, 0, 13, 1])]:
+        shares = _apportion(total, weights)
+        assert sum(shares) == total
+        assert all(abs(share - total * w / sum(weights)) < 1 for share, w in zip(shares, weights, strict=True))
 
 
 def test_missing_usage_is_counted_not_invented() -> None:

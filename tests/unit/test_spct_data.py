@@ -12,7 +12,7 @@ from grm_reward import GRMConfig, InputError
 from grm_reward.backends import ScriptedBackend
 from grm_reward.backends.scripted import shown_responses
 from grm_reward.cli import main
-from grm_reward.eval.loaders import DataError
+from grm_reward.errors import DataError
 from grm_reward.meta_rm import meta_conversation, meta_text
 from grm_reward.spct.items import PreferenceItem, item_from_row, load_items, shuffled_pair
 from grm_reward.spct.meta_data import meta_row
@@ -425,3 +425,58 @@ def test_train_meta_reports_bad_rows_and_needs_rows(tmp_path, capsys) -> None:
     empty = write_jsonl(tmp_path / "empty.jsonl", ["{}"])
     assert main(["spct", "train-meta", str(empty), "-o", str(tmp_path / "ckpt")]) == 2
     assert "no usable rows" in capsys.readouterr().err
+
+
+# --- the RFT loop as a library function, the CLI a thin shell over it ---------------------------
+
+
+def test_run_rft_returns_rows_and_stats_and_the_cli_writes_exactly_them(tmp_path, capsys) -> None:
+    from grm_reward import GenerativeRewardModel
+    from grm_reward.spct.rft import RFTSettings, run_rft
+    from tests.spct_helpers import exploding_judge
+
+    rows = [*pairs(5), {"id": "boom", "prompt": "EXPLODE", "chosen": "GOOD", "rejected": "BAD"},
+            {"id": "many", "prompt": "q", "responses": ["GOOD"] * 40, "best": 0}]
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    items = load_items(str(src)).items
+    settings = RFTSettings(samples=2, hint="both", keep_easy=True, chunk_size=3)
+    chunks, reported, counted = [], [], []
+    with GenerativeRewardModel(backend=ScriptedBackend(exploding_judge), k=2) as rm:
+        outcome = run_rft(rm, items, settings, report=reported.append,
+                          on_chunk=lambda r, t: chunks.append((len(r), len(t))), progress=counted.append)
+    stats = outcome.stats
+    assert (stats.items, stats.failed_items, stats.skipped_rows) == (5, 1, 1)  # 40 responses > max_responses
+    assert len(outcome.rows) == stats.rows == 5 * 3 and len(outcome.trajectories) == 5 * 3
+    assert stats.plain_samples == 10 and stats.hinted_samples == 5 and stats.too_easy == stats.too_easy_kept == 5
+    assert sum(r for r, _ in chunks) == 15 and sum(counted) == 6  # the checked items, chunk by chunk
+    assert any("item boom failed" in line for line in reported) and any("line 7" in line and "max_responses" in line for line in reported)
+
+    out = tmp_path / "rft.jsonl"
+    assert main(["spct", "rft-data", str(src), "-o", str(out), "--backend", "tests.spct_helpers:exploding_backend",
+                 "--samples", "2", "--keep-easy", "--chunk-size", "3", "-q"]) == 0
+    assert read_jsonl(out) == outcome.rows
+
+
+def test_rft_settings_are_checked() -> None:
+    from grm_reward.errors import ConfigError
+    from grm_reward.spct.rft import RFTSettings
+
+    with pytest.raises(ConfigError, match="samples"):
+        RFTSettings.build(samples=0)
+    with pytest.raises(ConfigError, match="hint"):
+        RFTSettings.build(hint="sometimes")
+
+
+def test_train_meta_flags_come_from_the_settings_model(tmp_path, capsys) -> None:
+    from grm_reward.spct.meta_train import MetaTrainSettings
+
+    with pytest.raises(SystemExit):
+        main(["spct", "train-meta", "--help"])
+    help_text = capsys.readouterr().out
+    for name, info in MetaTrainSettings.model_fields.items():
+        if name != "output_dir":
+            assert f"--{name.replace('_', '-')}" in help_text
+            assert info.description and info.description.split()[0] in help_text
+    rows = write_jsonl(tmp_path / "m.jsonl", [{"text": "a", "label": 1}])
+    assert main(["spct", "train-meta", str(rows), "-o", str(tmp_path / "ckpt"), "--eval-split", "1.5"]) == 2
+    assert "eval_split" in capsys.readouterr().err
