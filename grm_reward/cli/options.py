@@ -26,7 +26,7 @@ __all__ = ["add_config_arguments", "config_from_args"]
 _SHORT = {"k": "-k"}
 _SEP = "__"
 #: Sections whose flags only the subcommands that ask for them get.
-_OPTIONAL_SECTIONS = frozenset({"server"})
+_OPTIONAL_SECTIONS = frozenset({"server", "ray"})
 
 
 def _describe(info: FieldInfo) -> str:

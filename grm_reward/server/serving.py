@@ -13,7 +13,7 @@ import bisect
 import threading
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from grm_reward._tasks import gather_cancelling
 from grm_reward.adapters.openrlhf import build_request, openrlhf_response
@@ -31,15 +31,26 @@ from grm_reward.server.protocol import (
 )
 from grm_reward.types import Request, RewardResult
 
-__all__ = ["Metrics", "RewardService"]
+__all__ = ["Metrics", "RewardService", "Scorer"]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 180.0)
+
+
+class Scorer(Protocol):
+    """What :class:`RewardService` scores through: a :class:`MicroBatcher`, or the Ray fleet's scorer."""
+
+    @property
+    def stats(self) -> Any: ...
+
+    async def submit(self, request: Request) -> RewardResult: ...
+
+    async def aclose(self, *, drain: bool = True) -> None: ...
 
 
 class RewardService:
     """Scores protocol requests through the scorer and keeps the serving metrics."""
 
-    def __init__(self, scorer: MicroBatcher, config: GRMConfig) -> None:
+    def __init__(self, scorer: Scorer, config: GRMConfig) -> None:
         self.scorer = scorer
         self.config = config
         self.metrics = Metrics()
@@ -107,7 +118,8 @@ class RewardService:
     async def aclose(self) -> None:
         """Shut down: queued requests fail at once, batches in flight are cancelled, the backend is closed."""
         await self.scorer.aclose(drain=False)
-        await self.scorer.rm.aclose()
+        if isinstance(self.scorer, MicroBatcher):
+            await self.scorer.rm.aclose()
 
     # --- internals ------------------------------------------------------------------------------
     def _check_count(self, n: int, what: str) -> None:
