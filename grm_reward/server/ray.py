@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 try:
@@ -210,6 +210,14 @@ class StickyLeastLoadedRouter(RequestRouter):
 
 
 @dataclass
+class _Call:
+    """Requests of one affinity key sent to the fleet in one handle call."""
+
+    items: list[tuple[Request, asyncio.Future[RewardResult]]] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass
 class FleetStats:
     """The fleet's batcher counters, summed over live replicas (what ``/metrics`` renders)."""
 
@@ -222,9 +230,10 @@ class FleetStats:
 class FleetScorer:
     """The ingress side of the fleet: ``submit`` sends a request to its judge replica through Ray Serve.
 
-    A request whose replica dies (or cannot be reached) is resent, up to ``ray.retries`` times,
-    to the replica the router picks next; after that it fails with :class:`BackendUnavailableError`.
-    Judge errors come back as themselves.
+    Requests of one prompt submitted in the same loop turn (one body) go in one call, so the
+    replica's batcher groups them as a single process would. A call whose replica dies (or cannot
+    be reached) is resent, up to ``ray.retries`` times, to the replica the router picks next; after
+    that it fails with :class:`BackendUnavailableError`. Judge errors come back as themselves.
     """
 
     def __init__(self, judge: Any, config: GRMConfig) -> None:
@@ -235,30 +244,62 @@ class FleetScorer:
         self.replicas: dict[str, dict[str, Any]] = {}
         self.resent = 0
         self._poller: asyncio.Task[None] | None = None
+        self._forming: dict[str, _Call] = {}
 
     async def submit(self, request: Request) -> RewardResult:
-        handle = self.judge.options(session_id=affinity_key(request))
+        key = affinity_key(request)
+        loop = asyncio.get_running_loop()
+        call = self._forming.get(key)
+        if call is None:  # requests of one prompt submitted together (one body) travel as one call
+            call = self._forming[key] = _Call()
+            loop.call_soon(self._launch, key)
+        future: asyncio.Future[RewardResult] = loop.create_future()
+        call.items.append((request, future))
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if call.task is not None and all(f.done() for _, f in call.items):
+                call.task.cancel()  # every caller left: stop the judge's work
+            raise
+
+    def _launch(self, key: str) -> None:
+        call = self._forming.pop(key)
+        call.task = asyncio.get_running_loop().create_task(self._send(key, call))
+
+    async def _send(self, key: str, call: _Call) -> None:
+        try:
+            outcomes = await self._remote(key, [request for request, _ in call.items])
+            for (_, future), outcome in zip(call.items, outcomes):
+                if future.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+        except BaseException as exc:
+            for _, future in call.items:
+                if not future.done():
+                    future.set_exception(exc if isinstance(exc, Exception) else GRMError("the fleet is shutting down"))
+            if not isinstance(exc, Exception):
+                raise
+
+    async def _remote(self, key: str, requests: list[Request]) -> list[RewardResult | GRMError]:
+        handle = self.judge.options(session_id=key)
         attempts = self.config.ray.retries + 1
         for attempt in range(attempts):
             try:
-                result: RewardResult = await _own_request_id(handle.score.remote, request)
-                return result
+                outcomes: list[RewardResult | GRMError] = await _own_request_id(handle.score.remote, requests)
+                return outcomes
             except RayTaskError as exc:
-                cause = exc.cause
-                if isinstance(cause, GRMError):
-                    raise cause from None  # the judge's own error, as a single process would raise it
-                if isinstance(cause, _RETRYABLE) and attempt + 1 < attempts:
-                    self.resent += 1
-                    continue
-                raise BackendError(f"judge replica failed: {type(cause).__name__}: {cause}") from exc
+                raise BackendError(f"judge replica failed: {type(exc.cause).__name__}: {exc.cause}") from exc
             except _RETRYABLE as exc:
                 if attempt + 1 >= attempts:
                     raise BackendUnavailableError(
                         f"judge replica lost {attempts} times for this request ({type(exc).__name__}); "
                         "the fleet is restarting replicas"
                     ) from exc
-                self.resent += 1
-                logger.warning("judge replica lost (%s); resending the request", type(exc).__name__)
+                self.resent += len(requests)
+                logger.warning("judge replica lost (%s); resending %d requests", type(exc).__name__, len(requests))
                 await asyncio.sleep(min(2.0, 0.2 * 2**attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -305,11 +346,12 @@ def _own_request_id(call: Any, *args: Any) -> Any:
     """
     from ray.serve.context import _get_serve_request_context, _serve_request_context
 
-    token = _serve_request_context.set(dataclasses.replace(_get_serve_request_context(), _internal_request_id=""))
+    variable: Any = _serve_request_context
+    token = variable.set(dataclasses.replace(_get_serve_request_context(), _internal_request_id=""))
     try:
         return call(*args)
     finally:
-        _serve_request_context.reset(token)
+        variable.reset(token)
 
 
 class FleetService(RewardService):
@@ -379,8 +421,19 @@ class JudgeReplica:
         self.board = _board(config.ray.app_name)
         self._report()
 
-    async def score(self, request: Request) -> RewardResult:
-        return await self.batcher.submit(request)
+    async def score(self, requests: list[Request]) -> list[RewardResult | GRMError]:
+        """Each request's result or its judge error (submitted together, so they share a batch window)."""
+        outcomes = await asyncio.gather(*(self.batcher.submit(r) for r in requests), return_exceptions=True)
+        answers: list[RewardResult | GRMError] = []
+        for outcome in outcomes:
+            if isinstance(outcome, (RewardResult, GRMError)):
+                answers.append(outcome)
+            elif isinstance(outcome, Exception):
+                logger.error("judge replica failed on a request", exc_info=outcome)
+                answers.append(BackendError(f"judge replica failed: {type(outcome).__name__}: {outcome}"))
+            else:
+                raise outcome
+        return answers
 
     def check_health(self) -> None:
         self._report()  # Ray Serve calls this every REPORT_PERIOD_S
