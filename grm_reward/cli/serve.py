@@ -39,6 +39,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             "can use the judge",
             file=sys.stderr,
         )
+    if config.ray.enabled:  # the Ray Serve fleet (docs/scaling.md)
+        try:
+            from grm_reward.server.ray import run_fleet
+        except ImportError as exc:
+            print(f"grm-reward: {exc}", file=sys.stderr)
+            return 2
+        return run_fleet(config)
     from grm_reward.server import build_app
 
     uvicorn.run(
@@ -64,8 +71,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     add_config_arguments(
         serve,
-        sections=("server",),
+        sections=("server", "ray"),
         aliases={
+            "ray.enabled": "--ray",
+            "ray.replicas": "--replicas",
             "server.host": "--host",
             "server.port": "--port",
             "server.api_key": "--api-key",
