@@ -4,7 +4,8 @@ Starts the reward server (``docs/server.md``): OpenRLHF's ``POST /get_reward``, 
 ``POST /v1/rewards``, ``GET /health`` and ``GET /metrics``. Every GRMConfig setting has a flag;
 the short ones map onto ``server.host``, ``server.port``, ``server.api_key`` (the token clients
 of *this* server must send) and ``openai.base_url`` (the judge server the ``openai`` backend
-calls, whose own key is ``--openai-api-key``).
+calls, whose own key is ``--openai-api-key``). ``--ray [--ray-address auto] --replicas N`` serves
+the same routes from a Ray Serve fleet of judge replicas (``docs/scaling.md``).
 """
 
 from __future__ import annotations
