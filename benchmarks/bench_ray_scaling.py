@@ -131,7 +131,7 @@ def main() -> None:
         for replicas in counts:
             deploy(base, replicas)
             rates[replicas] = asyncio.run(throughput(base, args.requests, args.concurrency, f"r{replicas}"))
-        ideal = 1 / args.latency
+        ideal = 1 / args.latency if args.latency else float("inf")  # latency 0: the serving path's own ceiling
         print(f"judge: {args.latency} s per prompt, one at a time per replica (ideal {ideal:.1f} req/s per replica); "
               f"{args.requests} requests, {args.concurrency} in flight")
         print("replicas  req/s   vs 1 replica  vs ideal")

@@ -9,9 +9,12 @@ traffic of the failure test. One cluster for the module; ``local_ray`` shuts Ser
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import sys
 import time
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import httpx
 import pytest
@@ -19,7 +22,7 @@ import pytest
 from grm_reward import GRMConfig
 from tests.conftest import is_available
 from tests.integration.test_openrlhf_client import agent  # noqa: F401  (OpenRLHF's client, a fixture)
-from tests.servers import free_port, uvicorn_thread
+from tests.servers import free_port, process_server, uvicorn_thread
 
 pytestmark = [
     pytest.mark.slow,
@@ -29,6 +32,7 @@ pytestmark = [
 ]
 
 PROMPT = "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"
+ROOT = Path(__file__).resolve().parents[2]
 _JUDGED = re.compile(r"judge pid=(\d+) shown=(\d+)")
 
 
@@ -38,6 +42,41 @@ def fleet_config(replicas: int, **server) -> GRMConfig:
         server={"group_by_prompt": True, "batch_window_s": 0.05, **server},
         ray={"replicas": replicas, "num_cpus": 0, "ingress_num_cpus": 0, "retries": 3},
     )
+
+
+def session_processes(sid: int) -> list[int]:
+    """Processes still in session ``sid`` (process_server starts each command in its own session)."""
+    alive = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()  # noqa: SIM115
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid and fields[0] != "Z":
+                alive.append(int(entry))
+    return alive
+
+
+def test_grm_reward_serve_ray_runs_a_fleet_until_sigterm_and_cleans_up(tmp_path) -> None:
+    # Runs first, before the module's cluster exists; the CLI starts its own local Ray.
+    port = free_port()
+    command = [sys.executable, "-m", "grm_reward", "serve", "--ray", "--replicas", "2", "--ray-num-cpus", "0",
+               "--backend", "tests.ray_support:slow_judge", "-k", "2", "--port", str(port)]
+    env = {"RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT), "GRM_TEST_JUDGE_LATENCY": "0"}
+    with process_server(command, port, env=env, timeout=240, cwd=ROOT, log=tmp_path / "serve.log") as base:
+        wait_for_fleet(base, 2)
+        reply = httpx.post(base + "/get_reward", json={"query": [PROMPT + "4"], "prompts": [PROMPT]}, timeout=60)
+        assert reply.status_code == 200 and len(reply.json()["rewards"]) == 1
+        process = process_server.current  # type: ignore[attr-defined]
+        process.terminate()
+        process.wait(timeout=120)
+    assert process.returncode == 0, (tmp_path / "serve.log").read_text()[-3000:]
+    deadline = time.monotonic() + 30
+    while session_processes(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert session_processes(process.pid) == []  # Ray's head, workers and replicas are gone
 
 
 @pytest.fixture(scope="module")
