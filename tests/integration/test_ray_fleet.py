@@ -149,7 +149,10 @@ def test_same_seed_same_reward_from_one_replica_two_and_the_single_process_serve
 
     bodies = [
         {"requests": [{"prompt": f"q{i}", "responses": [f"a{i}", f"b{i}", f"c{i}"]}]} for i in range(12)
-    ] + [{"query": [PROMPT + f"{i}<|im_end|>" for i in range(6)], "prompts": [PROMPT] * 6}]
+    ] + [{  # one body, 3 prompts x 2 samples: several judge calls from one HTTP request, each grouped
+        "query": [PROMPT.replace("2+2", f"{i % 3}+2") + f"{i}<|im_end|>" for i in range(6)],
+        "prompts": [PROMPT.replace("2+2", f"{i % 3}+2") for i in range(6)],
+    }]
 
     def rewards(base: str) -> list:
         native = asyncio.run(post_all(base + "/v1/rewards", bodies[:-1]))
