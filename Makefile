@@ -34,7 +34,7 @@ $(VENV)/.runtime-installed: $(BIN)/python pyproject.toml $(CONSTRAINTS)
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/.runtime-installed
-	$(PIP) install -q -c $(CONSTRAINTS) -e '.[transformers,openai,serve,trl,verl,dev,eval]'
+	$(PIP) install -q -c $(CONSTRAINTS) -e '.[transformers,openai,serve,trl,verl,dev,eval,ray]'
 	$(PIP) install -q --no-deps $(NODEPS_TEST)
 	# verl and openrlhf install a top-level `tests` package that would shadow ours.
 	rm -rf $(VENV)/lib/python*/site-packages/tests

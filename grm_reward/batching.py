@@ -183,6 +183,10 @@ class MicroBatcher:
         """Submit several requests; results in order (each may still share a batch with others)."""
         return list(await asyncio.gather(*(self.submit(r) for r in requests)))
 
+    async def probe(self) -> str | None:
+        """Readiness of the judge behind this batcher: None when ready, else the reason."""
+        return await self.rm.probe()
+
     async def aclose(self, *, drain: bool = True) -> None:
         """Close: score what is queued and wait for the batches in flight (``drain``), or fail
         the queued requests and cancel the batches in flight (a server shutting down)."""

@@ -20,6 +20,7 @@ __all__ = [
     "GRMConfig",
     "MetaRMOptions",
     "OpenAIOptions",
+    "RayOptions",
     "ServerOptions",
     "TransformersOptions",
     "VLLMOptions",
@@ -245,6 +246,48 @@ class MetaRMOptions(_Section):
     timeout_s: float = Field(120.0, gt=0, description="Timeout of one http request, in seconds.")
 
 
+class RayOptions(_Section):
+    """Settings of the Ray Serve fleet (`grm-reward serve --ray`; see docs/scaling.md)."""
+
+    enabled: bool = Field(
+        False, description="Serve through Ray Serve: one HTTP ingress in front of judge replicas (one engine each)."
+    )
+    address: str | None = Field(
+        None,
+        description=(
+            "Ray cluster to join ('auto': the cluster on this machine, or ray://HOST:PORT); default: start a "
+            "local one."
+        ),
+    )
+    replicas: int = Field(1, ge=1, description="Judge replicas (engines) when autoscaling is off.")
+    min_replicas: int | None = Field(
+        None, ge=0, description="Autoscaling lower bound; set it (with max_replicas) to let Ray Serve scale the judges."
+    )
+    max_replicas: int | None = Field(None, ge=1, description="Autoscaling upper bound of judge replicas.")
+    target_ongoing_requests: float = Field(
+        32.0, gt=0, description="Autoscaling target: requests in flight per judge replica."
+    )
+    num_gpus: float = Field(0.0, ge=0, description="GPUs reserved per judge replica (vLLM: tensor_parallel_size).")
+    num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per judge replica.")
+    max_ongoing_requests: int = Field(
+        256, ge=1, description="Requests a judge replica accepts at once (its micro-batcher queues them)."
+    )
+    ingress_replicas: int = Field(1, ge=1, description="HTTP ingress replicas (they share the prompt-to-judge map).")
+    ingress_num_cpus: float = Field(0.5, ge=0, description="CPUs reserved per ingress replica.")
+    retries: int = Field(
+        3, ge=0, description="Times a request is resent to another judge replica when its replica dies mid-request."
+    )
+    app_name: str = Field("grm-reward", description="Ray Serve application name.")
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> RayOptions:
+        if (self.min_replicas is None) != (self.max_replicas is None):
+            raise ValueError("ray.min_replicas and ray.max_replicas go together (both set enables autoscaling)")
+        if self.min_replicas is not None and self.max_replicas is not None and self.min_replicas > self.max_replicas:
+            raise ValueError(f"ray.min_replicas={self.min_replicas} exceeds ray.max_replicas={self.max_replicas}")
+        return self
+
+
 class GRMConfig(BaseModel):
     """Configuration of a :class:`~grm_reward.GenerativeRewardModel`.
 
@@ -358,6 +401,7 @@ class GRMConfig(BaseModel):
     vllm: VLLMOptions = Field(default_factory=VLLMOptions)
     server: ServerOptions = Field(default_factory=ServerOptions)
     meta: MetaRMOptions = Field(default_factory=MetaRMOptions)
+    ray: RayOptions = Field(default_factory=RayOptions)
 
     @field_validator("backend")
     @classmethod

@@ -36,7 +36,7 @@ ALIASES: Mapping[str, str] = {
 }
 _SEP = "__"
 #: Sections whose flags only the subcommands that ask for them get.
-_OPTIONAL_SECTIONS = frozenset({"server"})
+_OPTIONAL_SECTIONS = frozenset({"server", "ray"})
 
 
 def _describe(info: FieldInfo) -> str:

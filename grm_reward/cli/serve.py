@@ -5,7 +5,8 @@ Starts the reward server (``docs/server.md``): OpenRLHF's ``POST /get_reward``, 
 limits of the ``server`` section (header and keep-alive timeouts, max connections, backlog). Every GRMConfig setting has a flag;
 the short ones map onto ``server.host``, ``server.port``, ``server.api_key`` (the token clients
 of *this* server must send) and ``openai.base_url`` (the judge server the ``openai`` backend
-calls, whose own key is ``--openai-api-key``).
+calls, whose own key is ``--openai-api-key``). ``--ray [--ray-address auto] --replicas N`` serves
+the same routes from a Ray Serve fleet of judge replicas (``docs/scaling.md``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             "can use the judge",
             file=sys.stderr,
         )
+    if config.ray.enabled:  # the Ray Serve fleet (docs/scaling.md)
+        try:
+            from grm_reward.server.ray import run_fleet
+        except ImportError as exc:
+            print(f"grm-reward: {exc}", file=sys.stderr)
+            return 2
+        return run_fleet(config)
     from grm_reward.server import build_app
     from grm_reward.server.running import uvicorn_config
 
@@ -59,8 +67,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     add_config_arguments(
         serve,
-        sections=("server",),
+        sections=("server", "ray"),
         aliases={
+            "ray.enabled": "--ray",
+            "ray.replicas": "--replicas",
             "server.host": "--host",
             "server.port": "--port",
             "server.api_key": "--api-key",

@@ -17,7 +17,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from grm_reward._tasks import gather_cancelling
 from grm_reward.adapters.openrlhf import build_request, openrlhf_response
@@ -44,7 +44,7 @@ from grm_reward.server.protocol import (
 )
 from grm_reward.types import Request, RewardResult, message_text
 
-__all__ = ["Metrics", "RewardService", "public_error_message"]
+__all__ = ["Metrics", "RewardService", "Scorer", "public_error_message"]
 
 logger = logging.getLogger("grm_reward.server")
 
@@ -85,10 +85,23 @@ def redact_urls(text: str) -> str:
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 180.0)
 
 
+class Scorer(Protocol):
+    """What :class:`RewardService` scores through: a :class:`MicroBatcher`, or the Ray fleet's scorer."""
+
+    @property
+    def stats(self) -> Any: ...
+
+    async def submit(self, request: Request) -> RewardResult: ...
+
+    async def probe(self) -> str | None: ...
+
+    async def aclose(self, *, drain: bool = True) -> None: ...
+
+
 class RewardService:
     """Scores protocol requests through the scorer and keeps the serving metrics."""
 
-    def __init__(self, scorer: MicroBatcher, config: GRMConfig) -> None:
+    def __init__(self, scorer: Scorer, config: GRMConfig) -> None:
         self.scorer = scorer
         self.config = config
         self.metrics = Metrics()
@@ -174,7 +187,8 @@ class RewardService:
             self._probe.cancel()
             await asyncio.gather(self._probe, return_exceptions=True)
         await self.scorer.aclose(drain=False)
-        await self.scorer.rm.aclose()
+        if isinstance(self.scorer, MicroBatcher):
+            await self.scorer.rm.aclose()
 
     # --- internals ------------------------------------------------------------------------------
     def _check_count(self, n: int, what: str) -> None:
@@ -240,7 +254,7 @@ class RewardService:
     async def _run_probe(self) -> str | None:
         timeout = self.config.server.ready_timeout_s
         try:
-            reason = await asyncio.wait_for(self.scorer.rm.probe(), timeout=timeout)
+            reason = await asyncio.wait_for(self.scorer.probe(), timeout=timeout)
         except asyncio.TimeoutError:
             reason = f"the judge did not answer the readiness probe within ready_timeout_s={timeout:g}"
         except Exception as exc:  # a probe that fails is an answer: not ready
