@@ -185,3 +185,19 @@ def test_missing_vllm_gives_an_install_hint(monkeypatch) -> None:
 
     with pytest.raises(BackendUnavailableError, match="grm-reward\\[vllm\\]"):
         create_backend(GRMConfig(backend="vllm", model="m"))
+
+
+def test_judgements_record_the_seeds_vllm_sampled_with() -> None:
+    """vLLM seeds child j of an n-request with seed + j (vllm/v1/engine/parallel_sampling.py,
+    ParentRequest._get_child_sampling_params); the judgement must record that seed."""
+
+    def seed_judge(text, params, seed):
+        count = text.count("[The Begin of Response")
+        return f"seed {seed}\nScores: \\boxed{{{', '.join(['5'] * count)}}}"
+
+    backend, engine = make(judge=seed_judge)
+    rm = GenerativeRewardModel(backend=backend, k=6, seed=2)
+    result = rm.score("q", ["a", "b"])
+    rm.close()
+    assert any(params.n > 1 for _, params, _ in engine.calls)  # samples sharing a shown order: one n-request
+    assert all(s.text.startswith(f"seed {s.seed}\n") for s in result.samples)
