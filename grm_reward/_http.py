@@ -27,6 +27,7 @@ from grm_reward.errors import (
     DeadlineExceededError,
     GenerationError,
     GRMError,
+    InputError,
     JudgeUnavailableError,
     PromptTooLongError,
 )
@@ -45,6 +46,7 @@ _INSTALL_HINT = "pip install 'grm-reward[openai]'"
 _CONTEXT_MESSAGE = re.compile(
     r"context length|context window|maximum (?:model|context|sequence) length|too long|too many tokens", re.IGNORECASE
 )
+_JSON = {"Content-Type": "application/json"}
 #: Seconds of history the retry budget looks at.
 BUDGET_WINDOW_S = 10.0
 
@@ -263,6 +265,10 @@ class HTTPEndpoint:
         answer is retried like a 5xx). Raises the mapped :mod:`grm_reward.errors` error.
         """
         url = self.base_url + path
+        try:  # encoded once for every attempt; text that is not valid Unicode is the caller's error
+            content = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except (UnicodeEncodeError, ValueError, TypeError, RecursionError) as exc:
+            raise InputError(f"the request to {self.label} {url} cannot be sent as JSON: {exc}") from exc
         attempt = 0
         last: HTTPFailure | None = None
         while True:
@@ -278,7 +284,7 @@ class HTTPEndpoint:
             if attempt == 1:
                 self.health.record_call()
             try:
-                body = await self._attempt(url, path, payload, validate)
+                body = await self._attempt(url, content, validate)
             except HTTPFailure as failure:
                 failure.attempts = attempt
                 last = failure
@@ -317,9 +323,7 @@ class HTTPEndpoint:
             raise GenerationError(f"GET {url} answered HTTP {response.status_code}")
         return _json_object(response, url)
 
-    async def _attempt(
-        self, url: str, path: str, payload: Mapping[str, Any], validate: Validate | None
-    ) -> dict[str, Any]:
+    async def _attempt(self, url: str, content: bytes, validate: Validate | None) -> dict[str, Any]:
         """One call, its total time bounded by min(timeout, deadline); raises :class:`HTTPFailure`."""
         httpx = import_httpx()
         left = remaining()
@@ -334,7 +338,7 @@ class HTTPEndpoint:
             async with asyncio.timeout(limit):
                 async with state.slots:
                     self.stats["http_requests"] += 1
-                    response = await state.client.post(url, json=dict(payload), timeout=timeout)
+                    response = await state.client.post(url, content=content, headers=_JSON, timeout=timeout)
         except (TimeoutError, httpx.TimeoutException) as exc:
             if cut_by_deadline:
                 raise DeadlineExceededError(
@@ -424,7 +428,7 @@ class HTTPEndpoint:
 def _json_object(response: Any, url: str) -> dict[str, Any]:
     try:
         data = response.json()
-    except ValueError as exc:  # cut-off JSON, an HTML page, bad UTF-8
+    except (ValueError, RecursionError) as exc:  # cut-off JSON, an HTML page, bad UTF-8, absurd nesting
         raise HTTPFailure(url, f"the answer is not JSON: {response.text[:200]!r}", kind="malformed") from exc
     if not isinstance(data, dict):
         raise HTTPFailure(url, f"the answer is not a JSON object: {str(data)[:200]}", kind="malformed")

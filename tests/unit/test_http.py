@@ -342,3 +342,63 @@ def test_openrlhf_forwarder_retries_and_maps_errors(judge: FaultJudge) -> None:
             forward(["q1"], ["p"], [""])
     finally:
         forward.close()
+
+
+# --- hostile input and hostile answers --------------------------------------------------------------------
+def mock_backend(handler, **options: object) -> OpenAIBackend:
+    import httpx
+
+    return OpenAIBackend(
+        OpenAIOptions(base_url="http://judge.test/v1", **{**FAST, "max_retries": 1, **options}),
+        transport=httpx.MockTransport(handler),
+    )
+
+
+def test_a_lone_surrogate_is_an_input_error_not_a_crash_or_a_call() -> None:
+    from grm_reward import InputError
+
+    calls = []
+    backend = mock_backend(lambda r: calls.append(r))
+    bad = GenerationRequest(messages=({"role": "user", "content": "x\udcff"},), n=1, seed=1, max_tokens=8, temperature=0)
+    with pytest.raises(InputError, match="cannot be sent as JSON"):
+        run(lambda: backend.generate([bad]), backend)
+    assert calls == []
+
+
+@pytest.mark.parametrize(
+    "body", [b"\xff\xfe{not utf-8", b"[" * 100_000 + b"]" * 100_000, b'{"choices": "nope"}', b'{"choices": []}']
+)
+def test_garbage_200_answers_are_retried_then_reported(body: bytes) -> None:
+    import httpx
+
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(200, content=body, headers={"Content-Type": "application/json"})
+
+    backend = mock_backend(handler)
+    with pytest.raises(GenerationError, match="after 2 attempts"):
+        run(lambda: generate(backend), backend)
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize(("header", "expected"), [("inf", 300.0), ("nan", 0.0), ("-5", 0.0), ("1e400", 300.0)])
+def test_absurd_retry_after_headers_are_bounded(header: str, expected: float) -> None:
+    from grm_reward._http import HTTPEndpoint, _retry_after
+
+    endpoint = HTTPEndpoint("http://x.test", HTTPPolicy(timeout_s=300.0), transport=object())
+    assert endpoint.backoff(1, _retry_after(header)) == expected
+
+
+def test_meta_rm_answer_with_nan_ratings_is_retried() -> None:
+    import httpx
+
+    answers = iter([{"data": [{"index": 0, "probs": [float("nan")]}]}, {"data": [{"index": 0, "probs": [0.5]}]}])
+    meta = HTTPMetaRM(
+        "http://meta.test/classify",
+        transport=httpx.MockTransport(lambda r: httpx.Response(200, content=__import__("json").dumps(next(answers)))),
+        policy=HTTPPolicy(**FAST),
+    )
+    conversation = ({"role": "user", "content": "u"}, {"role": "assistant", "content": "a"})
+    assert asyncio.run(meta.rate([conversation])) == [0.5]
