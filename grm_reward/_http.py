@@ -314,10 +314,10 @@ class HTTPEndpoint:
         """One bounded GET (no retries, not counted by the breaker): readiness and discovery."""
         httpx = import_httpx()
         url = self.base_url + path
+        client = self._loop_state().client
         try:
-            async with asyncio.timeout(timeout_s):
-                response = await self._loop_state().client.get(url, timeout=httpx.Timeout(timeout_s))
-        except (TimeoutError, httpx.HTTPError) as exc:
+            response = await asyncio.wait_for(client.get(url, timeout=httpx.Timeout(timeout_s)), timeout_s)
+        except (asyncio.TimeoutError, httpx.HTTPError) as exc:
             raise GenerationError(f"GET {url} failed: {type(exc).__name__}: {exc}") from exc
         if not response.is_success:
             raise GenerationError(f"GET {url} answered HTTP {response.status_code}")
@@ -333,13 +333,16 @@ class HTTPEndpoint:
         cut_by_deadline = left is not None and left < self.policy.timeout_s
         state = self._loop_state()
         timeout = httpx.Timeout(limit, connect=min(self.policy.connect_timeout_s, limit))
+
+        async def send() -> Any:
+            async with state.slots:
+                self.stats["http_requests"] += 1
+                return await state.client.post(url, content=content, headers=_JSON, timeout=timeout)
+
         try:
             # The whole call (queueing for a slot included) is bounded; cancelling it closes the connection.
-            async with asyncio.timeout(limit):
-                async with state.slots:
-                    self.stats["http_requests"] += 1
-                    response = await state.client.post(url, content=content, headers=_JSON, timeout=timeout)
-        except (TimeoutError, httpx.TimeoutException) as exc:
+            response = await asyncio.wait_for(send(), limit)
+        except (asyncio.TimeoutError, httpx.TimeoutException) as exc:
             if cut_by_deadline:
                 raise DeadlineExceededError(
                     f"{self.label} {url} did not answer within the caller's deadline ({limit:.2f} s)"
