@@ -116,6 +116,45 @@ class OpenAIOptions(_Section):
         30.0, ge=0, description="Longest delay between retries (a server's Retry-After header is honoured up to timeout_s)."
     )
     max_concurrency: int = Field(64, ge=1, description="Most HTTP requests in flight at once (also the connection pool size).")
+    retry_budget: float = Field(
+        0.2,
+        ge=0.0,
+        le=10.0,
+        description=(
+            "Retries to one server in the last 10 s may be at most this share of its calls in that window (plus "
+            "retry_budget_floor), so a failing judge is not hit with retries of retries. Shared by every client of "
+            "that URL (judge, meta RM, reward-server forwarder)."
+        ),
+    )
+    retry_budget_floor: int = Field(
+        10, ge=0, description="Retries allowed per 10 s whatever the traffic (a quiet client can still retry)."
+    )
+    breaker_failures: int = Field(
+        5,
+        ge=1,
+        description=(
+            "Consecutive failed calls (5xx, 429, timeouts, resets, malformed answers) after which the circuit "
+            "opens: calls to that server fail fast with JudgeUnavailableError instead of waiting."
+        ),
+    )
+    breaker_cooldown_s: float = Field(
+        0.5,
+        gt=0,
+        description="While the circuit is open, one probe call goes through after this long; it doubles per failed probe.",
+    )
+    breaker_cooldown_max_s: float = Field(
+        1.0,
+        gt=0,
+        description="Longest wait between probes of an open circuit: a recovered judge is noticed within about this.",
+    )
+    n_reprobe_s: float = Field(
+        60.0,
+        ge=0,
+        description=(
+            "After a server ignored or refused `n`, fan out for this long, then ask with `n` again (servers get "
+            "upgraded, a short answer may have been a glitch). Fan-out draws the same samples, so rewards do not change."
+        ),
+    )
     extra_body: dict[str, Any] = Field(
         default_factory=dict,
         description="Extra JSON fields merged into every request, e.g. {\"top_k\": 20} (CLI: a JSON object).",
@@ -243,7 +282,14 @@ class MetaRMOptions(_Section):
     batch_size: int = Field(8, ge=1, description="Samples rated together in one forward pass.")
     max_length: int = Field(4096, ge=16, description="Longest meta RM input in tokens; longer ones keep their end.")
     api_key_env: str = Field("META_RM_API_KEY", description="Environment variable with a bearer token for http.")
-    timeout_s: float = Field(120.0, gt=0, description="Timeout of one http request, in seconds.")
+    timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description=(
+            "Timeout of one http request, in seconds; retries, retry budget and circuit breaker follow the openai "
+            "section's settings (docs/backends.md)."
+        ),
+    )
 
 
 class RayOptions(_Section):

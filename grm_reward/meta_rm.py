@@ -11,18 +11,21 @@ Engines, chosen by ``GRMConfig.meta.backend``:
 - ``vllm``: the same model on vLLM's pooling runner (``LLM.classify``);
 - ``http``: a served classifier's ``/classify`` endpoint (vLLM, SGLang); the rating is the
   returned score (for a one-label model, vLLM's probability is a monotone function of the logit,
-  so the ranking, which is all the vote uses, is the same).
+  so the ranking, which is all the vote uses, is the same). Calls go through the one HTTP layer
+  (:mod:`grm_reward._http`: retries, budget, breaker, deadlines) with the openai section's policy.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
+import math
 import os
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from grm_reward._http import HTTPEndpoint, HTTPPolicy
 from grm_reward.errors import BackendUnavailableError, ConfigError, GenerationError
 from grm_reward.prompts import render_meta_prompt
 from grm_reward.types import Judgement, Message, Request
@@ -198,7 +201,11 @@ class VLLMMetaRM(MetaRewardModel):
 
 
 class HTTPMetaRM(MetaRewardModel):
-    """A served classifier: ``POST url`` with ``{"model", "input": [texts]}`` (vLLM/SGLang ``/classify``)."""
+    """A served classifier: ``POST url`` with ``{"model", "input": [texts]}`` (vLLM/SGLang ``/classify``).
+
+    ``policy`` (retries, budget, breaker; default: ``OpenAIOptions``' with ``timeout_s``) is applied
+    by the shared HTTP layer; an answer without one rating per input is retried like a 5xx.
+    """
 
     name = "http"
 
@@ -211,44 +218,53 @@ class HTTPMetaRM(MetaRewardModel):
         timeout_s: float = 120.0,
         tokenizer: Any = None,
         transport: Any = None,
+        policy: HTTPPolicy | None = None,
     ) -> None:
         self.url = url
         self.model = model
-        self.api_key = api_key
-        self.timeout_s = timeout_s
         self.tokenizer = tokenizer
-        self._transport = transport  # an httpx transport, for tests
-        self._client: Any = None
+        self.http = HTTPEndpoint(
+            url,
+            policy or HTTPPolicy(timeout_s=timeout_s),
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
+            transport=transport,  # an httpx transport, for tests
+            label="meta RM server",
+            auth_hint="; set the variable named by meta.api_key_env",
+        )
 
     @classmethod
     def from_config(cls, config: GRMConfig) -> HTTPMetaRM:
         assert config.meta_rm is not None
-        return cls(config.meta_rm, api_key=os.environ.get(config.meta.api_key_env), timeout_s=config.meta.timeout_s)
+        policy = HTTPPolicy.from_options(config.openai, timeout_s=config.meta.timeout_s)
+        return cls(config.meta_rm, api_key=os.environ.get(config.meta.api_key_env), policy=policy)
 
     async def rate(self, conversations: Sequence[Conversation]) -> list[float]:
-        try:
-            import httpx
-        except ImportError as exc:
-            raise BackendUnavailableError("the http meta RM needs httpx: pip install 'grm-reward[openai]'") from exc
-        if self._client is None:
-            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-            self._client = httpx.AsyncClient(timeout=self.timeout_s, headers=headers, transport=self._transport)
         payload: dict[str, Any] = {"input": [meta_text(c, self.tokenizer) for c in conversations]}
         if self.model:
             payload["model"] = self.model
-        try:
-            response = await self._client.post(self.url, json=payload)
-            response.raise_for_status()
-            data = response.json()["data"]
-            ratings = {int(item.get("index", i)): float(item["probs"][0]) for i, item in enumerate(data)}
-            return [ratings[i] for i in range(len(conversations))]
-        except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as exc:
-            raise GenerationError(f"meta RM request to {self.url} failed: {exc}") from exc
+        count = len(conversations)
+
+        def malformed(body: dict[str, Any]) -> str | None:
+            try:
+                _ratings(body, count)
+            except (KeyError, IndexError, TypeError, ValueError) as exc:
+                return f"no rating per input ({type(exc).__name__}: {exc})"
+            return None
+
+        body = await self.http.post_json("", payload, validate=malformed)
+        return _ratings(body, count)
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self.http.aclose()
+
+
+def _ratings(body: dict[str, Any], count: int) -> list[float]:
+    """One finite rating per input from a ``/classify`` answer (raises on any other shape)."""
+    ratings = {int(item.get("index", i)): float(item["probs"][0]) for i, item in enumerate(body["data"])}
+    values = [ratings[i] for i in range(count)]
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError("a rating is not a finite number")
+    return values
 
 
 def create_meta_rm(config: GRMConfig) -> MetaRewardModel:

@@ -3,8 +3,8 @@
 The one core path every layer (CLI, TRL adapter, reward server, verl manager, eval harness)
 calls. Per request it
 
-1. derives a stable fingerprint and, for each of the k samples, a seed and the order the
-   responses are shown in (seeded, so the same input + seed gives the same prompts);
+1. derives a stable fingerprint and, for each of the k samples, the order the responses are
+   shown in and a seed (:func:`sample_seeds`: the one seed rule of every backend and transport);
 2. renders one judge prompt per distinct order and asks the backend for that prompt's samples
    in one request (so the samples sharing an order share its prefill);
 3. parses each sample in its shown order and maps its scores back to the original order;
@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -40,7 +40,7 @@ from grm_reward.prompts import JudgeTemplate, render_judge_prompt, select_templa
 from grm_reward.types import Judgement, Message, Principle, Request, RequestLike, RewardResult, Usage
 from grm_reward.voting import normalise, unpermute, vote
 
-__all__ = ["GenerativeRewardModel"]
+__all__ = ["GenerativeRewardModel", "sample_seeds"]
 
 T = TypeVar("T")
 
@@ -207,7 +207,7 @@ class GenerativeRewardModel:
             GenerationRequest(
                 messages=messages,
                 n=len(samples),
-                seeds=tuple(plan.seeds[j] for j in samples),
+                seed=plan.seeds[samples[0]],  # the group's base seed: sample i of it is base + i
                 max_tokens=self.config.max_new_tokens,
                 temperature=self.config.effective_temperature,
                 top_p=self.config.top_p,
@@ -253,8 +253,8 @@ class GenerativeRewardModel:
         except GRMError as exc:
             raise InputError(str(exc), index=index) from exc
         fingerprint = _fingerprint(request)
-        seeds = [_derive_seed(cfg.seed, fingerprint, f"sample:{j}") for j in range(cfg.k)]
         orders = _orders(cfg.shuffle, n, cfg.k, random.Random(_derive_seed(cfg.seed, fingerprint, "order")))
+        seeds = sample_seeds(orders, lambda order: group_seed(cfg.seed, fingerprint, order))
         plan = _Plan(request, template, fingerprint, seeds, orders)
         by_order: dict[tuple[int, ...], list[int]] = {}
         for j, order in enumerate(orders):
@@ -397,6 +397,38 @@ def _fingerprint(request: Request) -> str:
 def _derive_seed(base: int, fingerprint: str, purpose: str) -> int:
     digest = hashlib.blake2b(f"{base}|{fingerprint}|{purpose}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") & 0x7FFFFFFF  # fits every engine's seed type
+
+
+#: Group base seeds lie below this, so base + i stays a positive int32 for every k <= 1024.
+_GROUP_SEED_SPACE = 2**31 - 2048
+
+
+def group_seed(base: int, fingerprint: str, order: Sequence[int]) -> int:
+    """The base seed of the samples of one request shown in ``order``."""
+    key = "order:" + ",".join(str(i) for i in order)
+    return _derive_seed(base, fingerprint, key) % _GROUP_SEED_SPACE
+
+
+def sample_seeds(orders: Sequence[Sequence[int]], base_of: Callable[[tuple[int, ...]], int]) -> list[int]:
+    """The seed rule: sample j's seed is its shown order's base seed + its rank among the samples
+    shown in that order so far.
+
+    The samples sharing an order become one generation request ``(n, seed=base)``, and sample i of
+    it is seeded ``base + i``, which is what vLLM does with ``n`` (``ParentRequest``), what a
+    fan-out of single requests sends, and what :class:`Judgement.seed` records. Sample j's seed
+    depends only on ``orders[:j + 1]``, never on k, so fewer samples are a prefix of more.
+
+    >>> sample_seeds([[0, 1], [1, 0], [0, 1], [0, 1]], lambda order: 100 if order == (0, 1) else 500)
+    [100, 500, 101, 102]
+    """
+    ranks: dict[tuple[int, ...], int] = {}
+    seeds = []
+    for order in orders:
+        key = tuple(order)
+        rank = ranks.get(key, 0)
+        ranks[key] = rank + 1
+        seeds.append(base_of(key) + rank)
+    return seeds
 
 
 def _orders(shuffle: str, n: int, k: int, rng: random.Random) -> list[list[int]]:

@@ -1,6 +1,7 @@
 """An in-process fake OpenAI-compatible server for `httpx.MockTransport` (tests only).
 
-It behaves like the servers the `openai` backend meets: ``n`` honoured (vLLM), ignored
+It behaves like the servers the `openai` backend meets: ``n`` honoured (as vLLM does: choice
+``j`` is the sample of seed ``seed + j``), ignored
 (``transformers serve``, llama.cpp) or refused with a 400; scripted failures (status codes,
 Retry-After, connection errors, timeouts); ``usage`` on every answer; logprobs when asked.
 The judge text is a function of the request, so tests can check seeds and prompts.
@@ -18,7 +19,8 @@ import httpx
 
 
 def default_judge(body: dict[str, Any], seed: int | None, index: int) -> str:
-    return f"Analysis: seed={seed} index={index}.\nScores: \\boxed{{7}}"
+    """``seed`` is the sample's own seed (``seed + index`` within an n-request, as in vLLM)."""
+    return f"Analysis: seed={seed}.\nScores: \\boxed{{7}}"
 
 
 @dataclass
@@ -102,7 +104,7 @@ class FakeOpenAIServer:
             elif self.fill_text is not None and _is_continuation(body):
                 text = self.fill_text(text_so_far)
             else:
-                text = self.judge(body, seed, index)
+                text = self.judge(body, None if seed is None else seed + index, index)
             choice: dict[str, Any] = {"index": index, "finish_reason": "stop", "logprobs": logprobs}
             if chat:
                 choice["message"] = {"role": "assistant", "content": text}

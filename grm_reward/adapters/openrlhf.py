@@ -31,7 +31,7 @@ from typing import Any
 from grm_reward.adapters._common import as_principles, result_stats
 from grm_reward.adapters._common import as_reference as reference_text
 from grm_reward.config import GRMConfig
-from grm_reward.errors import ConfigError, InputError
+from grm_reward.errors import InputError
 from grm_reward.types import Message, Request, RewardResult
 
 __all__ = [
@@ -245,7 +245,9 @@ class RewardFunction:
 
     OpenRLHF calls it from many threads at once (``asyncio.to_thread``), one query per call; the
     calls meet in one :class:`~grm_reward.batching.MicroBatcher` on a private event loop, so the
-    judge sees batches. With ``url`` it forwards to a running ``grm-reward serve`` instead.
+    judge sees batches. With ``url`` it forwards to a running ``grm-reward serve`` instead,
+    through the one HTTP layer (:mod:`grm_reward._http`) with the ``openai`` section's retry
+    policy, breaker and budget, errors mapped onto :mod:`grm_reward.errors`.
     """
 
     def __init__(self, config: GRMConfig | None = None, *, url: str | None = None, rm: Any = None) -> None:
@@ -255,6 +257,7 @@ class RewardFunction:
         self._lock = threading.Lock()
         self._batcher: Any = None
         self._loop: Any = None
+        self._http: Any = None
 
     @classmethod
     def from_env(cls) -> RewardFunction:
@@ -281,12 +284,15 @@ class RewardFunction:
 
     def close(self) -> None:
         with self._lock:
-            loop, batcher, rm = self._loop, self._batcher, self._rm
-            self._loop = self._batcher = None
+            loop, batcher, rm, http = self._loop, self._batcher, self._rm, self._http
+            self._loop = self._batcher = self._http = None
         if loop is not None:
-            loop.run(batcher.aclose())
-            if rm is not None:
-                loop.run(rm.aclose())
+            if batcher is not None:
+                loop.run(batcher.aclose())
+                if rm is not None:
+                    loop.run(rm.aclose())
+            if http is not None:
+                loop.run(http.aclose())
             loop.close()
 
     def _started(self) -> tuple[Any, Any]:
@@ -303,20 +309,38 @@ class RewardFunction:
             return self._loop, self._batcher
 
     def _post(self, queries: list[str], prompts: list[str], labels: list[Any]) -> dict[str, Any]:
-        try:
-            import httpx
-        except ImportError as exc:
-            raise ConfigError("forwarding to GRM_REWARD_URL needs httpx: pip install 'grm-reward[openai]'") from exc
-        headers = {}
-        token = os.environ.get("GRM_REWARD_SERVER_API_KEY")
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        response = httpx.post(
-            str(self.url), json={"query": queries, "prompts": prompts, "labels": labels}, headers=headers, timeout=180.0
-        )
-        response.raise_for_status()
-        data: dict[str, Any] = response.json()
+        """Forward to the reward server: retried and mapped by the HTTP layer, answer checked."""
+        loop, http = self._forwarder()
+        count = len(queries)
+
+        def malformed(body: dict[str, Any]) -> str | None:
+            rewards = body.get("rewards")
+            if not isinstance(rewards, list) or len(rewards) != count:
+                return f"expected {count} rewards, got {str(rewards)[:80]}"
+            return None
+
+        payload = {"query": queries, "prompts": prompts, "labels": labels}
+        data: dict[str, Any] = loop.run(http.post_json("", payload, validate=malformed))
         return data
+
+    def _forwarder(self) -> tuple[Any, Any]:
+        with self._lock:
+            if self._http is None:
+                from grm_reward._http import HTTPEndpoint, HTTPPolicy
+                from grm_reward._sync import LoopThread
+
+                token = os.environ.get("GRM_REWARD_SERVER_API_KEY")
+                # The server answers within request_timeout_s (504 beyond): wait a little longer than that.
+                timeout = self.config.server.request_timeout_s + 10.0
+                self._http = HTTPEndpoint(
+                    str(self.url),
+                    HTTPPolicy.from_options(self.config.openai, timeout_s=timeout),
+                    headers={"Authorization": f"Bearer {token}"} if token else {},
+                    label="reward server",
+                    auth_hint="; set $GRM_REWARD_SERVER_API_KEY to the server's api_key",
+                )
+                self._loop = self._loop or LoopThread(name="grm-reward-openrlhf")
+            return self._loop, self._http
 
 
 def _after_truncated_prompt(query: str, prompt: str) -> int | None:

@@ -7,8 +7,8 @@ The core never asks which backend it holds. A backend implements :meth:`Backend.
 
 One :class:`GenerationRequest` asks for ``n`` samples of one prompt: engines that can share the
 prompt's prefill between its samples (vLLM ``SamplingParams(n=...)``, OpenAI ``n``, our
-transformers backend) should. ``seeds`` holds one seed per sample so that a sample's text
-depends on its own seed, not on what else was in the batch.
+transformers backend) should. ``seed`` is the base seed: sample ``i`` uses ``seed + i`` (what vLLM
+does with ``n``), so a sample's text depends on its own seed, not on the batch or the transport.
 """
 
 from __future__ import annotations
@@ -43,23 +43,30 @@ Capability = Literal["score_fill", "token_prob"]
 
 @dataclass(frozen=True, slots=True)
 class GenerationRequest:
-    """``n`` samples of one judge prompt.
+    """``n`` samples of one judge prompt; sample ``i`` is seeded ``seed + i``.
 
-    ``assistant_prefix``, when set, is the start of the judge's answer: generation continues it
-    (a chat template's ``continue_final_message``), and the returned text excludes it.
+    One base seed, not a list, so that no backend can send seeds that disagree: an engine given
+    ``n`` and ``seed`` (vLLM, a server honouring ``n``) and a fan-out of single requests with
+    ``seed + i`` draw the same samples. ``assistant_prefix``, when set, is the start of the judge's
+    answer: generation continues it (``continue_final_message``), and the returned text excludes it.
     """
 
     messages: tuple[Message, ...]
     n: int
-    seeds: tuple[int, ...]
+    seed: int
     max_tokens: int
     temperature: float
     top_p: float = 1.0
     assistant_prefix: str | None = None
 
     def __post_init__(self) -> None:
-        if self.n < 1 or len(self.seeds) != self.n:
-            raise ValueError(f"GenerationRequest needs n >= 1 and one seed per sample (n={self.n}, seeds={len(self.seeds)})")
+        if self.n < 1 or self.seed < 0:
+            raise ValueError(f"GenerationRequest needs n >= 1 and a seed >= 0 (n={self.n}, seed={self.seed})")
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """The seed of each sample: ``seed + i``."""
+        return tuple(self.seed + i for i in range(self.n))
 
 
 @dataclass(slots=True)

@@ -3,15 +3,14 @@
 Works with ``vllm serve``, SGLang, verl's reward router, ``transformers serve``, llama.cpp and
 hosted APIs. What it does (settings: :class:`~grm_reward.config.OpenAIOptions`):
 
-- **k samples per prompt.** It asks for ``n=k`` in one request and counts the choices it gets:
-  servers that ignore ``n`` (``transformers serve``, llama.cpp) return one, servers that refuse it
-  answer 400. Either way the missing samples are fetched as single requests, each with the
-  sample's own seed, and the server is remembered (per endpoint) so later calls fan out directly.
-- **Bounded concurrency** (one semaphore, one connection pool of the same size), **timeouts**,
-  and **retries** with exponential backoff and jitter on 429, 5xx, timeouts and connection
-  errors, honouring ``Retry-After``.
-- **Errors** are mapped once, at the boundary (:func:`_map_error`), onto
-  :mod:`grm_reward.errors`; when one request of a batch fails its siblings are cancelled.
+- **k samples per prompt.** It asks for ``n=k`` with the group's base seed and counts the choices
+  it gets: the missing samples are fetched as single requests seeded ``seed + i`` (the samples a
+  vLLM server draws for ``n``, so fan-out never changes a reward). A server that ignores or refuses
+  ``n`` gets fan-out for ``n_reprobe_s``, then ``n`` is tried again.
+- **HTTP** through :mod:`grm_reward._http`: bounded concurrency, timeouts cut to the caller's
+  deadline, retries within a retry budget, a circuit breaker per server, and the mapping of
+  failures onto :mod:`grm_reward.errors`; when one request of a batch fails its siblings are
+  cancelled.
 - **Token usage** from each response's ``usage`` (``stats.extra["usage_missing"]`` counts
   responses without one). With ``n`` honoured, the completion tokens of a response are shared
   out between its choices in proportion to their text length: the API reports only the total.
@@ -27,18 +26,15 @@ hosted APIs. What it does (settings: :class:`~grm_reward.config.OpenAIOptions`):
 
 from __future__ import annotations
 
-import asyncio
-import email.utils
-import json
 import os
 import random
 import re
 import time
-import weakref
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from grm_reward._http import HTTPEndpoint, HTTPFailure, HTTPPolicy, import_httpx
 from grm_reward._tasks import gather_cancelling
 from grm_reward.backends._shared import (
     fill_budget,
@@ -56,55 +52,18 @@ from grm_reward.backends.base import (
     score_block_regex,
 )
 from grm_reward.config import OpenAIOptions
-from grm_reward.errors import (
-    BackendCapabilityError,
-    BackendUnavailableError,
-    GenerationError,
-    GRMError,
-    PromptTooLongError,
-)
+from grm_reward.errors import BackendCapabilityError, BackendUnavailableError, GRMError
 from grm_reward.types import Message
 
 if TYPE_CHECKING:
-    import httpx
-
     from grm_reward.config import GRMConfig
 
 __all__ = ["OpenAIBackend", "ServerFlavour", "detect_server"]
 
 ServerFlavour = Literal["vllm", "vllm-legacy", "sglang", "generic"]
 _GUIDED: frozenset[str] = frozenset({"vllm", "vllm-legacy", "sglang"})
-_INSTALL_HINT = "pip install 'grm-reward[openai]'"
-_CONTEXT_MESSAGE = re.compile(
-    r"context length|context window|maximum (?:model|context|sequence) length|too long|too many tokens", re.IGNORECASE
-)
-
-
-def _import_httpx() -> Any:
-    try:
-        import httpx
-    except ImportError as exc:
-        raise BackendUnavailableError(f"the openai backend needs httpx: {_INSTALL_HINT}") from exc
-    return httpx
-
-
-class _CallFailed(Exception):
-    """An HTTP call that did not succeed (after retries); mapped by :func:`_map_error`."""
-
-    def __init__(self, url: str, *, status: int | None = None, message: str = "", attempts: int = 1) -> None:
-        self.url = url
-        self.status = status
-        self.message = message
-        self.attempts = attempts
-        super().__init__(f"{url}: HTTP {status}: {message}" if status else f"{url}: {message}")
-
-
-@dataclass
-class _LoopState:
-    """An HTTP client and a concurrency bound, per event loop (a client must not cross loops)."""
-
-    client: httpx.AsyncClient
-    slots: asyncio.Semaphore
+#: How long a readiness probe's answer is reused, in seconds.
+_PROBE_CACHE_S = 1.5
 
 
 @dataclass(frozen=True)
@@ -136,11 +95,12 @@ class OpenAIBackend(Backend):
         tokenizer: Any = None,
         transport: Any = None,
         api_key: str | None = None,
-        sleep: Any = None,
+        sleep: Callable[[float], Awaitable[Any]] | None = None,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
-        _import_httpx()
+        import_httpx()
         self.options = options or OpenAIOptions()
         if server not in ("vllm", "vllm-legacy", "sglang", "generic"):
             raise ValueError(f"server flavour must be resolved before use, got {server!r}")
@@ -149,12 +109,24 @@ class OpenAIBackend(Backend):
         self.tokenizer = tokenizer
         self.base_url = self.options.base_url.rstrip("/")
         self._api_key = api_key if api_key is not None else _api_key(self.options)
-        self._transport = transport
-        self._sleep = sleep or asyncio.sleep
-        self._rng = rng or random.Random()
-        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
+        self._clock = clock
+        self.stats.extra.update(
+            {"http_requests": 0, "retries": 0, "fanout_requests": 0, "n_ignored": 0, "usage_missing": 0}
+        )
+        self.http = HTTPEndpoint(
+            self.base_url,
+            HTTPPolicy.from_options(self.options),
+            headers={"Authorization": f"Bearer {self._api_key}"} if self._api_key else {},
+            transport=transport,
+            sleep=sleep,
+            rng=rng,
+            stats=self.stats.extra,
+            auth_hint=f"; set openai.api_key or ${self.options.api_key_env}",
+        )
         #: endpoint path -> whether the server honours ``n`` there (absent: not known yet)
         self.n_honoured: dict[str, bool] = {}
+        self._n_off_since: dict[str, float] = {}
+        self._probed: tuple[float, str | None] | None = None
         self.logprobs = self.options.logprobs if self.options.logprobs is not None else server in _GUIDED
         if self.options.mode == "completions" and tokenizer is None:
             raise BackendCapabilityError("openai.mode='completions' needs the judge's tokenizer for its chat template")
@@ -164,9 +136,6 @@ class OpenAIBackend(Backend):
             if self.logprobs:
                 capabilities.add("token_prob")
         self.capabilities = frozenset(capabilities)
-        self.stats.extra.update(
-            {"http_requests": 0, "retries": 0, "fanout_requests": 0, "n_ignored": 0, "usage_missing": 0}
-        )
 
     @classmethod
     def from_config(cls, config: GRMConfig) -> OpenAIBackend:
@@ -195,8 +164,6 @@ class OpenAIBackend(Backend):
         self.stats.calls += 1
         try:
             outputs = await gather_cancelling(self._generate_one(r) for r in requests)
-        except _CallFailed as exc:
-            raise _map_error(exc, self.options) from exc
         finally:
             self.stats.generate_seconds += time.perf_counter() - started
         self.stats.prompts += len(requests)
@@ -210,25 +177,34 @@ class OpenAIBackend(Backend):
         if "score_fill" not in self.capabilities:
             return await super().fill_scores(requests)
         self.stats.fill_calls += 1
-        try:
-            fills = await gather_cancelling(self._fill_one(r) for r in requests)
-        except _CallFailed as exc:
-            raise _map_error(exc, self.options) from exc
+        fills = await gather_cancelling(self._fill_one(r) for r in requests)
         for fill in fills:
             self.stats.prompt_tokens += fill.prompt_tokens
             self.stats.completion_tokens += fill.completion_tokens
         return fills
 
+    async def probe(self) -> str | None:
+        """None when the judge server answers ``GET /models`` now; else why not (cached ~1.5 s).
+
+        While the circuit is open it says so without calling the server.
+        """
+        circuit = self.http.health.describe()
+        if circuit is not None:
+            return circuit
+        now = self._clock()
+        if self._probed is not None and now - self._probed[0] < _PROBE_CACHE_S:
+            return self._probed[1]
+        try:
+            await self.http.get_json("/models", timeout_s=min(self.options.connect_timeout_s, 2.0))
+            reason = None
+        except GRMError as exc:
+            reason = f"the judge server does not answer: {exc}"
+        self._probed = (self._clock(), reason)
+        return reason
+
     async def aclose(self) -> None:
         """Close the HTTP client of the running loop (clients of other loops are dropped)."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        state = self._states.pop(loop, None)
-        self._states.clear()
-        if state is not None:
-            await state.client.aclose()
+        await self.http.aclose()
 
     # --- sampling ---------------------------------------------------------------------------
     async def _generate_one(self, request: GenerationRequest) -> GenerationOutput:
@@ -236,41 +212,47 @@ class OpenAIBackend(Backend):
         payload.update(max_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p)
         samples: list[Generation] = []
         prompt_tokens = 0
-        n_refused: _CallFailed | None = None
-        if request.n > 1 and self.options.use_n and self.n_honoured.get(path, True):
+        n_refused = False
+        if request.n > 1 and self._n_wanted(path):
             try:
-                body = await self._post(path, {**payload, "n": request.n, "seed": request.seeds[0]})
-            except _CallFailed as exc:
-                if exc.status not in (400, 422) or path in self.n_honoured:
+                body = await self._post(path, {**payload, "n": request.n, "seed": request.seed})
+            except GRMError as exc:
+                if _status(exc) not in (400, 422) or self.n_honoured.get(path) is True:
                     raise
-                # Perhaps the server refuses `n`: find out with single-sample requests below.
-                self.n_honoured[path] = False
-                n_refused = exc
+                n_refused = True  # perhaps the server refuses `n`: the single requests below tell
             else:
                 samples = self._generations(body, path)[: request.n]
                 prompt_tokens = _usage(body, self.stats)[0]
-                honoured = len(samples) >= request.n
-                if not honoured and self.n_honoured.get(path) is not False:
+                if len(samples) >= request.n:
+                    self.n_honoured[path] = True
+                else:
                     self.stats.extra["n_ignored"] += 1
-                self.n_honoured[path] = honoured
+                    if len(samples) <= 1:  # n ignored (transformers serve, llama.cpp); else a glitch
+                        self._n_off(path)
+        # Sample i of the group is seeded seed + i, as vLLM seeds the children of an n-request:
+        # the fan-out draws the very samples the n-request would have.
         missing = range(len(samples), request.n)
         if missing:
-            try:
-                bodies = await gather_cancelling(
-                    self._post(path, {**payload, "seed": request.seeds[j]}) for j in missing
-                )
-            except _CallFailed:
-                if n_refused is not None:
-                    self.n_honoured.pop(path, None)  # `n` was not (only) what the server refused
-                raise
+            bodies = await gather_cancelling(self._post(path, {**payload, "seed": request.seed + j}) for j in missing)
+            if n_refused:
+                self._n_off(path)
             self.stats.extra["fanout_requests"] += len(missing) if request.n > 1 else 0
             for body in bodies:
-                got = self._generations(body, path)
-                if not got:
-                    raise _CallFailed(self.base_url + path, message="the response holds no choices")
-                samples.append(got[0])
+                samples.append(self._generations(body, path)[0])
                 prompt_tokens = prompt_tokens or _usage(body, self.stats)[0]
         return GenerationOutput(samples=samples, prompt_tokens=prompt_tokens)
+
+    def _n_wanted(self, path: str) -> bool:
+        """Whether to send ``n``: unless switched off, or it was switched off less than n_reprobe_s ago."""
+        if not self.options.use_n:
+            return False
+        if self.n_honoured.get(path) is False:
+            return self._clock() - self._n_off_since.get(path, 0.0) >= self.options.n_reprobe_s
+        return True
+
+    def _n_off(self, path: str) -> None:
+        self.n_honoured[path] = False
+        self._n_off_since[path] = self._clock()
 
     def _generation_payload(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
         if self.options.mode == "completions":
@@ -289,8 +271,7 @@ class OpenAIBackend(Backend):
 
     def _generations(self, body: dict[str, Any], path: str) -> list[Generation]:
         choices = body.get("choices")
-        if not isinstance(choices, list):
-            raise _CallFailed(self.base_url + path, message="the response has no 'choices' list")
+        assert isinstance(choices, list)  # checked by _has_choices before the answer was accepted
         ordered = sorted(
             (c for c in choices if isinstance(c, dict)), key=lambda c: c.get("index", 0) if isinstance(c.get("index"), int) else 0
         )
@@ -389,66 +370,12 @@ class OpenAIBackend(Backend):
         return text
 
     # --- HTTP ---------------------------------------------------------------------------------
-    def _loop_state(self) -> _LoopState:
-        loop = asyncio.get_running_loop()
-        state = self._states.get(loop)
-        if state is None:
-            httpx = _import_httpx()
-            options = self.options
-            headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-            client = httpx.AsyncClient(
-                base_url=self.base_url,
-                headers=headers,
-                timeout=httpx.Timeout(options.timeout_s, connect=min(options.connect_timeout_s, options.timeout_s)),
-                limits=httpx.Limits(
-                    max_connections=options.max_concurrency, max_keepalive_connections=options.max_concurrency
-                ),
-                transport=self._transport,
-            )
-            state = _LoopState(client, asyncio.Semaphore(options.max_concurrency))
-            self._states[loop] = state
-        return state
-
     async def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """POST with retries; the parsed JSON object, or :class:`_CallFailed`."""
-        httpx = _import_httpx()
-        state = self._loop_state()
+        """POST under the HTTP policy; an answer without choices is retried like a 5xx."""
         body = {**self.options.extra_body, **payload}
         if self.model is not None:
             body["model"] = self.model
-        url = self.base_url + path
-        attempt = 0
-        while True:
-            attempt += 1
-            retry_after: float | None = None
-            async with state.slots:
-                self.stats.extra["http_requests"] += 1
-                try:
-                    response = await state.client.post(path, json=body)
-                except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-                    failure = _CallFailed(url, message=f"{type(exc).__name__}: {exc}", attempts=attempt)
-                    failure.__cause__ = exc
-                    retryable = True
-                except httpx.HTTPError as exc:  # bad URL, unsupported protocol, ...: retrying cannot help
-                    raise _CallFailed(url, message=f"{type(exc).__name__}: {exc}", attempts=attempt) from exc
-                else:
-                    if response.is_success:
-                        return _json_object(response, url)
-                    status = response.status_code
-                    failure = _CallFailed(url, status=status, message=_server_message(response), attempts=attempt)
-                    retryable = status in (408, 429) or (status >= 500 and status not in (501, 505))
-                    retry_after = _retry_after(response.headers.get("retry-after"))
-            if not retryable or attempt > self.options.max_retries:
-                raise failure
-            self.stats.extra["retries"] += 1
-            await self._sleep(self._backoff(attempt, retry_after))
-
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        """Delay before retry ``attempt`` (1-based): the server's Retry-After, else exponential with jitter."""
-        if retry_after is not None:
-            return min(retry_after, self.options.timeout_s)
-        delay = min(self.options.backoff_max_s, self.options.backoff_base_s * 2.0 ** (attempt - 1))
-        return float(delay / 2 + self._rng.uniform(0, delay / 2))
+        return await self.http.post_json(path, body, validate=_has_choices)
 
 
 # --- server flavour ---------------------------------------------------------------------------------
@@ -458,7 +385,7 @@ def detect_server(options: OpenAIOptions, *, api_key: str | None = None, transpo
     vLLM and SGLang name themselves in ``GET /models`` (``owned_by``); vLLM older than 0.10.2
     only knows ``guided_regex``. Anything else is treated as a generic server.
     """
-    httpx = _import_httpx()
+    httpx = import_httpx()
     base = options.base_url.rstrip("/")
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     with httpx.Client(headers=headers, timeout=min(options.connect_timeout_s, options.timeout_s), transport=transport) as client:
@@ -539,68 +466,17 @@ def _apportion(total: int, weights: list[int]) -> list[int]:
     return shares
 
 
-def _json_object(response: Any, url: str) -> dict[str, Any]:
-    try:
-        data = response.json()
-    except ValueError as exc:
-        raise _CallFailed(url, message=f"the response is not JSON: {response.text[:200]!r}") from exc
-    if not isinstance(data, dict):
-        raise _CallFailed(url, message=f"the response is not a JSON object: {str(data)[:200]}")
-    return data
+def _has_choices(body: dict[str, Any]) -> str | None:
+    """None for an answer with a non-empty ``choices`` list, else what is wrong with it."""
+    choices = body.get("choices")
+    if not isinstance(choices, list):
+        return "no 'choices' list"
+    if not any(isinstance(c, dict) for c in choices):
+        return "an empty 'choices' list"
+    return None
 
 
-def _server_message(response: Any) -> str:
-    """The error message a server put in its body (OpenAI, FastAPI and plain-text shapes)."""
-    try:
-        data = response.json()
-    except ValueError:
-        return str(response.text[:500]).strip()
-    if isinstance(data, dict):
-        error = data.get("error")
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
-        for key in ("message", "detail", "error"):
-            if data.get(key):
-                value = data[key]
-                return value if isinstance(value, str) else json.dumps(value)[:500]
-    return str(data)[:500]
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _map_error(exc: _CallFailed, options: OpenAIOptions) -> GRMError:
-    """The one place HTTP failures become grm-reward errors (most specific first)."""
-    tries = f" after {exc.attempts} attempts" if exc.attempts > 1 else ""
-    status, message = exc.status, exc.message
-    if status in (401, 403):
-        return BackendUnavailableError(
-            f"{exc.url} refused the credentials (HTTP {status}: {message}); set openai.api_key or ${options.api_key_env}"
-        )
-    if status == 404:
-        return BackendUnavailableError(
-            f"{exc.url} answered 404 ({message}): check openai.base_url (it ends in /v1), the model name, and that "
-            "the server offers this endpoint"
-        )
-    if status in (400, 413, 422) and _CONTEXT_MESSAGE.search(message):
-        return PromptTooLongError(f"the judge server rejected the prompt as too long: {message}")
-    if status is not None:
-        return GenerationError(f"{exc.url} answered HTTP {status}{tries}: {message}")
-    httpx = _import_httpx()
-    if isinstance(exc.__cause__, httpx.TimeoutException):
-        return GenerationError(f"{exc.url} timed out{tries} ({message}); raise openai.timeout_s if generations are long")
-    if isinstance(exc.__cause__, httpx.ConnectError):
-        return GenerationError(f"cannot connect to {exc.url}{tries} ({message}); is the server running?")
-    return GenerationError(f"{exc.url} failed{tries}: {message}")
+def _status(exc: BaseException) -> int | None:
+    """The HTTP status behind a mapped error, if it came from one."""
+    cause = exc.__cause__
+    return cause.status if isinstance(cause, HTTPFailure) else None

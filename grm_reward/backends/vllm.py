@@ -146,7 +146,7 @@ class VLLMBackend(Backend):
                         n=r.n,
                         temperature=r.temperature,
                         top_p=r.top_p,
-                        seed=r.seeds[0],
+                        seed=r.seed,  # vLLM seeds child j with seed + j: the core's seed rule
                         max_tokens=r.max_tokens,
                     ),
                 )

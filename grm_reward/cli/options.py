@@ -33,6 +33,8 @@ ALIASES: Mapping[str, str] = {
     "server.host": "--host",
     "server.port": "--port",
     "server.api_key": "--api-key",
+    "ray.enabled": "--ray",
+    "ray.replicas": "--replicas",
 }
 _SEP = "__"
 #: Sections whose flags only the subcommands that ask for them get.

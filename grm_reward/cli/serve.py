@@ -68,13 +68,5 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_config_arguments(
         serve,
         sections=("server", "ray"),
-        aliases={
-            "ray.enabled": "--ray",
-            "ray.replicas": "--replicas",
-            "server.host": "--host",
-            "server.port": "--port",
-            "server.api_key": "--api-key",
-            "openai.base_url": "--base-url",
-        },
     )
     serve.set_defaults(func=_cmd_serve)

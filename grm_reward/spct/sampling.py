@@ -15,6 +15,7 @@ best response by the 1-based position it is *shown* at (paper §3.2).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from grm_reward.backends.base import Backend, GenerationRequest
 from grm_reward.config import GRMConfig
 from grm_reward.errors import GRMError, InputError
+from grm_reward.model import sample_seeds
 from grm_reward.parsing import parse_judgement
 from grm_reward.prompts import render_judge_prompt, select_template
 from grm_reward.spct.items import PreferenceItem
@@ -152,9 +154,10 @@ class SpctSampler:
         requests: list[GenerationRequest] = []
         plan: list[tuple[int, tuple[int, ...], tuple[Message, ...], list[int]]] = []
         for index, item in enumerate(items):
-            seeds = [self._seed(item, f"{purpose}:sample:{j}") for j in range(count)]
+            orders = self.orders(item, count, purpose)
+            seeds = sample_seeds(orders, functools.partial(self._group_seed, item, purpose))
             groups: dict[tuple[int, ...], list[int]] = {}
-            for j, order in enumerate(self.orders(item, count, purpose)):
+            for j, order in enumerate(orders):
                 groups.setdefault(order, []).append(j)
             for order, members in groups.items():
                 try:
@@ -165,7 +168,7 @@ class SpctSampler:
                     GenerationRequest(
                         messages=shown,
                         n=len(members),
-                        seeds=tuple(seeds[j] for j in members),
+                        seed=seeds[members[0]],  # the core's seed rule: member i is seeded base + i
                         max_tokens=self.config.max_new_tokens,
                         temperature=self.temperature,
                         top_p=self.config.top_p,
@@ -214,6 +217,10 @@ class SpctSampler:
             completion_tokens=int(getattr(generation, "completion_tokens", 0)),
             finish_reason=finish_reason,
         )
+
+    def _group_seed(self, item: PreferenceItem, purpose: str, order: tuple[int, ...]) -> int:
+        """Base seed of the samples shown in ``order`` (below 2**31 - 2048, as the core's)."""
+        return self._seed(item, f"{purpose}:order:{order}") % (2**31 - 2048)
 
     def _seed(self, item: PreferenceItem, purpose: str) -> int:
         payload = json.dumps([item.id, item.prompt_json(), list(item.responses)], ensure_ascii=False, default=str)

@@ -22,7 +22,8 @@ def backend():
 
 
 def request(messages=MESSAGES, n=1, seeds=(1,), max_tokens=12, temperature=0.0):
-    return GenerationRequest(messages=messages, n=n, seeds=tuple(seeds), max_tokens=max_tokens, temperature=temperature)
+    assert list(seeds) == list(range(seeds[0], seeds[0] + n)), "sample i is seeded seed + i"
+    return GenerationRequest(messages=messages, n=n, seed=seeds[0], max_tokens=max_tokens, temperature=temperature)
 
 
 def test_greedy_matches_transformers_generate_with_left_padding(backend) -> None:

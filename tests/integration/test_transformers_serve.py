@@ -73,7 +73,7 @@ def test_seeds_make_samples_repeatable(served) -> None:
     backend = OpenAIBackend(options(base_url))
 
     def sample(seed: int) -> str:
-        request = GenerationRequest(messages=({"role": "user", "content": "Name a colour."},), n=1, seeds=(seed,),
+        request = GenerationRequest(messages=({"role": "user", "content": "Name a colour."},), n=1, seed=seed,
                                     max_tokens=10, temperature=1.0)
         return asyncio.run(_generate(backend, request)).samples[0].text
 

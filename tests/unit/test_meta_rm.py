@@ -96,10 +96,17 @@ def test_http_meta_rm_speaks_the_classify_protocol() -> None:
         return httpx.Response(500, text="boom")
 
     from grm_reward import GenerationError
+    from grm_reward._http import HTTPPolicy
 
-    meta = HTTPMetaRM("http://judge/classify", transport=httpx.MockTransport(broken))
-    with pytest.raises(GenerationError, match="meta RM request"):
+    calls = []
+    meta = HTTPMetaRM(
+        "http://judge/classify",
+        transport=httpx.MockTransport(lambda r: calls.append(r) or broken(r)),
+        policy=HTTPPolicy(max_retries=2, backoff_base_s=0.001),
+    )
+    with pytest.raises(GenerationError, match="classify answered HTTP 500 after 3 attempts"):
         asyncio.run(meta.rate([conversation]))
+    assert len(calls) == 3  # retried like any other judge call
 
 
 def test_factory_picks_the_engine() -> None:

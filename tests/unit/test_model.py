@@ -289,3 +289,40 @@ def test_result_to_dict_is_json_ready() -> None:
 def test_backend_name_keyword_is_a_setting() -> None:
     rm = GenerativeRewardModel(backend="package.module:factory", k=2)
     assert rm.config.backend == "package.module:factory" and rm._backend is None
+
+
+# --- the seed rule (issue 10, item 10) ---------------------------------------------------------------------
+def seed_echo(call: JudgeCall) -> str:
+    """A judge that writes the seed it sampled with, and scores from it."""
+    return f"seed {call.seed}\n" + judge_text([1 + (call.seed + i) % 10 for i in range(len(call.responses))])
+
+
+def test_each_judgement_records_the_seed_its_sample_was_drawn_with() -> None:
+    rm, backend = make(seed_echo, k=8)
+    result = rm.score("q", ["a", "b", "c"])
+    assert all(s.text.startswith(f"seed {s.seed}\n") for s in result.samples)
+    seeds = [s.seed for s in result.samples]
+    assert len(set(seeds)) == 8 and seeds != list(range(seeds[0], seeds[0] + 8))  # non-consecutive across orders
+    # one request per shown order, its samples seeded base, base + 1, ... (what vLLM does with n)
+    for sent in backend.requests:
+        members = [s for s in result.samples if s.seed in sent.seeds]
+        assert [s.seed for s in members] == list(sent.seeds) and len({tuple(s.order) for s in members}) == 1
+
+
+def test_fewer_samples_are_a_prefix_of_more_samples() -> None:
+    small, _ = make(seed_echo, k=3, seed=4)
+    large, _ = make(seed_echo, k=8, seed=4)
+    few = small.score("q", ["a", "b"]).samples
+    many = large.score("q", ["a", "b"]).samples
+    assert [(s.seed, s.order, s.text) for s in few] == [(s.seed, s.order, s.text) for s in many[:3]]
+
+
+def test_sample_seeds_is_the_rank_within_the_shown_order() -> None:
+    from grm_reward.model import group_seed, sample_seeds
+
+    orders = [[1, 0], [0, 1], [1, 0], [1, 0], [0, 1]]
+    seeds = sample_seeds(orders, lambda order: group_seed(0, "fp", order))
+    a, b = group_seed(0, "fp", (1, 0)), group_seed(0, "fp", (0, 1))
+    assert seeds == [a, b, a + 1, a + 2, b + 1]
+    assert 0 <= a < 2**31 - 2048 and a != b
+    assert sample_seeds(orders[:3], lambda order: group_seed(0, "fp", order)) == seeds[:3]  # not a function of k

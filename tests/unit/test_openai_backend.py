@@ -16,9 +16,10 @@ from grm_reward import (
     GRMConfig,
     PromptTooLongError,
 )
+from grm_reward._http import _retry_after
 from grm_reward.backends import create_backend
 from grm_reward.backends.base import FORCED_SCORES_PREFIX, GenerationRequest, ScoreFillRequest
-from grm_reward.backends.openai import OpenAIBackend, _apportion, _retry_after, detect_server
+from grm_reward.backends.openai import OpenAIBackend, _apportion, detect_server
 from grm_reward.config import OpenAIOptions
 from tests.fake_openai import FakeOpenAIServer
 from tests.fake_tokenizer import CharTokenizer
@@ -42,8 +43,8 @@ def backend(server: FakeOpenAIServer, *, flavour="generic", tokenizer=None, dela
     )
 
 
-def request(n=3, seeds=(11, 22, 33), **kw) -> GenerationRequest:
-    return GenerationRequest(messages=MESSAGES, n=n, seeds=tuple(seeds[:n]), max_tokens=64, temperature=0.5, **kw)
+def request(n=3, seed=11, **kw) -> GenerationRequest:
+    return GenerationRequest(messages=MESSAGES, n=n, seed=seed, max_tokens=64, temperature=0.5, **kw)
 
 
 def generate(b: OpenAIBackend, *requests):
@@ -62,9 +63,9 @@ def test_n_honoured_asks_once_and_shares_usage() -> None:
     b = backend(server)
     [out] = generate(b, request())
     assert len(server.requests) == 1 and server.requests[0]["n"] == 3 and server.requests[0]["seed"] == 11
-    assert [s.text.split()[1] for s in out.samples] == ["seed=11", "seed=11", "seed=11"]
-    assert [s.text.split()[2] for s in out.samples] == ["index=0.", "index=1.", "index=2."]
-    assert out.prompt_tokens == 11 and sum(s.completion_tokens for s in out.samples) == 3 * 5
+    # vLLM seeds choice j of an n-request with seed + j
+    assert [s.text.split()[1] for s in out.samples] == ["seed=11.", "seed=12.", "seed=13."]
+    assert out.prompt_tokens == 11 and sum(s.completion_tokens for s in out.samples) == 3 * 4
     assert b.n_honoured == {"/chat/completions": True}
 
 
@@ -73,9 +74,9 @@ def test_n_ignored_fans_out_with_each_samples_seed_and_remembers() -> None:
     b = backend(server)
     [out] = generate(b, request())
     assert [r.get("n") for r in server.requests] == [3, None, None]
-    assert sorted(r["seed"] for r in server.requests[1:]) == [22, 33]
-    # sample j carries seed j, so the result matches a direct fan-out
-    assert [s.text.split()[1] for s in out.samples] == ["seed=11", "seed=22", "seed=33"]
+    assert sorted(r["seed"] for r in server.requests[1:]) == [12, 13]
+    # sample j carries seed + j, so the result matches what a server honouring n would draw
+    assert [s.text.split()[1] for s in out.samples] == ["seed=11.", "seed=12.", "seed=13."]
     assert b.n_honoured == {"/chat/completions": False} and b.stats.extra["n_ignored"] == 1
     server.requests.clear()
     b2_out = asyncio.run(_generate_again(b, request()))
@@ -159,7 +160,7 @@ def test_connection_errors_and_timeouts_are_retried_then_mapped() -> None:
     ("status", "message", "error", "match"),
     [
         (401, "bad key", BackendUnavailableError, "credentials .*OPENAI_API_KEY"),
-        (404, "model not found", BackendUnavailableError, "check openai.base_url"),
+        (404, "model not found", BackendUnavailableError, "check the URL"),
         (400, "This model's maximum context length is 2048 tokens", PromptTooLongError, "too long"),
         (422, "Unexpected fields in the request: {'foo'}", GenerationError, "HTTP 422: Unexpected fields"),
     ],
@@ -176,13 +177,20 @@ def test_client_errors_are_not_retried_and_map_onto_the_tree(status, message, er
     assert len(calls) == 1
 
 
-def test_malformed_answers_are_generation_errors() -> None:
+def test_malformed_answers_are_retried_then_generation_errors() -> None:
+    calls: list[httpx.Request] = []
+
     async def handler(request):
+        calls.append(request)
         return httpx.Response(200, text="<html>oops</html>")
 
-    b = OpenAIBackend(OpenAIOptions(base_url="http://judge.test/v1"), transport=httpx.MockTransport(handler))
+    b = OpenAIBackend(
+        OpenAIOptions(base_url="http://judge.test/v1", max_retries=2, backoff_base_s=0.001),
+        transport=httpx.MockTransport(handler),
+    )
     with pytest.raises(GenerationError, match="not JSON"):
         generate(b, request(n=1))
+    assert len(calls) == 3  # retried like a 5xx
 
 
 @pytest.mark.timeout(30)  # a regression here hangs instead of failing
@@ -192,7 +200,7 @@ def test_one_failure_cancels_its_siblings() -> None:
         server.failures = [400]  # the first request to arrive fails at once
         b = backend(server)
         slow = GenerationRequest(
-            messages=({"role": "user", "content": "hang"},), n=1, seeds=(1,), max_tokens=8, temperature=0.0
+            messages=({"role": "user", "content": "hang"},), n=1, seed=1, max_tokens=8, temperature=0.0
         )
         try:
             with pytest.raises(GenerationError):

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import threading
 
-import httpx
 import pytest
 
-from grm_reward import GenerativeRewardModel, GRMConfig, InputError
+from grm_reward import GenerationError, GenerativeRewardModel, GRMConfig, InputError
 from grm_reward.adapters.openrlhf import (
     EXTRA_LOG_KEYS,
     RewardFunction,
@@ -153,9 +152,13 @@ def test_reward_function_forwards_to_a_server(monkeypatch) -> None:
         monkeypatch.setenv("GRM_REWARD_URL", base + "/get_reward")
         reward = RewardFunction.from_env()
         out = reward([prompt + "4<|eot_id|>"], [prompt], ["4"])
-    assert out["rewards"] == pytest.approx([8 / 9]) and tuple(out["extra_logs"]) == EXTRA_LOG_KEYS
-    with pytest.raises(httpx.HTTPError):
-        reward([prompt + "4"], [prompt], [""])  # the server is gone
+        assert out["rewards"] == pytest.approx([8 / 9]) and tuple(out["extra_logs"]) == EXTRA_LOG_KEYS
+        quick = RewardFunction(GRMConfig(openai={"backoff_base_s": 0.001, "max_retries": 1}), url=base + "/get_reward")
+        quick([prompt + "4<|eot_id|>"], [prompt], ["4"])
+    reward.close()
+    with pytest.raises(GenerationError, match=r"cannot connect .* after 2 attempts"):
+        quick([prompt + "4"], [prompt], [""])  # the server is gone: mapped onto the exception tree
+    quick.close()
 
 
 def test_reward_function_from_a_config_file(monkeypatch, tmp_path) -> None:

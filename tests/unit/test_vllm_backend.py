@@ -39,7 +39,7 @@ def run(coro):
 
 def test_one_engine_request_per_prompt_with_n_k_and_the_sampling_settings() -> None:
     backend, engine = make()
-    request = GenerationRequest(messages=MESSAGES, n=4, seeds=(7, 8, 9, 10), max_tokens=99, temperature=0.5, top_p=0.9)
+    request = GenerationRequest(messages=MESSAGES, n=4, seed=7, max_tokens=99, temperature=0.5, top_p=0.9)
     [out] = run(backend.generate([request]))
     assert len(engine.calls) == 1
     ids, params, _ = engine.calls[0]
@@ -55,7 +55,7 @@ def test_the_final_output_is_used_when_the_engine_streams() -> None:
     api = VLLMApi(SamplingParams=fake_vllm.SamplingParams)  # no FINAL_ONLY: cumulative outputs stream
     engine = fake_vllm.FakeAsyncLLM(judge=judge, tokenizer=CharTokenizer())
     backend = VLLMBackend(engine, api=api)
-    [out] = run(backend.generate([GenerationRequest(messages=MESSAGES, n=2, seeds=(1, 2), max_tokens=8, temperature=1.0)]))
+    [out] = run(backend.generate([GenerationRequest(messages=MESSAGES, n=2, seed=1, max_tokens=8, temperature=1.0)]))
     assert [s.text for s in out.samples] == [judge("", None, 1), judge("", None, 2)]
 
 
@@ -63,8 +63,8 @@ def test_the_final_output_is_used_when_the_engine_streams() -> None:
 def test_batch_requests_run_concurrently_and_a_failure_aborts_the_rest() -> None:
     backend, engine = make(fail_on="BOOM", hang_on="SLOW")
     requests = [
-        GenerationRequest(messages=({"role": "user", "content": "SLOW"},), n=1, seeds=(1,), max_tokens=8, temperature=0),
-        GenerationRequest(messages=({"role": "user", "content": "BOOM"},), n=1, seeds=(2,), max_tokens=8, temperature=0),
+        GenerationRequest(messages=({"role": "user", "content": "SLOW"},), n=1, seed=1, max_tokens=8, temperature=0),
+        GenerationRequest(messages=({"role": "user", "content": "BOOM"},), n=1, seed=2, max_tokens=8, temperature=0),
     ]
     with pytest.raises(GenerationError, match="vLLM generation failed: RuntimeError: CUDA error") as info:
         run(asyncio.wait_for(backend.generate(requests), timeout=5))
@@ -76,7 +76,7 @@ def test_batch_requests_run_concurrently_and_a_failure_aborts_the_rest() -> None
 def test_prompt_longer_than_the_context_is_an_input_error() -> None:
     engine = fake_vllm.FakeAsyncLLM(judge=judge, tokenizer=CharTokenizer())
     backend = VLLMBackend(engine, api=API, max_model_len=64)
-    request = GenerationRequest(messages=MESSAGES, n=1, seeds=(1,), max_tokens=32, temperature=0)
+    request = GenerationRequest(messages=MESSAGES, n=1, seed=1, max_tokens=32, temperature=0)
     with pytest.raises(PromptTooLongError, match="context of 64"):
         run(backend.generate([request]))
     assert engine.calls == []
@@ -185,3 +185,19 @@ def test_missing_vllm_gives_an_install_hint(monkeypatch) -> None:
 
     with pytest.raises(BackendUnavailableError, match="grm-reward\\[vllm\\]"):
         create_backend(GRMConfig(backend="vllm", model="m"))
+
+
+def test_judgements_record_the_seeds_vllm_sampled_with() -> None:
+    """vLLM seeds child j of an n-request with seed + j (vllm/v1/engine/parallel_sampling.py,
+    ParentRequest._get_child_sampling_params); the judgement must record that seed."""
+
+    def seed_judge(text, params, seed):
+        count = text.count("[The Begin of Response")
+        return f"seed {seed}\nScores: \\boxed{{{', '.join(['5'] * count)}}}"
+
+    backend, engine = make(judge=seed_judge)
+    rm = GenerativeRewardModel(backend=backend, k=6, seed=2)
+    result = rm.score("q", ["a", "b"])
+    rm.close()
+    assert any(params.n > 1 for _, params, _ in engine.calls)  # samples sharing a shown order: one n-request
+    assert all(s.text.startswith(f"seed {s.seed}\n") for s in result.samples)

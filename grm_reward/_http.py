@@ -1,0 +1,474 @@
+"""The one HTTP layer: every client of a server (judge, meta RM, reward server) calls through it.
+
+Retries with backoff and jitter (honouring ``Retry-After``), per-call timeouts cut to the caller's
+deadline (:mod:`grm_reward.deadlines`), cancellation that frees the connection at once, a retry
+budget and a circuit breaker per server (shared by every client and event loop of that URL), and
+the mapping of HTTP failures onto :mod:`grm_reward.errors`. The policy is in docs/backends.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import random
+import re
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from grm_reward.deadlines import remaining
+from grm_reward.errors import (
+    BackendUnavailableError,
+    DeadlineExceededError,
+    GenerationError,
+    GRMError,
+    InputError,
+    JudgeUnavailableError,
+    PromptTooLongError,
+)
+
+__all__ = [
+    "HTTPEndpoint",
+    "HTTPFailure",
+    "HTTPPolicy",
+    "ServerHealth",
+    "forget_server",
+    "import_httpx",
+    "server_health",
+]
+
+_INSTALL_HINT = "pip install 'grm-reward[openai]'"
+_CONTEXT_MESSAGE = re.compile(
+    r"context length|context window|maximum (?:model|context|sequence) length|too long|too many tokens", re.IGNORECASE
+)
+_JSON = {"Content-Type": "application/json"}
+#: Seconds of history the retry budget looks at.
+BUDGET_WINDOW_S = 10.0
+
+Validate = Callable[[dict[str, Any]], "str | None"]
+
+
+def import_httpx() -> Any:
+    """httpx, or :class:`BackendUnavailableError` with the install hint."""
+    try:
+        import httpx
+    except ImportError as exc:
+        raise BackendUnavailableError(f"HTTP clients need httpx: {_INSTALL_HINT}") from exc
+    return httpx
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPPolicy:
+    """How calls to one server are timed, retried and cut off (defaults: ``OpenAIOptions``)."""
+
+    timeout_s: float = 300.0
+    connect_timeout_s: float = 10.0
+    max_retries: int = 4
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    max_concurrency: int = 64
+    retry_budget: float = 0.2
+    retry_budget_floor: int = 10
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 0.5
+    breaker_cooldown_max_s: float = 1.0
+
+    @classmethod
+    def from_options(cls, options: object, **changes: Any) -> HTTPPolicy:
+        """The policy from a settings object with fields of the same names (``OpenAIOptions``)."""
+        values = {f.name: getattr(options, f.name) for f in fields(cls) if hasattr(options, f.name)}
+        return replace(cls(**values), **changes)
+
+
+class HTTPFailure(Exception):
+    """One failed HTTP call, before mapping: kept as the ``__cause__`` of the mapped error."""
+
+    def __init__(
+        self,
+        url: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool = True,
+        retry_after: float | None = None,
+        kind: str = "http",
+    ) -> None:
+        self.url = url
+        self.status = status
+        self.message = message
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.kind = kind  # "http", "timeout", "connect", "network", "malformed"
+        self.attempts = 1
+        super().__init__(f"{url}: HTTP {status}: {message}" if status else f"{url}: {message}")
+
+
+class ServerHealth:
+    """What every client of one server shares: its retry budget and circuit breaker (thread-safe).
+
+    Budget (as Finagle's RetryBudget): retries in the last ``BUDGET_WINDOW_S`` may be at most
+    ``retry_budget`` x the calls in that window, plus ``retry_budget_floor``. Breaker: after
+    ``breaker_failures`` consecutive failures calls fail fast; one probe call is let through every
+    cool-down (``breaker_cooldown_s``, doubling per failed probe up to ``breaker_cooldown_max_s``);
+    the first success closes it.
+    """
+
+    def __init__(self, url: str, policy: HTTPPolicy, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.url = url
+        self.policy = policy
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._calls: deque[float] = deque()
+        self._retries: deque[float] = deque()
+        self.failures = 0
+        self.open = False
+        self.next_probe = 0.0
+        self.cooldown = policy.breaker_cooldown_s
+        self.last_failure = ""
+
+    def record_call(self) -> None:
+        with self._lock:
+            self._calls.append(self._clock())
+
+    def try_retry(self) -> bool:
+        """Take one retry from the budget; False when it is spent."""
+        with self._lock:
+            now = self._clock()
+            for window in (self._calls, self._retries):
+                while window and window[0] < now - BUDGET_WINDOW_S:
+                    window.popleft()
+            if len(self._retries) >= self.policy.retry_budget * len(self._calls) + self.policy.retry_budget_floor:
+                return False
+            self._retries.append(now)
+            return True
+
+    def admit(self) -> float | None:
+        """None when a call may go now (it may be the probe), else seconds until the next probe."""
+        with self._lock:
+            if not self.open:
+                return None
+            now = self._clock()
+            if now >= self.next_probe:
+                # This call is the probe; if it has not come back within a cool-down, another goes.
+                self.next_probe = now + self.cooldown
+                return None
+            return self.next_probe - now
+
+    def record_success(self) -> None:
+        with self._lock:
+            self.failures = 0
+            self.open = False
+            self.cooldown = self.policy.breaker_cooldown_s
+
+    def record_failure(self, reason: str, retry_after: float | None = None) -> None:
+        with self._lock:
+            self.failures += 1
+            self.last_failure = reason
+            if self.open:
+                self.cooldown = min(self.cooldown * 2, self.policy.breaker_cooldown_max_s)
+            elif self.failures < self.policy.breaker_failures:
+                return
+            self.open = True
+            wait = max(self.cooldown, min(retry_after or 0.0, self.policy.backoff_max_s))
+            self.next_probe = self._clock() + wait
+
+    def describe(self) -> str | None:
+        """None while the circuit is closed, else why calls fail fast."""
+        with self._lock:
+            if not self.open:
+                return None
+            wait = max(0.0, self.next_probe - self._clock())
+            return (
+                f"circuit open for {self.url} after {self.failures} consecutive failures "
+                f"(last: {self.last_failure}); next probe in {wait:.1f} s"
+            )
+
+
+_SERVERS: dict[str, ServerHealth] = {}
+_SERVERS_LOCK = threading.Lock()
+
+
+def server_health(url: str, policy: HTTPPolicy) -> ServerHealth:
+    """The shared state of the server at ``url`` (created with ``policy`` on first use)."""
+    key = url.rstrip("/")
+    with _SERVERS_LOCK:
+        health = _SERVERS.get(key)
+        if health is None:
+            health = _SERVERS[key] = ServerHealth(key, policy)
+        return health
+
+
+def forget_server(url: str) -> None:
+    """Drop the shared state of ``url`` (a new server on a reused address starts afresh)."""
+    with _SERVERS_LOCK:
+        _SERVERS.pop(url.rstrip("/"), None)
+
+
+@dataclass
+class _LoopState:
+    """An HTTP client and a concurrency bound, per event loop (an httpx client must not cross loops)."""
+
+    client: Any
+    slots: asyncio.Semaphore
+
+
+class HTTPEndpoint:
+    """Calls to one server under an :class:`HTTPPolicy`.
+
+    ``transport`` (an httpx transport, e.g. ``MockTransport``) replaces the network and gets a
+    private :class:`ServerHealth`; real URLs share theirs through :func:`server_health`. ``stats``
+    (a dict of counters) receives ``http_requests``, ``retries``, ``retries_denied`` and
+    ``breaker_rejections``. ``auth_hint`` finishes the message of a 401/403.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        policy: HTTPPolicy,
+        *,
+        headers: Mapping[str, str] | None = None,
+        transport: Any = None,
+        sleep: Callable[[float], Awaitable[Any]] | None = None,
+        rng: random.Random | None = None,
+        stats: dict[str, float] | None = None,
+        label: str = "judge server",
+        auth_hint: str = "",
+        health: ServerHealth | None = None,
+    ) -> None:
+        import_httpx()
+        self.base_url = base_url.rstrip("/")
+        self.policy = policy
+        self.headers = dict(headers or {})
+        self.label = label
+        self.auth_hint = auth_hint
+        self._transport = transport
+        self._sleep = sleep or asyncio.sleep
+        self._rng = rng or random.Random()
+        self.stats: dict[str, float] = stats if stats is not None else {}
+        for key in ("http_requests", "retries", "retries_denied", "breaker_rejections"):
+            self.stats.setdefault(key, 0)
+        if health is None:
+            health = ServerHealth(self.base_url, policy) if transport is not None else server_health(self.base_url, policy)
+        self.health = health
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
+
+    # --- calls ----------------------------------------------------------------------------------
+    async def post_json(self, path: str, payload: Mapping[str, Any], *, validate: Validate | None = None) -> dict[str, Any]:
+        """POST JSON and return the JSON object answered, retrying under the policy.
+
+        ``validate(body)`` returns None for a well-formed answer, else the reason it is not (such an
+        answer is retried like a 5xx). Raises the mapped :mod:`grm_reward.errors` error.
+        """
+        url = self.base_url + path
+        try:  # encoded once for every attempt; text that is not valid Unicode is the caller's error
+            content = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except (UnicodeEncodeError, ValueError, TypeError, RecursionError) as exc:
+            raise InputError(f"the request to {self.label} {url} cannot be sent as JSON: {exc}") from exc
+        attempt = 0
+        last: HTTPFailure | None = None
+        while True:
+            wait = self.health.admit()
+            if wait is not None:
+                self.stats["breaker_rejections"] += 1
+                raise JudgeUnavailableError(
+                    f"{self.label} {self.base_url} keeps failing, calls fail fast until it recovers: "
+                    f"{self.health.describe() or 'circuit open'}",
+                    retry_after=wait,
+                ) from last
+            attempt += 1
+            if attempt == 1:
+                self.health.record_call()
+            try:
+                body = await self._attempt(url, content, validate)
+            except HTTPFailure as failure:
+                failure.attempts = attempt
+                last = failure
+            else:
+                self.health.record_success()
+                return body
+            if last.retryable:
+                self.health.record_failure(str(last), last.retry_after)
+            else:
+                self.health.record_success()  # the server answered: it is up
+                raise self.map_failure(last) from last
+            if attempt > self.policy.max_retries:
+                raise self.map_failure(last) from last
+            if not self.health.try_retry():
+                self.stats["retries_denied"] += 1
+                raise self.map_failure(last, note="the retry budget of this server is spent") from last
+            delay = self.backoff(attempt, last.retry_after)
+            left = remaining()
+            if left is not None and delay >= left:
+                raise DeadlineExceededError(
+                    f"the deadline leaves {left:.2f} s, too little to retry {self.label} after {last}"
+                ) from last
+            self.stats["retries"] += 1
+            await self._sleep(delay)
+
+    async def get_json(self, path: str, *, timeout_s: float) -> dict[str, Any]:
+        """One bounded GET (no retries, not counted by the breaker): readiness and discovery."""
+        httpx = import_httpx()
+        url = self.base_url + path
+        client = self._loop_state().client
+        try:
+            response = await asyncio.wait_for(client.get(url, timeout=httpx.Timeout(timeout_s)), timeout_s)
+        except (asyncio.TimeoutError, httpx.HTTPError) as exc:
+            raise GenerationError(f"GET {url} failed: {type(exc).__name__}: {exc}") from exc
+        if not response.is_success:
+            raise GenerationError(f"GET {url} answered HTTP {response.status_code}")
+        return _json_object(response, url)
+
+    async def _attempt(self, url: str, content: bytes, validate: Validate | None) -> dict[str, Any]:
+        """One call, its total time bounded by min(timeout, deadline); raises :class:`HTTPFailure`."""
+        httpx = import_httpx()
+        left = remaining()
+        if left is not None and left <= 0:
+            raise DeadlineExceededError(f"the deadline passed before calling {self.label} {url}")
+        limit = self.policy.timeout_s if left is None else min(self.policy.timeout_s, left)
+        cut_by_deadline = left is not None and left < self.policy.timeout_s
+        state = self._loop_state()
+        timeout = httpx.Timeout(limit, connect=min(self.policy.connect_timeout_s, limit))
+
+        async def send() -> Any:
+            async with state.slots:
+                self.stats["http_requests"] += 1
+                return await state.client.post(url, content=content, headers=_JSON, timeout=timeout)
+
+        try:
+            # The whole call (queueing for a slot included) is bounded; cancelling it closes the connection.
+            response = await asyncio.wait_for(send(), limit)
+        except (asyncio.TimeoutError, httpx.TimeoutException) as exc:
+            if cut_by_deadline:
+                raise DeadlineExceededError(
+                    f"{self.label} {url} did not answer within the caller's deadline ({limit:.2f} s)"
+                ) from exc
+            raise HTTPFailure(url, f"no answer within {limit:.1f} s ({type(exc).__name__})", kind="timeout") from exc
+        except httpx.ConnectError as exc:
+            raise HTTPFailure(url, f"{type(exc).__name__}: {exc}", kind="connect") from exc
+        except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:  # resets, cut-off bodies
+            raise HTTPFailure(url, f"{type(exc).__name__}: {exc}", kind="network") from exc
+        except httpx.HTTPError as exc:  # bad URL, unsupported protocol: retrying cannot help
+            raise HTTPFailure(url, f"{type(exc).__name__}: {exc}", retryable=False) from exc
+        status = response.status_code
+        if not response.is_success:
+            retryable = status in (408, 429) or (status >= 500 and status not in (501, 505))
+            raise HTTPFailure(
+                url,
+                _server_message(response),
+                status=status,
+                retryable=retryable,
+                retry_after=_retry_after(response.headers.get("retry-after")),
+            )
+        body = _json_object(response, url)  # a cut-off or HTML 200 is retried like a 5xx
+        reason = validate(body) if validate is not None else None
+        if reason is not None:
+            raise HTTPFailure(url, f"malformed answer: {reason}", kind="malformed")
+        return body
+
+    def backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Delay before retry ``attempt`` (1-based): Retry-After (capped at timeout_s), else
+        exponential with jitter, drawn from [d/2, d]."""
+        if retry_after is not None:
+            return min(retry_after, self.policy.timeout_s)
+        delay = min(self.policy.backoff_max_s, self.policy.backoff_base_s * 2.0 ** (attempt - 1))
+        return float(delay / 2 + self._rng.uniform(0, delay / 2))
+
+    def map_failure(self, failure: HTTPFailure, *, note: str = "") -> GRMError:
+        """The one place HTTP failures become grm-reward errors (most specific first)."""
+        tries = f" after {failure.attempts} attempts" if failure.attempts > 1 else ""
+        tries += f" ({note})" if note else ""
+        status, message, url = failure.status, failure.message, failure.url
+        if status in (401, 403):
+            return BackendUnavailableError(f"{url} refused the credentials (HTTP {status}: {message}){self.auth_hint}")
+        if status == 404:
+            return BackendUnavailableError(
+                f"{url} answered 404 ({message}): check the URL (an OpenAI base_url ends in /v1), the model name, "
+                "and that the server offers this endpoint"
+            )
+        if status in (400, 413, 422) and _CONTEXT_MESSAGE.search(message):
+            return PromptTooLongError(f"the {self.label} rejected the prompt as too long: {message}")
+        if status is not None:
+            return GenerationError(f"{url} answered HTTP {status}{tries}: {message}")
+        if failure.kind == "timeout":
+            return GenerationError(f"{url} timed out{tries} ({message}); raise the timeout if generations are long")
+        if failure.kind == "connect":
+            return GenerationError(f"cannot connect to {url}{tries} ({message}); is the server running?")
+        return GenerationError(f"{url} failed{tries}: {message}")
+
+    # --- clients --------------------------------------------------------------------------------
+    def _loop_state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        state = self._states.get(loop)
+        if state is None:
+            httpx = import_httpx()
+            size = self.policy.max_concurrency
+            client = httpx.AsyncClient(
+                headers=self.headers,
+                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+                transport=self._transport,
+            )
+            state = _LoopState(client, asyncio.Semaphore(size))
+            self._states[loop] = state
+        return state
+
+    async def aclose(self) -> None:
+        """Close the client of the running loop (clients of other loops are dropped)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        state = self._states.pop(loop, None)
+        self._states.clear()
+        if state is not None:
+            await state.client.aclose()
+
+
+def _json_object(response: Any, url: str) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except (ValueError, RecursionError) as exc:  # cut-off JSON, an HTML page, bad UTF-8, absurd nesting
+        raise HTTPFailure(url, f"the answer is not JSON: {response.text[:200]!r}", kind="malformed") from exc
+    if not isinstance(data, dict):
+        raise HTTPFailure(url, f"the answer is not a JSON object: {str(data)[:200]}", kind="malformed")
+    return data
+
+
+def _server_message(response: Any) -> str:
+    """The error message a server put in its body (OpenAI, FastAPI and plain-text shapes)."""
+    try:
+        data = response.json()
+    except ValueError:
+        return str(response.text[:500]).strip()
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        for key in ("message", "detail", "error"):
+            if data.get(key):
+                value = data[key]
+                return value if isinstance(value, str) else json.dumps(value)[:500]
+    return str(data)[:500]
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date).
+
+    >>> _retry_after("2.5"), _retry_after(None), _retry_after("soon")
+    (2.5, None, None)
+    """
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

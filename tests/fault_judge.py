@@ -1,0 +1,303 @@
+"""A fault-injecting judge: a real OpenAI-compatible HTTP/1.1 server on 127.0.0.1, in a thread.
+
+    judge = FaultJudge().start()          # judge.url == "http://127.0.0.1:PORT/v1"
+    judge.set_mode("500", times=2)        # the next 2 calls answer 500, then "ok" again
+    judge.set_mode("hang")                # calls hang until set_mode(...) / release() / stop()
+    judge.stop(); judge.restart()         # killed (every connection dropped), back on the same port
+    judge.calls, judge.calls_by_mode, judge.disconnects, judge.max_in_flight
+
+Modes: ok, 500, 429 (with ``Retry-After: retry_after``), hang, reset (TCP RST), cutoff (a 200
+whose body stops mid-JSON), html (a 200 HTML page), no_choices (a 200 JSON without ``choices``),
+short (one choice whatever ``n``), slow (answers after ``latency_s``). It honours ``n`` the way
+vLLM does (choice ``j`` is the sample of seed ``seed + j``) and answers like a judge: a
+``Scores: \\boxed{...}`` block, one score per shown response, a function of the response text
+and the sample's seed only, so rewards are deterministic and comparable across transports. It
+also serves ``GET /v1/models``, ``POST /classify`` (meta RM) and ``POST /get_reward`` (reward
+server), under the same modes. Used by the unit tests and ``benchmarks/bench_faults.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import re
+import socket
+import struct
+import threading
+from collections import Counter
+from typing import Any
+
+MODES = ("ok", "500", "429", "hang", "reset", "cutoff", "html", "no_choices", "short", "slow")
+_RESPONSE = re.compile(r"\[The Begin of Response(?: \d+)?\]\n(.*?)\n\[The End of Response(?: \d+)?\]", re.DOTALL)
+
+
+def judge_score(response: str, seed: int | None, score_range: tuple[int, int] = (1, 10)) -> int:
+    """The score the fault judge gives ``response`` in the sample of ``seed`` (deterministic)."""
+    lo, hi = score_range
+    digest = hashlib.blake2b(f"{seed}|{response}".encode("utf-8", "surrogatepass"), digest_size=4).digest()
+    return lo + int.from_bytes(digest, "big") % (hi - lo + 1)
+
+
+def judge_text(prompt: str, seed: int | None) -> str:
+    """What the fault judge writes for ``prompt`` in the sample of ``seed``."""
+    responses = _RESPONSE.findall(prompt) or [prompt]
+    scores = ", ".join(str(judge_score(r, seed)) for r in responses)
+    return f"Analysis: fault judge, seed {seed}.\nScores: \\boxed{{{scores}}}"
+
+
+class FaultJudge:
+    """The server; see the module docstring. ``port=0`` picks a free port on first start."""
+
+    def __init__(self, *, port: int = 0, latency_s: float = 0.0, owned_by: str = "vllm") -> None:
+        self.port = port
+        self.latency_s = latency_s
+        self.owned_by = owned_by
+        self.mode = "ok"
+        self.retry_after: float | None = 1.0
+        self._times: int | None = None
+        self.calls = 0  # POSTs received
+        self.gets = 0
+        self.calls_by_mode: Counter[str] = Counter()
+        self.disconnects = 0  # clients that left a call before its answer
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.bodies: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._release: asyncio.Event | None = None
+        self._started_once = False
+
+    # --- control -----------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def root(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> FaultJudge:
+        if self._thread is not None:
+            return self
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self._loop = loop
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(self._open())
+            ready.set()
+            loop.run_forever()
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="fault-judge", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        if not self._started_once:
+            from grm_reward._http import forget_server
+
+            for url in (self.url, self.root + "/classify", self.root + "/get_reward"):
+                forget_server(url)  # a reused port starts with fresh breaker state
+            self._started_once = True
+        return self
+
+    def stop(self) -> None:
+        """Kill: close the listener and drop every connection (calls in flight see a reset)."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        self._loop = self._thread = None
+
+    def restart(self) -> FaultJudge:
+        self.stop()
+        return self.start()
+
+    def set_mode(
+        self, mode: str, *, times: int | None = None, retry_after: float | None = 1.0, latency_s: float | None = None
+    ) -> None:
+        """Switch what the next calls get; ``times``: only the next so many calls, then "ok"."""
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; one of {MODES}")
+        with self._lock:
+            self.mode, self._times, self.retry_after = mode, times, retry_after
+            if latency_s is not None:
+                self.latency_s = latency_s
+        loop, event = self._loop, self._release
+        if loop is not None and event is not None:
+            loop.call_soon_threadsafe(event.clear if mode == "hang" else event.set)
+
+    def release(self) -> None:
+        """Let hung calls answer now (as in "ok" mode)."""
+        loop, event = self._loop, self._release
+        if loop is not None and event is not None:
+            loop.call_soon_threadsafe(event.set)
+
+    def __enter__(self) -> FaultJudge:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- server ------------------------------------------------------------------------------
+    async def _open(self) -> None:
+        self._release = asyncio.Event()
+        self._server = await asyncio.start_server(self._connection, "127.0.0.1", self.port, reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._writers):
+            _abort(writer)
+        self._writers.clear()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    def _take_mode(self) -> str:
+        with self._lock:
+            mode = self.mode
+            if self._times is not None:
+                self._times -= 1
+                if self._times <= 0:
+                    self.mode, self._times = "ok", None
+            return mode
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                lines = head.decode("latin-1").split("\r\n")
+                method, target = lines[0].split(" ")[:2]
+                headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+                body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
+                if not await self._answer(method, target, body, reader, writer):
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            self._writers.discard(writer)
+            if not writer.is_closing():
+                writer.close()
+
+    async def _answer(
+        self, method: str, target: str, raw: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        """Answer one request; False when the connection is done."""
+        path = target.split("?")[0]
+        if method == "GET":
+            self.gets += 1
+        else:
+            self.calls += 1
+        mode = self._take_mode()
+        self.calls_by_mode[mode] += 1
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if mode in ("hang", "slow"):
+                assert self._release is not None
+                waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(reader.read(1))]
+                if mode == "hang":
+                    waits.append(asyncio.ensure_future(self._release.wait()))
+                else:
+                    waits.append(asyncio.ensure_future(asyncio.sleep(self.latency_s)))
+                done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                for task in pending:
+                    task.cancel()
+                if waits[0] in done:  # the client left (EOF) before the answer
+                    self.disconnects += 1
+                    return False
+                mode = "ok"
+            if mode == "reset":
+                _abort(writer)
+                return False
+            if mode == "500":
+                await _send(writer, 500, {"error": {"message": "fault judge: internal error"}})
+            elif mode == "429":
+                extra = {"Retry-After": f"{self.retry_after:g}"} if self.retry_after is not None else {}
+                await _send(writer, 429, {"error": {"message": "fault judge: too many requests"}}, extra)
+            elif mode == "html":
+                await _send_raw(writer, 200, b"<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html")
+            elif mode == "no_choices":
+                await _send(writer, 200, {"object": "error", "message": "fault judge: no choices"})
+            elif mode == "cutoff":
+                data = json.dumps(self._reply(path, raw, short=False)).encode()
+                writer.write(
+                    f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+                    + data[: len(data) // 2]
+                )
+                await writer.drain()
+                _abort(writer)
+                return False
+            else:
+                await _send(writer, 200, self._reply(path, raw, short=mode == "short"))
+            return True
+        finally:
+            self.in_flight -= 1
+
+    def _reply(self, path: str, raw: bytes, *, short: bool) -> dict[str, Any]:
+        if path.endswith("/models"):
+            return {"object": "list", "data": [{"id": "fault-judge", "object": "model", "owned_by": self.owned_by}]}
+        body = json.loads(raw or b"{}")
+        self.bodies.append(body)
+        if path.endswith("/classify"):
+            texts = body.get("input", [])
+            return {"data": [{"index": i, "probs": [judge_score(t, 0) / 10]} for i, t in enumerate(texts)]}
+        if path.endswith("/get_reward"):
+            queries = body.get("query", [])
+            rewards = [judge_score(q, 0) / 10 for q in queries]
+            return {"rewards": rewards, "scores": rewards, "extra_logs": {}}
+        chat = "messages" in body
+        prompt = body["messages"][-1]["content"] if chat else str(body.get("prompt", ""))
+        seed = body.get("seed")
+        n = 1 if short else int(body.get("n", 1))
+        choices = []
+        for j in range(n):
+            text = judge_text(prompt, None if seed is None else seed + j)  # vLLM: child j is seed + j
+            choice: dict[str, Any] = {"index": j, "finish_reason": "stop"}
+            choice.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
+            choices.append(choice)
+        tokens = sum(len((c.get("message") or c)["content" if chat else "text"].split()) for c in choices)
+        return {
+            "id": "fault",
+            "object": "chat.completion" if chat else "text_completion",
+            "choices": choices,
+            "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": tokens},
+        }
+
+
+async def _send(writer: asyncio.StreamWriter, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+    await _send_raw(writer, status, json.dumps(payload).encode(), "application/json", headers)
+
+
+async def _send_raw(
+    writer: asyncio.StreamWriter, status: int, data: bytes, content_type: str, headers: dict[str, str] | None = None
+) -> None:
+    reason = {200: "OK", 429: "Too Many Requests", 500: "Internal Server Error"}.get(status, "X")
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    writer.write(
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len(data)}\r\n{extra}\r\n".encode()
+        + data
+    )
+    await writer.drain()
+
+
+def _abort(writer: asyncio.StreamWriter) -> None:
+    """Close with a TCP reset (SO_LINGER 0), as a crashed server does."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
