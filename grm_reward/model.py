@@ -1,27 +1,17 @@
-"""`GenerativeRewardModel`: request -> prompts -> backend -> parse -> vote -> `RewardResult`.
+"""`GenerativeRewardModel`: request -> plan -> backend -> parse -> fill/rate -> vote -> `RewardResult`.
 
-The one core path every layer (CLI, TRL adapter, reward server, verl manager, eval harness)
-calls. Per request it
-
-1. derives a stable fingerprint and, for each of the k samples, the order the responses are
-   shown in and a seed (:func:`sample_seeds`: the one seed rule of every backend and transport);
-2. renders one judge prompt per distinct order and asks the backend for that prompt's samples
-   in one request (so the samples sharing an order share its prefill);
-3. parses each sample in its shown order and maps its scores back to the original order;
-4. optionally fills scores under a constraint (format guarantee) or reads token-probability
-   scores, for the samples that need it;
-5. optionally rates each readable sample with a meta RM, keeping the top ``k_meta`` for the vote;
-6. votes, breaks ties, normalises.
+The one core path every layer calls: :mod:`grm_reward.planning` plans each request (orders,
+seeds, one prompt per shown order), one backend call samples every prompt, each sample is read
+in its shown order; then optional forced/token-probability scores, meta-RM ratings, the vote.
+:meth:`GenerativeRewardModel.ajudge_batch` is the judging step alone (SPCT). See docs/architecture.md.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
-from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from collections.abc import Coroutine, Sequence
+from dataclasses import replace
+from typing import Any, NamedTuple, TypeVar
 
 from grm_reward._sync import LoopThread
 from grm_reward.backends import create_backend
@@ -33,29 +23,24 @@ from grm_reward.backends.base import (
     ScoreFillRequest,
 )
 from grm_reward.config import GRMConfig
-from grm_reward.errors import AllSamplesInvalidError, BackendCapabilityError, GRMError, InputError
+from grm_reward.errors import AllSamplesInvalidError, BackendCapabilityError, BackendProtocolError, InputError
 from grm_reward.meta_rm import MetaRewardModel, create_meta_rm, meta_conversation
 from grm_reward.parsing import parse_judgement, score_section_start
-from grm_reward.prompts import JudgeTemplate, render_judge_prompt, select_template
+from grm_reward.planning import Plan, derive_seed, plan_request, sample_seeds
 from grm_reward.types import Judgement, Message, Principle, Request, RequestLike, RewardResult, Usage
 from grm_reward.voting import normalise, unpermute, vote
 
-__all__ = ["GenerativeRewardModel", "sample_seeds"]
+__all__ = ["GenerativeRewardModel", "Judging", "sample_seeds"]
 
 T = TypeVar("T")
 
 
-@dataclass
-class _Plan:
-    """How one request is sampled: its k seeds and orders, grouped by order into prompts."""
+class Judging(NamedTuple):
+    """One request's judging step: its plan, its judgements (in sample order) and the tokens spent."""
 
-    request: Request
-    template: JudgeTemplate
-    fingerprint: str
-    seeds: list[int]
-    orders: list[list[int]]
-    # one entry per distinct order: (order, sample indices, chat messages)
-    groups: list[tuple[list[int], list[int], tuple[Message, ...]]] = field(default_factory=list)
+    plan: Plan
+    judgements: list[Judgement]
+    usage: Usage
 
 
 class GenerativeRewardModel:
@@ -197,87 +182,115 @@ class GenerativeRewardModel:
 
     async def ascore_batch(self, requests: Sequence[RequestLike]) -> list[RewardResult]:
         """Async twin of :meth:`score_batch`."""
-        if isinstance(requests, (str, bytes)) or not isinstance(requests, Sequence):
-            raise InputError("score_batch expects a list of requests")
-        plans = [self._plan(Request.coerce(item, index=i), i) for i, item in enumerate(requests)]
+        plans = self._plans(requests)
         if not plans:
             return []
-        backend = self.backend
-        generation_requests = [
-            GenerationRequest(
-                messages=messages,
-                n=len(samples),
-                seed=plan.seeds[samples[0]],  # the group's base seed: sample i of it is base + i
-                max_tokens=self.config.max_new_tokens,
-                temperature=self.config.effective_temperature,
-                top_p=self.config.top_p,
-            )
-            for plan in plans
-            for (_, samples, messages) in plan.groups
-        ]
-        outputs = await backend.generate(generation_requests)
-        if len(outputs) != len(generation_requests):
-            raise GRMError(
-                f"backend {backend.name!r} returned {len(outputs)} outputs for {len(generation_requests)} requests"
-            )
-        per_plan: list[list[Judgement]] = []
-        usages: list[Usage] = []
-        cursor = 0
-        for plan in plans:
-            judgements: list[Judgement | None] = [None] * self.config.k
-            usage = Usage()
-            for order, samples, _ in plan.groups:
-                output = outputs[cursor]
-                cursor += 1
-                self._check_output(output, len(samples), backend)
-                usage.prompt_tokens += output.prompt_tokens
-                for j, generation in zip(samples, output.samples):
-                    usage.completion_tokens += generation.completion_tokens
-                    judgements[j] = self._judge_sample(plan, order, plan.seeds[j], generation)
-            per_plan.append([j for j in judgements if j is not None])
-            usages.append(usage)
+        per_plan, usages = await self._judge(plans, temperature=self.config.effective_temperature)
         if self.config.format_guarantee or self.config.token_prob:
             await self._fill(plans, per_plan, usages)
         if self.meta_rm is not None:
             await self._rate(plans, per_plan)
         return [self._result(plan, judgements, usage) for plan, judgements, usage in zip(plans, per_plan, usages)]
 
-    # --- planning -----------------------------------------------------------------------------
-    def _plan(self, request: Request, index: int) -> _Plan:
-        cfg = self.config
-        n = request.n
-        if n > cfg.max_responses:
-            raise InputError(f"{n} responses exceed max_responses={cfg.max_responses}", index=index)
-        try:
-            template = select_template(cfg.template, num_responses=n, has_principles=request.principles is not None)
-        except GRMError as exc:
-            raise InputError(str(exc), index=index) from exc
-        fingerprint = _fingerprint(request)
-        orders = _orders(cfg.shuffle, n, cfg.k, random.Random(_derive_seed(cfg.seed, fingerprint, "order")))
-        seeds = sample_seeds(orders, lambda order: group_seed(cfg.seed, fingerprint, order))
-        plan = _Plan(request, template, fingerprint, seeds, orders)
-        by_order: dict[tuple[int, ...], list[int]] = {}
-        for j, order in enumerate(orders):
-            by_order.setdefault(tuple(order), []).append(j)
-        for order_key, samples in by_order.items():
-            try:
-                text = render_judge_prompt(request, order_key, template, cfg.score_range)
-            except GRMError as exc:
-                raise InputError(str(exc), index=index) from exc
-            messages: list[Message] = []
-            if cfg.system_prompt:
-                messages.append({"role": "system", "content": cfg.system_prompt})
-            messages.append({"role": "user", "content": text})
-            plan.groups.append((list(order_key), samples, tuple(messages)))
-        return plan
+    def judge_batch(
+        self,
+        requests: Sequence[RequestLike],
+        *,
+        hints: Sequence[int | None] | None = None,
+        k: int | None = None,
+        temperature: float | None = None,
+        purpose: str = "",
+    ) -> list[Judging]:
+        """The judging step alone (blocking): see :meth:`ajudge_batch`."""
+        return self._loop.run(self.ajudge_batch(requests, hints=hints, k=k, temperature=temperature, purpose=purpose))
+
+    async def ajudge_batch(
+        self,
+        requests: Sequence[RequestLike],
+        *,
+        hints: Sequence[int | None] | None = None,
+        k: int | None = None,
+        temperature: float | None = None,
+        purpose: str = "",
+    ) -> list[Judging]:
+        """Each request's plan and judgements read strictly, before any forcing, rating or vote.
+
+        ``hints[i]`` (an index into request i's responses, or None) appends the SPCT hint;
+        ``k``/``temperature`` override the config's; ``purpose`` salts the orders and seeds
+        (:func:`~grm_reward.planning.plan_request`). The reward path is this step, then
+        :meth:`ascore_batch`'s fill, rating and vote.
+        """
+        if hints is not None and len(hints) != len(requests):
+            raise InputError(f"{len(hints)} hints for {len(requests)} requests")
+        plans = self._plans(requests, hints=hints, k=k, purpose=purpose)
+        if not plans:
+            return []
+        temperature = self.config.effective_temperature if temperature is None else temperature
+        per_plan, usages = await self._judge(plans, temperature=temperature)
+        return [Judging(plan, judgements, usage) for plan, judgements, usage in zip(plans, per_plan, usages)]
+
+    # --- planning and sampling ----------------------------------------------------------------
+    def _plans(
+        self, requests: Sequence[RequestLike], *, hints: Sequence[int | None] | None = None, k: int | None = None,
+        purpose: str = "",
+    ) -> list[Plan]:
+        if isinstance(requests, (str, bytes)) or not isinstance(requests, Sequence):
+            raise InputError("score_batch expects a list of requests")
+        return [
+            plan_request(
+                Request.coerce(item, index=i), self.config, index=i, k=k,
+                hint=None if hints is None else hints[i], purpose=purpose,
+            )
+            for i, item in enumerate(requests)
+        ]
+
+    async def _judge(self, plans: list[Plan], *, temperature: float) -> tuple[list[list[Judgement]], list[Usage]]:
+        """One backend call for every prompt group of every plan; judgements per plan, in sample order."""
+        backend = self.backend
+        generation_requests = [
+            GenerationRequest(
+                messages=group.messages,
+                n=len(group.samples),
+                seed=plan.seeds[group.samples[0]],  # the group's base seed: sample i of it is base + i
+                max_tokens=self.config.max_new_tokens,
+                temperature=temperature,
+                top_p=self.config.top_p,
+            )
+            for plan in plans
+            for group in plan.groups
+        ]
+        outputs = await backend.generate(generation_requests)
+        if len(outputs) != len(generation_requests):
+            raise BackendProtocolError(
+                f"backend {backend.name!r} returned {len(outputs)} outputs for {len(generation_requests)} requests"
+            )
+        per_plan: list[list[Judgement]] = []
+        usages: list[Usage] = []
+        cursor = 0
+        for plan in plans:
+            judgements: list[Judgement | None] = [None] * len(plan.seeds)
+            usage = Usage()
+            for group in plan.groups:
+                output = outputs[cursor]
+                cursor += 1
+                self._check_output(output, len(group.samples), backend)
+                usage.prompt_tokens += output.prompt_tokens
+                for j, generation in zip(group.samples, output.samples):
+                    usage.completion_tokens += generation.completion_tokens
+                    judgements[j] = self._judge_sample(plan, group.order, plan.seeds[j], generation)
+            per_plan.append([j for j in judgements if j is not None])
+            usages.append(usage)
+        return per_plan, usages
 
     # --- reading samples ------------------------------------------------------------------------
     @staticmethod
     def _check_output(output: GenerationOutput, expected: int, backend: Backend) -> None:
         if len(output.samples) != expected:
-            raise GRMError(f"backend {backend.name!r} returned {len(output.samples)} samples, {expected} were asked for")
+            raise BackendProtocolError(
+                f"backend {backend.name!r} returned {len(output.samples)} samples, {expected} were asked for"
+            )
 
-    def _judge_sample(self, plan: _Plan, order: list[int], seed: int, generation: Any) -> Judgement:
+    def _judge_sample(self, plan: Plan, order: Sequence[int], seed: int, generation: Any) -> Judgement:
         n = plan.request.n
         shown = parse_judgement(generation.text, n, self.config.score_range)
         reason = shown.reason
@@ -299,17 +312,20 @@ class GenerativeRewardModel:
             finish_reason=generation.finish_reason,
         )
 
-    async def _fill(self, plans: list[_Plan], per_plan: list[list[Judgement]], usages: list[Usage]) -> None:
+    async def _fill(self, plans: list[Plan], per_plan: list[list[Judgement]], usages: list[Usage]) -> None:
         """Forced scores for unreadable samples and/or token-probability scores, in one backend call."""
         cfg = self.config
         targets: list[tuple[int, int]] = []
         fill_requests: list[ScoreFillRequest] = []
+        # Collect (plan p, sample s) pairs to fill: an unreadable sample is forced (format
+        # guarantee), a readable one gets expected scores (token_prob); each is re-asked with its
+        # own prompt and its own text up to the score block, then the fills are mapped back below.
         for p, (plan, judgements) in enumerate(zip(plans, per_plan)):
             for s, judgement in enumerate(judgements):
                 force = cfg.format_guarantee and not judgement.valid
                 if not (force or (cfg.token_prob and judgement.valid)):
                     continue
-                messages = next(m for order, _, m in plan.groups if order == judgement.order)
+                messages = plan.group_of(judgement.order).messages
                 fill_requests.append(
                     ScoreFillRequest(
                         messages=messages,
@@ -324,7 +340,7 @@ class GenerativeRewardModel:
             return
         fills = await self.backend.fill_scores(fill_requests)
         if len(fills) != len(fill_requests):
-            raise GRMError(f"backend returned {len(fills)} score fills for {len(fill_requests)} requests")
+            raise BackendProtocolError(f"backend returned {len(fills)} score fills for {len(fill_requests)} requests")
         lo, hi = cfg.score_range
         for (p, s), request, fill in zip(targets, fill_requests, fills):
             judgement = per_plan[p][s]
@@ -336,7 +352,7 @@ class GenerativeRewardModel:
                     per_plan[p][s] = replace(judgement, reason=f"{judgement.reason}; forcing failed: {fill.reason}")
                 continue
             if len(fill.values) != request.num_scores or not all(lo <= v <= hi for v in fill.values):
-                raise GRMError(f"backend filled invalid scores {fill.values} for {request.num_scores} responses")
+                raise BackendProtocolError(f"backend filled invalid scores {fill.values} for {request.num_scores} responses")
             changes: dict[str, Any] = {}
             if not judgement.valid:
                 # ``text`` stays what the judge wrote; the forced block is implied by ``scores``.
@@ -349,7 +365,7 @@ class GenerativeRewardModel:
                 changes["token_scores"] = unpermute(fill.expected, judgement.order)
             per_plan[p][s] = replace(judgement, **changes)
 
-    async def _rate(self, plans: list[_Plan], per_plan: list[list[Judgement]]) -> None:
+    async def _rate(self, plans: list[Plan], per_plan: list[list[Judgement]]) -> None:
         """Meta RM ratings for every sample that can vote (one call for the whole batch)."""
         assert self.meta_rm is not None
         targets = [(p, s) for p, judgements in enumerate(per_plan) for s, j in enumerate(judgements) if j.valid]
@@ -358,15 +374,15 @@ class GenerativeRewardModel:
         conversations = [meta_conversation(plans[p].request, per_plan[p][s]) for p, s in targets]
         ratings = await self.meta_rm.rate(conversations)
         if len(ratings) != len(targets):
-            raise GRMError(f"meta RM returned {len(ratings)} ratings for {len(targets)} samples")
+            raise BackendProtocolError(f"meta RM returned {len(ratings)} ratings for {len(targets)} samples")
         for (p, s), rating in zip(targets, ratings):
             per_plan[p][s] = replace(per_plan[p][s], meta_score=float(rating))
 
     # --- voting ----------------------------------------------------------------------------------
-    def _result(self, plan: _Plan, judgements: list[Judgement], usage: Usage) -> RewardResult:
+    def _result(self, plan: Plan, judgements: list[Judgement], usage: Usage) -> RewardResult:
         cfg = self.config
         n = plan.request.n
-        tie_rng = random.Random(_derive_seed(cfg.seed, plan.fingerprint, "tie"))
+        tie_rng = random.Random(derive_seed(cfg.seed, plan.fingerprint, "tie"))
         k_meta = cfg.effective_k_meta if self._meta_rm is not None else None
         outcome = vote(
             judgements, n, k_meta=k_meta, use_token_scores=cfg.token_prob, tie_break=cfg.tie_break, rng=tie_rng
@@ -387,65 +403,6 @@ class GenerativeRewardModel:
             tie=outcome.tie,
             usage=usage,
         )
-
-
-def _fingerprint(request: Request) -> str:
-    payload = json.dumps(request.to_dict(), ensure_ascii=False, sort_keys=True, default=str)
-    return hashlib.blake2b(payload.encode("utf-8"), digest_size=16).hexdigest()
-
-
-def _derive_seed(base: int, fingerprint: str, purpose: str) -> int:
-    digest = hashlib.blake2b(f"{base}|{fingerprint}|{purpose}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") & 0x7FFFFFFF  # fits every engine's seed type
-
-
-#: Group base seeds lie below this, so base + i stays a positive int32 for every k <= 1024.
-_GROUP_SEED_SPACE = 2**31 - 2048
-
-
-def group_seed(base: int, fingerprint: str, order: Sequence[int]) -> int:
-    """The base seed of the samples of one request shown in ``order``."""
-    key = "order:" + ",".join(str(i) for i in order)
-    return _derive_seed(base, fingerprint, key) % _GROUP_SEED_SPACE
-
-
-def sample_seeds(orders: Sequence[Sequence[int]], base_of: Callable[[tuple[int, ...]], int]) -> list[int]:
-    """The seed rule: sample j's seed is its shown order's base seed + its rank among the samples
-    shown in that order so far.
-
-    The samples sharing an order become one generation request ``(n, seed=base)``, and sample i of
-    it is seeded ``base + i``, which is what vLLM does with ``n`` (``ParentRequest``), what a
-    fan-out of single requests sends, and what :class:`Judgement.seed` records. Sample j's seed
-    depends only on ``orders[:j + 1]``, never on k, so fewer samples are a prefix of more.
-
-    >>> sample_seeds([[0, 1], [1, 0], [0, 1], [0, 1]], lambda order: 100 if order == (0, 1) else 500)
-    [100, 500, 101, 102]
-    """
-    ranks: dict[tuple[int, ...], int] = {}
-    seeds = []
-    for order in orders:
-        key = tuple(order)
-        rank = ranks.get(key, 0)
-        ranks[key] = rank + 1
-        seeds.append(base_of(key) + rank)
-    return seeds
-
-
-def _orders(shuffle: str, n: int, k: int, rng: random.Random) -> list[list[int]]:
-    """The order responses are shown in, for each of the k samples."""
-    identity = list(range(n))
-    if shuffle == "none" or n == 1:
-        return [identity] * k
-    if shuffle == "balanced":
-        base = identity[:]
-        rng.shuffle(base)
-        return [base[j % n :] + base[: j % n] for j in range(k)]
-    orders = []
-    for _ in range(k):
-        order = identity[:]
-        rng.shuffle(order)
-        orders.append(order)
-    return orders
 
 
 def _forced_prefix(text: str) -> str:

@@ -217,15 +217,13 @@ def _cmd_meta(args: argparse.Namespace) -> int:
             if items is None:
                 return 2
             with GenerativeRewardModel(config) as rm, open(args.output, "w", encoding="utf-8") as out:
-                sampler = SpctSampler(
-                    rm.backend, config, temperature=config.effective_temperature, threshold=args.label_threshold
-                )
+                sampler = SpctSampler(rm, threshold=args.label_threshold)
                 items, bad = checked_items(sampler, items, _say)
                 stats.skipped_rows += bad + args.load_skipped
                 bar = tqdm(total=len(items), desc="meta-data", unit="item", disable=args.quiet or None, file=sys.stderr)
                 for start in range(0, len(items), args.chunk_size):
                     chunk = items[start : start + args.chunk_size]
-                    got, failed = sample_chunk(rm, sampler, chunk, args.samples, hinted=False, report=_say)
+                    got, failed = sample_chunk(sampler, chunk, args.samples, hinted=False, report=_say)
                     stats.failed_items += len(failed)
                     for item in chunk:
                         if item.id in got:

@@ -230,7 +230,7 @@ def checked_items(
     kept, bad = [], 0
     for item in items:
         try:
-            sampler.messages(item, tuple(range(item.n)))
+            sampler.check(item)
         except GRMError as exc:
             if report is not None:
                 report(f"skipped {item.where or item.id}: {exc}")
@@ -241,7 +241,6 @@ def checked_items(
 
 
 def sample_chunk(
-    rm: GenerativeRewardModel,
     sampler: SpctSampler,
     items: Sequence[PreferenceItem],
     count: int,
@@ -256,7 +255,7 @@ def sample_chunk(
     if not items:
         return done, failed
     try:
-        for item, samples in zip(items, rm.run_sync(sampler.sample(items, count, hinted=hinted)), strict=True):
+        for item, samples in zip(items, sampler.sample(items, count, hinted=hinted), strict=True):
             done[item.id] = samples
         return done, failed
     except ITEM_ERRORS as exc:
@@ -266,7 +265,7 @@ def sample_chunk(
                 report(f"item {items[0].id} failed: {exc}")
             return done, failed
     for item in items:
-        got, lost = sample_chunk(rm, sampler, [item], count, hinted=hinted, report=report)
+        got, lost = sample_chunk(sampler, [item], count, hinted=hinted, report=report)
         done.update(got)
         failed.update(lost)
     return done, failed
@@ -288,8 +287,7 @@ def run_rft(
     gets each chunk's new rows as soon as it is done (the CLI writes them at once);
     ``progress(n)`` counts items.
     """
-    config = rm.config
-    sampler = SpctSampler(rm.backend, config, temperature=config.effective_temperature, threshold=settings.label_threshold)
+    sampler = SpctSampler(rm, threshold=settings.label_threshold)
     outcome = RFTOutcome()
     stats = outcome.stats
     todo, bad = checked_items(sampler, items, report)
@@ -298,7 +296,7 @@ def run_rft(
         chunk = todo[start : start + settings.chunk_size]
         plain: dict[str, list[JudgeSample]] = {item.id: [] for item in chunk}
         if settings.plain:
-            got, failed = sample_chunk(rm, sampler, chunk, settings.plain, hinted=False, report=report)
+            got, failed = sample_chunk(sampler, chunk, settings.plain, hinted=False, report=report)
             plain.update(got)
             stats.failed_items += len(failed)
             chunk = [item for item in chunk if item.id not in failed]
@@ -309,7 +307,7 @@ def run_rft(
         ]
         if settings.hint != "off":
             stats.no_hint_single += sum(1 for item in chunk if item.best is None)
-        hinted, failed = sample_chunk(rm, sampler, wanted, 1, hinted=True, report=report)
+        hinted, failed = sample_chunk(sampler, wanted, 1, hinted=True, report=report)
         stats.failed_items += len(failed)
         rows: list[dict[str, Any]] = []
         trajectories: list[dict[str, Any]] = []

@@ -318,7 +318,7 @@ def test_fewer_samples_are_a_prefix_of_more_samples() -> None:
 
 
 def test_sample_seeds_is_the_rank_within_the_shown_order() -> None:
-    from grm_reward.model import group_seed, sample_seeds
+    from grm_reward.planning import group_seed, sample_seeds
 
     orders = [[1, 0], [0, 1], [1, 0], [1, 0], [0, 1]]
     seeds = sample_seeds(orders, lambda order: group_seed(0, "fp", order))
@@ -326,3 +326,16 @@ def test_sample_seeds_is_the_rank_within_the_shown_order() -> None:
     assert seeds == [a, b, a + 1, a + 2, b + 1]
     assert 0 <= a < 2**31 - 2048 and a != b
     assert sample_seeds(orders[:3], lambda order: group_seed(0, "fp", order)) == seeds[:3]  # not a function of k
+
+
+def test_backend_breaking_its_contract_is_a_protocol_error() -> None:
+    from grm_reward.backends.base import GenerationOutput
+    from grm_reward.errors import BackendProtocolError
+
+    class Short(ScriptedBackend):
+        async def generate(self, requests):  # type: ignore[no-untyped-def]
+            return [GenerationOutput(samples=[], prompt_tokens=0), *await super().generate(requests[1:])]
+
+    rm = GenerativeRewardModel(k=2, shuffle="none", backend=Short(lambda call: "Scores: \\boxed{7, 3}"))
+    with rm, pytest.raises(BackendProtocolError, match="samples"):
+        rm.score("q", ["GOOD", "BAD"])

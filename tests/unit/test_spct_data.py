@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from grm_reward import GRMConfig, InputError
+from grm_reward import GenerativeRewardModel, GRMConfig, InputError
 from grm_reward.backends import ScriptedBackend
 from grm_reward.backends.scripted import shown_responses
 from grm_reward.cli import main
@@ -157,8 +157,8 @@ def test_shared_sets_map_to_items() -> None:
 
 def sample(judge, items, count, *, hinted=False, **config):
     config.setdefault("k", max(count, 1))
-    sampler = SpctSampler(ScriptedBackend(judge), GRMConfig(**config))
-    return asyncio.run(sampler.sample(items, count, hinted=hinted))
+    with GenerativeRewardModel(GRMConfig(**config), backend=ScriptedBackend(judge)) as rm:
+        return SpctSampler(rm).sample(items, count, hinted=hinted)
 
 
 def test_hint_text_names_the_shown_position() -> None:
@@ -218,8 +218,9 @@ def test_single_responses_use_the_threshold_rule() -> None:
     assert [r[0].correct for r in results] == [True, False, True]
     # the same rule as the RL reward
     assert rule_reward(results[0][0].text, 1, label=1) == 1.0
-    strict = SpctSampler(ScriptedBackend(quality_judge), GRMConfig(), threshold=9)
-    assert not asyncio.run(strict.sample([good], 1))[0][0].correct
+    with GenerativeRewardModel(GRMConfig(), backend=ScriptedBackend(quality_judge)) as rm:
+        strict = SpctSampler(rm, threshold=9)
+        assert not asyncio.run(strict.asample([good], 1))[0][0].correct
 
 
 # --- RFT selection ------------------------------------------------------------------------------
@@ -480,3 +481,27 @@ def test_train_meta_flags_come_from_the_settings_model(tmp_path, capsys) -> None
     rows = write_jsonl(tmp_path / "m.jsonl", [{"text": "a", "label": 1}])
     assert main(["spct", "train-meta", str(rows), "-o", str(tmp_path / "ckpt"), "--eval-split", "1.5"]) == 2
     assert "eval_split" in capsys.readouterr().err
+
+
+def test_the_sampler_honours_balanced_shuffling() -> None:
+    # issue 11: the sampler re-implemented planning and ignored shuffle="balanced"
+    item = PreferenceItem("a", "q", ("GOOD x", "BAD y", "meh z"), best=0)
+    (samples,) = sample(quality_judge, [item], 6, shuffle="balanced")
+    positions = [s.order.index(r) for s in samples for r in range(3)]
+    assert all(positions.count(p) == 6 for p in range(3))
+    for r in range(3):  # each response is shown at each position equally often
+        assert sorted(s.order.index(r) for s in samples) == [0, 0, 1, 1, 2, 2]
+
+
+def test_the_sampler_judges_through_the_models_plan() -> None:
+    item = PreferenceItem("a", "q", ("GOOD x", "BAD y"), best=0)
+    config = GRMConfig(k=4, system_prompt="be fair")
+    with GenerativeRewardModel(config, backend=ScriptedBackend(quality_judge)) as rm:
+        (judging,) = rm.judge_batch([item.request], purpose="plain:")
+        (samples,) = SpctSampler(rm).sample([item], 4)
+    assert [s.seed for s in samples] == [j.seed for j in judging.judgements]
+    assert [list(s.order) for s in samples] == [j.order for j in judging.judgements]
+    for s in samples:
+        assert s.messages == judging.plan.group_of(s.order).messages
+        assert s.messages[0] == {"role": "system", "content": "be fair"}
+
