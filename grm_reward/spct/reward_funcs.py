@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from grm_reward.adapters.openrlhf import split_query
+from grm_reward.chat_templates import split_query
 from grm_reward.errors import InputError
 from grm_reward.parsing import parse_judgement
 from grm_reward.spct.rewards import is_correct
@@ -304,7 +304,7 @@ def openrlhf_reward_func(
 def split_judge_output(query: str, prompt: str | None) -> str | None:
     """The judge's output in OpenRLHF's ``query`` (prompt + output), end-of-turn tokens stripped.
 
-    The reward server's splitter (:func:`grm_reward.adapters.openrlhf.split_query`): ``prompt`` is
+    The reward server's splitter (:func:`grm_reward.chat_templates.split_query`): ``prompt`` is
     a prefix of ``query``, or ``query`` starts with a tail of it (OpenRLHF left-truncates long
     prompts), or the output follows the last assistant header of a known chat template. None when
     none applies: the judge prompt itself quotes responses and an example ``\\boxed{x, x}``, so

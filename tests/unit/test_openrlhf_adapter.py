@@ -13,10 +13,8 @@ from grm_reward.adapters.openrlhf import (
     build_request,
     label_fields,
     openrlhf_response,
-    parse_chat_prompt,
-    split_query,
-    strip_end_tokens,
 )
+from grm_reward.chat_templates import parse_chat_prompt, split_query, strip_end_tokens
 from grm_reward.backends.scripted import ScriptedBackend
 from grm_reward.server import build_app
 from tests.helpers import judge_text
