@@ -14,8 +14,8 @@ from grm_reward.adapters.openrlhf import (
     label_fields,
     openrlhf_response,
 )
-from grm_reward.chat_templates import parse_chat_prompt, split_query, strip_end_tokens
 from grm_reward.backends.scripted import ScriptedBackend
+from grm_reward.chat_templates import parse_chat_prompt, split_query, strip_end_tokens
 from grm_reward.server import build_app
 from tests.helpers import judge_text
 from tests.servers import uvicorn_thread
