@@ -502,13 +502,17 @@ class GRMConfig(BaseModel):
         """Samples a meta RM keeps for the vote: the configured k_meta, else k/2 (at least 1)."""
         return self.k_meta if self.k_meta is not None else max(1, self.k // 2)
 
-    @classmethod
-    def build(cls, **values: Any) -> GRMConfig:
-        """Build a config, turning validation errors into a readable :class:`ConfigError`."""
+    def __init__(self, **values: Any) -> None:
+        # The one exception tree: a bad setting is a ConfigError, not pydantic's ValidationError.
         try:
-            return cls(**values)
+            super().__init__(**values)
         except ValidationError as exc:
             raise ConfigError(_format_validation_error(exc)) from exc
+
+    @classmethod
+    def build(cls, **values: Any) -> GRMConfig:
+        """Build a config (the same as ``GRMConfig(**values)``: a bad value raises :class:`ConfigError`)."""
+        return cls(**values)
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> GRMConfig:

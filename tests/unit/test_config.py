@@ -84,3 +84,13 @@ def test_cli_help_comes_from_field_descriptions(capsys) -> None:
     out = capsys.readouterr().out
     assert "Judge samples per request; their scores are summed" in out
     assert "--transformers-batch-size" in out
+
+
+def test_the_constructor_raises_config_error() -> None:
+    # issue 11: pydantic's ValidationError escaped from GRMConfig(...); only GRMConfig.build mapped it
+    from grm_reward.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="k"):
+        GRMConfig(k=0)
+    with pytest.raises(ConfigError, match="no_such_setting"):
+        GRMConfig(no_such_setting=1)
