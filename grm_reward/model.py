@@ -23,6 +23,7 @@ from grm_reward.backends.base import (
     ScoreFillRequest,
 )
 from grm_reward.config import GRMConfig
+from grm_reward.embedded import EMBEDDED_MODEL_LABEL
 from grm_reward.errors import AllSamplesInvalidError, BackendCapabilityError, BackendProtocolError, InputError
 from grm_reward.meta_rm import MetaRewardModel, create_meta_rm, meta_conversation
 from grm_reward.parsing import parse_judgement, score_section_start
@@ -141,7 +142,7 @@ class GenerativeRewardModel:
         self.__init__(state["config"])  # type: ignore[misc]
 
     def __repr__(self) -> str:
-        model = self.config.model or "embedded SmolLM2-135M-Instruct"
+        model = self.config.model or EMBEDDED_MODEL_LABEL
         return f"GenerativeRewardModel(model={model!r}, backend={self.config.backend!r}, k={self.config.k})"
 
     # --- public API ---------------------------------------------------------------------------

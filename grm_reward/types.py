@@ -13,7 +13,7 @@ from typing import Any, Union
 
 from grm_reward.errors import InputError
 
-__all__ = ["Judgement", "Message", "Principle", "Request", "RequestLike", "RewardResult", "Usage"]
+__all__ = ["Judgement", "Message", "Principle", "Request", "RequestLike", "RewardResult", "Usage", "completion_text"]
 
 #: A chat message: ``{"role": "user" | "assistant" | "system" | ..., "content": str}``.
 Message = Mapping[str, Any]
@@ -232,3 +232,33 @@ def message_text(message: Message, *, where: str = "message") -> str:
                 raise InputError(f"{where}: only text content can be judged, found a {kind!r} part")
         return "\n".join(texts)
     raise InputError(f"{where}: 'content' must be a string or a list of text parts")
+
+
+def completion_text(completion: str | Sequence[Message] | Message, *, include_reasoning: bool = False) -> str:
+    """The text of a completion as the judge sees it.
+
+    A string is itself. A conversational completion (a message or a list of them) is the text of
+    its assistant messages, joined by blank lines; with ``include_reasoning``, a message's
+    ``reasoning_content`` (or ``thinking``) comes first, in a ``<think>`` block.
+
+    >>> completion_text([{"role": "assistant", "content": "4", "reasoning_content": "2+2=4"}])
+    '4'
+    >>> completion_text([{"role": "assistant", "content": "4", "reasoning_content": "2+2=4"}], include_reasoning=True)
+    '<think>\\n2+2=4\\n</think>\\n\\n4'
+    """
+    if isinstance(completion, str):
+        return completion
+    messages = [completion] if isinstance(completion, Mapping) else list(completion)
+    parts = []
+    for j, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            raise InputError(f"completion message {j} must be a mapping, got {type(message).__name__}")
+        if message.get("role", "assistant") != "assistant":
+            continue
+        text = message_text(message, where=f"completion message {j}") if "content" in message else ""
+        reasoning = message.get("reasoning_content") or message.get("thinking")
+        if include_reasoning and isinstance(reasoning, str) and reasoning.strip():
+            text = f"<think>\n{reasoning.strip()}\n</think>\n\n{text}"
+        if text:
+            parts.append(text)
+    return "\n\n".join(parts)

@@ -54,7 +54,7 @@ from grm_reward.batching import MicroBatcher, group_key
 from grm_reward.config import GRMConfig
 from grm_reward.errors import ConfigError, InputError
 from grm_reward.model import GenerativeRewardModel
-from grm_reward.types import Message, Request, RewardResult, message_text
+from grm_reward.types import Message, Request, RewardResult, completion_text
 
 __all__ = ["GRMReward", "SyncGRMReward", "completion_text"]
 
@@ -267,36 +267,6 @@ class SyncGRMReward:
 
     def __call__(self, **kwargs: Any) -> list[float | None]:
         return self.reward.rm.run_sync(self.reward(**kwargs))
-
-
-def completion_text(completion: str | Sequence[Message] | Message, *, include_reasoning: bool = False) -> str:
-    """The text of a completion as the judge sees it.
-
-    A string is itself. A conversational completion (a message or a list of them) is the text of
-    its assistant messages, joined by blank lines; with ``include_reasoning``, a message's
-    ``reasoning_content`` (or ``thinking``) comes first, in a ``<think>`` block.
-
-    >>> completion_text([{"role": "assistant", "content": "4", "reasoning_content": "2+2=4"}])
-    '4'
-    >>> completion_text([{"role": "assistant", "content": "4", "reasoning_content": "2+2=4"}], include_reasoning=True)
-    '<think>\\n2+2=4\\n</think>\\n\\n4'
-    """
-    if isinstance(completion, str):
-        return completion
-    messages = [completion] if isinstance(completion, Mapping) else list(completion)
-    parts = []
-    for j, message in enumerate(messages):
-        if not isinstance(message, Mapping):
-            raise InputError(f"completion message {j} must be a mapping, got {type(message).__name__}")
-        if message.get("role", "assistant") != "assistant":
-            continue
-        text = message_text(message, where=f"completion message {j}") if "content" in message else ""
-        reasoning = message.get("reasoning_content") or message.get("thinking")
-        if include_reasoning and isinstance(reasoning, str) and reasoning.strip():
-            text = f"<think>\n{reasoning.strip()}\n</think>\n\n{text}"
-        if text:
-            parts.append(text)
-    return "\n\n".join(parts)
 
 
 def _column(columns: Mapping[str, Any], name: str | None, length: int) -> Sequence[Any]:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from grm_reward.cli.options import add_config_arguments, config_from_args
+from grm_reward.embedded import EMBEDDED_MODEL_LABEL
 from grm_reward.errors import (
     AllSamplesInvalidError,
     ConfigError,
@@ -291,7 +292,7 @@ class _Output:
 
 
 def _print_summary(summary: _Summary, config: Any, stream: TextIO) -> None:
-    model = config.model or "embedded SmolLM2-135M-Instruct"
+    model = config.model or EMBEDDED_MODEL_LABEL
     print(f"\ngrm-reward score: judge {model} ({config.backend}), k={config.k}", file=stream)
     header = f"{'line':>5}  {'n':>2}  {'rewards':<26} {'best':>4}  {'valid':>5}  {'forced':>6}  critique (first voting sample)"
     print(header, file=stream)

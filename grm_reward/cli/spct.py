@@ -25,6 +25,7 @@ from typing import Any, TextIO
 from pydantic import BaseModel
 
 from grm_reward.cli.options import _add_field, add_config_arguments, config_from_args
+from grm_reward.embedded import EMBEDDED_MODEL_LABEL
 from grm_reward.errors import GRMError
 
 __all__ = ["register"]
@@ -131,7 +132,7 @@ def _cmd_rft(args: argparse.Namespace) -> int:
     stats = outcome.stats
     stats.skipped_rows += args.load_skipped
     if not args.quiet:
-        model = config.model or "embedded SmolLM2-135M-Instruct"
+        model = config.model or EMBEDDED_MODEL_LABEL
         plan = "1 hinted sample per item" if settings.hint == "on" else f"{settings.samples} plain samples per item"
         print(f"\ngrm-reward spct rft-data: judge {model} ({config.backend}), {plan}, hint {settings.hint}, "
               f"temperature {config.effective_temperature}")
@@ -231,7 +232,7 @@ def _cmd_meta(args: argparse.Namespace) -> int:
                             emit(out, got[item.id])
                     bar.update(len(chunk))
                 bar.close()
-            model = config.model or "embedded SmolLM2-135M-Instruct"
+            model = config.model or EMBEDDED_MODEL_LABEL
             source = f"judge {model} ({config.backend}), {args.samples} samples per item"
     except (GRMError, OSError) as exc:
         _say(str(exc))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grm_reward.config import GRMConfig
+from grm_reward.embedded import EMBEDDED_MODEL_LABEL
 from grm_reward.eval.items import ItemSamples
 from grm_reward.eval.metrics import STYLE_CELLS
 
@@ -131,7 +132,7 @@ def build_report(
         "grm_reward_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "judge": {
-            "model": "embedded SmolLM2-135M-Instruct" if embedded else config.model or "(chosen by the backend)",
+            "model": EMBEDDED_MODEL_LABEL if embedded else config.model or "(chosen by the backend)",
             "backend": config.backend,
         },
         "k_max": config.k,

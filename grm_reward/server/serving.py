@@ -23,6 +23,7 @@ from grm_reward._tasks import gather_cancelling
 from grm_reward.adapters.openrlhf import build_request, openrlhf_response
 from grm_reward.batching import MicroBatcher
 from grm_reward.config import GRMConfig
+from grm_reward.embedded import EMBEDDED_MODEL_LABEL
 from grm_reward.errors import (
     BackendCapabilityError,
     BackendError,
@@ -171,7 +172,7 @@ class RewardService:
             "ready_reason": reason,
             "ready_checked_s_ago": checked,
             "backend": config.backend,
-            "model": config.model or "embedded SmolLM2-135M-Instruct",
+            "model": config.model or EMBEDDED_MODEL_LABEL,
             "k": config.k,
             "format_guarantee": config.format_guarantee,
             "token_prob": config.token_prob,

@@ -43,6 +43,7 @@ from grm_reward.chat_templates import split_query
 from grm_reward.errors import InputError
 from grm_reward.parsing import parse_judgement
 from grm_reward.spct.rewards import is_correct
+from grm_reward.types import completion_text
 
 __all__ = [
     "RuleLabel",
@@ -230,7 +231,7 @@ def judge_rule_reward(
             )
         except InputError as exc:
             raise InputError(f"completion {i}: {exc}") from exc
-        verdicts.append(judge_verdict(_completion_text(completion), truth))
+        verdicts.append(judge_verdict(completion_text(completion), truth))
     if log_metric is not None and verdicts:
         log_metric("judge_rule_reward/unreadable_share", sum(not v.valid for v in verdicts) / len(verdicts))
         log_metric("judge_rule_reward/tie_share", sum(v.tie for v in verdicts) / len(verdicts))
@@ -319,25 +320,6 @@ def split_judge_output(query: str, prompt: str | None) -> str | None:
 
 
 # --- helpers ------------------------------------------------------------------------------------
-def _completion_text(completion: Any) -> str:
-    """A TRL completion's text: a string, or the content of its assistant messages."""
-    if isinstance(completion, str):
-        return completion
-    messages = [completion] if isinstance(completion, Mapping) else list(completion)
-    parts = []
-    for message in messages:
-        if not isinstance(message, Mapping):
-            raise InputError(f"a conversational completion holds messages (mappings), got {type(message).__name__}")
-        if message.get("role", "assistant") != "assistant":
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            parts.append(content)
-        elif isinstance(content, Sequence):  # content blocks
-            parts.extend(str(b.get("text", "")) for b in content if isinstance(b, Mapping) and b.get("type") == "text")
-    return "\n\n".join(p for p in parts if p)
-
-
 def _at(values: Sequence[Any] | None, i: int) -> Any:
     return None if values is None else values[i]
 
