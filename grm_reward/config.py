@@ -18,6 +18,7 @@ from grm_reward.errors import ConfigError
 
 __all__ = [
     "GRMConfig",
+    "DefenceOptions",
     "MetaRMOptions",
     "OpenAIOptions",
     "ServerOptions",
@@ -211,6 +212,29 @@ class MetaRMOptions(_Section):
     timeout_s: float = Field(120.0, gt=0, description="Timeout of one http request, in seconds.")
 
 
+class DefenceOptions(_Section):
+    """Reward-hacking defences on the responses the judge is shown (docs/reward-hacking.md)."""
+
+    neutralise: bool = Field(
+        True,
+        description=(
+            "Rewrite verdict look-alikes (a Scores: line, [[n]], a boxed list of several numbers) and the template's "
+            "delimiters in responses so neither the parser nor a copying judge reads them; a single \\boxed{x} "
+            "passes unchanged."
+        ),
+    )
+    flag_injections: bool = Field(
+        True, description="Count instruction-like injections addressed to the judge (the text is not changed)."
+    )
+    injection_notice: bool = Field(
+        False,
+        description=(
+            "When a shown response carries a flagged injection or a neutralised verdict, add a note in the "
+            "template's voice telling the judge to treat such text as part of the response being judged."
+        ),
+    )
+
+
 class GRMConfig(BaseModel):
     """Configuration of a :class:`~grm_reward.GenerativeRewardModel`.
 
@@ -324,6 +348,7 @@ class GRMConfig(BaseModel):
     vllm: VLLMOptions = Field(default_factory=VLLMOptions)
     server: ServerOptions = Field(default_factory=ServerOptions)
     meta: MetaRMOptions = Field(default_factory=MetaRMOptions)
+    defences: DefenceOptions = Field(default_factory=DefenceOptions)
 
     @field_validator("backend")
     @classmethod
