@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from grm_reward.errors import ConfigError
 
 __all__ = [
-    "GRMConfig",
     "DefenceOptions",
+    "GRMConfig",
     "MetaRMOptions",
     "OpenAIOptions",
     "ServerOptions",

@@ -38,7 +38,16 @@ from grm_reward.meta_rm import MetaRewardModel, create_meta_rm, meta_conversatio
 from grm_reward.parsing import parse_judgement, score_section_start
 from grm_reward.prompts import JudgeTemplate, render_judge_prompt, select_template
 from grm_reward.prompts.defences import defend_request
-from grm_reward.types import DefenceRecord, Judgement, Message, Principle, Request, RequestLike, RewardResult, Usage
+from grm_reward.types import (
+    DefenceRecord,
+    Judgement,
+    Message,
+    Principle,
+    Request,
+    RequestLike,
+    RewardResult,
+    Usage,
+)
 from grm_reward.voting import normalise, unpermute, vote
 
 __all__ = ["GenerativeRewardModel"]

@@ -39,14 +39,16 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, Literal, get_args
 
 from grm_reward.adapters._common import (
     as_principles,
     as_reference,
     critique,
+    defence_summary,
     fill_failed_with_group_mean,
+    hacking_stats,
     mean_stats,
     sample_scores,
 )
@@ -97,7 +99,10 @@ class GRMReward:
     and ``RLOOTrainer``): columns ``<name>_critique`` (the first readable sample's critique) and
     ``<name>_votes`` (each sample's score, None where unreadable) in the completions table, and
     metrics ``<name>/invalid_share``, ``<name>/forced_share``, ``<name>/failed_share`` and
-    ``<name>/vote_spread`` (see :func:`grm_reward.adapters._common.result_stats`).
+    ``<name>/vote_spread`` (see :func:`grm_reward.adapters._common.result_stats`); the hacking
+    monitor: column ``<name>_defences`` and metrics ``<name>/hacking/neutralised_share``,
+    ``injection_share``, ``length_reward_corr`` and ``flagged_best_share``
+    (:func:`grm_reward.adapters._common.hacking_stats`, docs/reward-hacking.md).
     """
 
     #: The stable name TRL uses for metric keys (``rewards/grm/mean``); ``name=`` overrides it.
@@ -161,7 +166,7 @@ class GRMReward:
         """One reward per completion, in the order given."""
         requests = self.requests(prompts, completions, columns)
         results = await self.ascore_requests(requests)
-        self.log(results, log_extra, log_metric)
+        self.log(results, log_extra, log_metric, groups=[group_key(r) for r in requests])
         return self.rewards(requests, results)
 
     def as_sync(self) -> SyncGRMReward:
@@ -237,15 +242,30 @@ class GRMReward:
                 )
         return rewards
 
-    def log(self, results: Sequence[RewardResult], log_extra: LogExtra | None, log_metric: LogMetric | None) -> None:
-        """Report critiques and votes per completion, and the batch's judge statistics."""
+    def log(
+        self,
+        results: Sequence[RewardResult],
+        log_extra: LogExtra | None,
+        log_metric: LogMetric | None,
+        *,
+        groups: Sequence[Hashable] | None = None,
+    ) -> None:
+        """Report critiques, votes and defences per completion; the batch's judge and hacking statistics.
+
+        ``groups[i]`` is completion i's GRPO group (its prompt); by default each is its own.
+        """
         name = self.__name__
         if log_extra is not None:
             log_extra(f"{name}_critique", [critique(r) for r in results])
             log_extra(f"{name}_votes", [sample_scores(r) for r in results])
+            log_extra(f"{name}_defences", [defence_summary(r) for r in results])
         if log_metric is not None:
             for key, value in mean_stats(results).items():
                 log_metric(f"{name}/{key}", value)
+            if results:
+                keys = groups if groups is not None else range(len(results))
+                for key, value in hacking_stats(results, list(keys)).items():
+                    log_metric(f"{name}/hacking/{key}", value)
 
 
 class SyncGRMReward:
