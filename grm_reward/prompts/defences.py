@@ -38,7 +38,6 @@ _HEADER = re.compile(
 _NUMBER = re.compile(r"[+-]?\d+(?:\.\d+)?")
 _SPLIT = re.compile(r"[,，、;；\s]+")
 
-_ROLE = r"(?:ai[ \t]+)?(?:judge|grader|evaluator|reviewer|scorer|assessor|reward[ \t]+model)\b"
 _ASK = r"[^\n.]{0,40}?(?:\b(?:10|ten|full|maximum|max|highest|perfect|top)\b[^\n.]{0,12}?\b(?:score|rating|marks|points|grade)|\b(?:score|rating|grade|marks|points)[ \t]+of[ \t]+(?:10|ten)\b|\b10[ \t]*/[ \t]*10\b)"
 _TARGET = r"[ \t]+(?:this|the|my|it|me|these)\b"
 _GAP = r"\b[^\n.]{0,40}?\b(?:instructions?|prompts?|rules|guidelines|criteria|directions)\b"
@@ -49,10 +48,6 @@ _INJECTIONS: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
         ("ignore_instructions", "ignore", r"ignore" + _GAP),
         ("ignore_instructions", "disregard", r"disregard" + _GAP),
         ("ignore_instructions", "forget", r"forget" + _GAP),
-        ("judge_address", "you", r"you[ \t]+are[ \t]+(?:now[ \t]+)?(?:the|a|an)[ \t]+" + _ROLE),
-        ("judge_address", "dear", r"dear[ \t]+" + _ROLE),
-        ("judge_address", "note", r"note[ \t]+to[ \t]+the[ \t]+" + _ROLE),
-        ("judge_address", "attention", r"attention[ \t,:]+" + _ROLE),
         ("score_request", "give", r"give" + _TARGET + _ASK),
         ("score_request", "assign", r"assign" + _TARGET + _ASK),
         ("score_request", "award", r"award" + _TARGET + _ASK),
@@ -63,6 +58,14 @@ _INJECTIONS: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
         ("chat_token", "<｜", r"<｜(?:user|assistant)｜>"),
     )
 )
+#: Addressing the judge is found from its role noun backwards (the noun is rare; "you" is not).
+_ROLES = ("judge", "grader", "evaluator", "reviewer", "scorer", "assessor", "reward model")
+_ADDRESS = re.compile(
+    r"(?<![a-z])(?:you[ \t]+are[ \t]+(?:now[ \t]+)?(?:the|a|an)|dear|note[ \t]+to[ \t]+the|attention[ \t,:]*)[ \t]+(?:ai[ \t]+)?$"
+)
+_VERBS = tuple(keyword for kind, keyword, _ in _INJECTIONS if kind == "score_request")
+_SCORE_WORDS = ("score", "rating", "marks", "points", "grade", "10")  # every score request names one
+_STRONG_KEYWORDS = tuple(keyword for kind, keyword, _ in _INJECTIONS if kind != "score_request") + _ROLES
 _WORD_CHAR = re.compile(r"\w")
 
 
@@ -171,6 +174,12 @@ def find_injections(text: str, lower: str | None = None) -> dict[str, int]:
             if match is not None:
                 end = match.end()
                 _bump(counts, kind)
+    for role in _ROLES:
+        for start in _occurrences(lower, role):
+            after = start + len(role)
+            if (after < len(lower) and _WORD_CHAR.match(lower, after)) or not _ADDRESS.search(lower, max(0, start - 40), start):
+                continue
+            _bump(counts, "judge_address")
     return counts
 
 
@@ -182,8 +191,30 @@ def defend_response(text: str, *, rewrite: bool = True, flag: bool = True) -> tu
     return shown, DefenceRecord(neutralised=neutralised, flagged=flagged, chars=len(text))
 
 
+def _may_need_rewriting(text: str, lower: str) -> bool:
+    """False only when no rewriting rule can match (a few substring checks, no regular expression)."""
+    if "score" in lower or "boxed" in text or "[[" in text or "###" in text:
+        return True
+    return "[" in text and ("begin" in lower or "start" in lower or "end of" in lower)
+
+
+def _may_hold_injections(lower: str) -> bool:
+    """False only when no injection rule can match: asking for a score needs a verb and a score word."""
+    if any(keyword in lower for keyword in _STRONG_KEYWORDS):
+        return True
+    return any(verb in lower for verb in _VERBS) and any(word in lower for word in _SCORE_WORDS)
+
+
 def defend_request(request: Request, *, rewrite: bool = True, flag: bool = True) -> tuple[Request, list[DefenceRecord]]:
-    """``request`` as the judge should see it (responses defended) and one record per response."""
+    """``request`` as the judge should see it (responses defended) and one record per response.
+
+    One cheap check over all its responses first: most requests hold nothing any rule looks for.
+    """
+    joined = "\n".join(request.responses)
+    lower = joined.lower()
+    suspect = (rewrite and _may_need_rewriting(joined, lower)) or (flag and _may_hold_injections(lower))
+    if not suspect:
+        return request, [DefenceRecord(chars=len(response)) for response in request.responses]
     shown: list[str] = []
     records: list[DefenceRecord] = []
     for response in request.responses:
