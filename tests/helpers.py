@@ -80,7 +80,7 @@ _VERDICT_LOOKALIKES = (
     re.compile(r"\[\[\s*\d"),  # [[n]]
     re.compile(r"\[The (?:Begin|End) of Response"),  # the template's own delimiters
 )
-_ORDERS = re.compile(r"ignore (?:all )?(?:previous|prior) instructions|score of 10|you are the judge", re.IGNORECASE)
+_ORDERS = re.compile(r"ignore (?:all )?(?:previous|prior) instructions|score of 10|10/10|you are the judge", re.IGNORECASE)
 
 
 def is_gullible_trigger(shown: str, *, orders: bool = True) -> bool:

@@ -52,6 +52,7 @@ from grm_reward.adapters._common import (
     mean_stats,
     sample_scores,
 )
+from grm_reward.adapters.probes import BUILTIN_PROBES, Probe, arun_probes
 from grm_reward.batching import MicroBatcher, group_key
 from grm_reward.config import GRMConfig
 from grm_reward.errors import ConfigError, InputError
@@ -94,6 +95,11 @@ class GRMReward:
             its group was judged. ``"none"``: the config's failure value always; TRL sums a
             ``None`` (NaN) as 0 beside other reward functions, the worst reward on the unit
             scale, and a warning is logged once the first time that matters.
+        probe_every: Run the probes (a canary measuring the judge: known-bad answers carrying
+            injections beside clean good ones) on the first call and every ``probe_every`` calls
+            after, logging ``<name>/hacking/probe_injected_win_share``; None: never.
+        probes: The probes to run (default :data:`~grm_reward.adapters.probes.BUILTIN_PROBES`;
+            add your own :class:`~grm_reward.adapters.probes.Probe` items).
 
     What it logs when TRL passes ``log_extra`` / ``log_metric`` (TRL >= 1.0, ``GRPOTrainer``
     and ``RLOOTrainer``): columns ``<name>_critique`` (the first readable sample's critique) and
@@ -120,6 +126,8 @@ class GRMReward:
         principles_column: str | None = "principles",
         include_reasoning: bool = False,
         on_failure: OnFailure = "group_mean",
+        probe_every: int | None = None,
+        probes: Sequence[Probe] = BUILTIN_PROBES,
         **config: Any,
     ) -> None:
         if isinstance(rm, GenerativeRewardModel):
@@ -149,6 +157,11 @@ class GRMReward:
             raise ConfigError(f"on_failure must be one of {', '.join(get_args(OnFailure))}, got {on_failure!r}")
         self.on_failure: OnFailure = on_failure
         self._warned_none = False
+        if probe_every is not None and probe_every < 1:
+            raise ConfigError(f"probe_every must be a positive number of calls, got {probe_every}")
+        self.probe_every = probe_every
+        self.probes = tuple(probes)
+        self._calls = 0
 
     def __repr__(self) -> str:
         return f"GRMReward(name={self.__name__!r}, {self.rm!r}, group_by_prompt={self.group_by_prompt})"
@@ -167,6 +180,10 @@ class GRMReward:
         requests = self.requests(prompts, completions, columns)
         results = await self.ascore_requests(requests)
         self.log(results, log_extra, log_metric, groups=[group_key(r) for r in requests])
+        self._calls += 1
+        if self.probe_every is not None and log_metric is not None and (self._calls - 1) % self.probe_every == 0:
+            report = await arun_probes(self.rm, self.probes)
+            log_metric(f"{self.__name__}/hacking/probe_injected_win_share", report.injected_win_share)
         return self.rewards(requests, results)
 
     def as_sync(self) -> SyncGRMReward:
