@@ -37,7 +37,17 @@ from grm_reward.errors import AllSamplesInvalidError, BackendCapabilityError, GR
 from grm_reward.meta_rm import MetaRewardModel, create_meta_rm, meta_conversation
 from grm_reward.parsing import parse_judgement, score_section_start
 from grm_reward.prompts import JudgeTemplate, render_judge_prompt, select_template
-from grm_reward.types import Judgement, Message, Principle, Request, RequestLike, RewardResult, Usage
+from grm_reward.prompts.defences import defend_request
+from grm_reward.types import (
+    DefenceRecord,
+    Judgement,
+    Message,
+    Principle,
+    Request,
+    RequestLike,
+    RewardResult,
+    Usage,
+)
 from grm_reward.voting import normalise, unpermute, vote
 
 __all__ = ["GenerativeRewardModel", "sample_seeds"]
@@ -56,6 +66,7 @@ class _Plan:
     orders: list[list[int]]
     # one entry per distinct order: (order, sample indices, chat messages)
     groups: list[tuple[list[int], list[int], tuple[Message, ...]]] = field(default_factory=list)
+    defences: list[DefenceRecord] = field(default_factory=list)
 
 
 class GenerativeRewardModel:
@@ -255,13 +266,16 @@ class GenerativeRewardModel:
         fingerprint = _fingerprint(request)
         orders = _orders(cfg.shuffle, n, cfg.k, random.Random(_derive_seed(cfg.seed, fingerprint, "order")))
         seeds = sample_seeds(orders, lambda order: group_seed(cfg.seed, fingerprint, order))
-        plan = _Plan(request, template, fingerprint, seeds, orders)
+        # The judge (and the meta RM) see the defended responses; seeds come from the request as given.
+        shown, defences = defend_request(request, rewrite=cfg.defences.neutralise, flag=cfg.defences.flag_injections)
+        notice = cfg.defences.injection_notice and any(d.any_flagged or d.any_neutralised for d in defences)
+        plan = _Plan(shown, template, fingerprint, seeds, orders, defences=defences)
         by_order: dict[tuple[int, ...], list[int]] = {}
         for j, order in enumerate(orders):
             by_order.setdefault(tuple(order), []).append(j)
         for order_key, samples in by_order.items():
             try:
-                text = render_judge_prompt(request, order_key, template, cfg.score_range)
+                text = render_judge_prompt(shown, order_key, template, cfg.score_range, injection_notice=notice)
             except GRMError as exc:
                 raise InputError(str(exc), index=index) from exc
             messages: list[Message] = []
@@ -386,6 +400,7 @@ class GenerativeRewardModel:
             best=outcome.best,
             tie=outcome.tie,
             usage=usage,
+            defences=list(plan.defences),
         )
 
 

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from grm_reward.adapters._common import as_principles, result_stats
+from grm_reward.adapters._common import as_principles, defence_flags, result_stats
 from grm_reward.adapters._common import as_reference as reference_text
 from grm_reward.config import GRMConfig
 from grm_reward.errors import InputError
@@ -68,8 +68,18 @@ END_TOKENS = (
 )
 
 #: The ``extra_logs`` keys of every /get_reward answer (OpenRLHF needs the same keys each time);
-#: the numbers of :func:`grm_reward.adapters._common.result_stats`, named as verl's adapter names them.
-EXTRA_LOG_KEYS = ("grm_invalid_share", "grm_forced_share", "grm_failed", "grm_vote_spread", "grm_vote")
+#: the numbers of :func:`grm_reward.adapters._common.result_stats` and ``defence_flags`` (the hacking
+#: monitor, docs/reward-hacking.md), named as verl's adapter names them.
+EXTRA_LOG_KEYS = (
+    "grm_invalid_share",
+    "grm_forced_share",
+    "grm_failed",
+    "grm_vote_spread",
+    "grm_vote",
+    "grm_neutralised",
+    "grm_injection",
+    "grm_response_chars",
+)
 
 # (name, turn pattern with groups (role, content), assistant header) per chat template family.
 _TEMPLATES: tuple[tuple[str, re.Pattern[str], re.Pattern[str]], ...] = (
@@ -234,7 +244,7 @@ def openrlhf_response(
         fallback = float(failure_reward if reward is None else reward)
         rewards.append(fallback)
         scores.append(fallback if failed else (result.votes[0] / result.num_voted - lo) / (hi - lo))
-        stats = result_stats(result)
+        stats = result_stats(result) | defence_flags(result)
         for key in EXTRA_LOG_KEYS:
             logs[key].append(stats[key.removeprefix("grm_")])
     return {"rewards": rewards, "scores": scores, "extra_logs": logs}
