@@ -203,10 +203,13 @@ def server_health(url: str, policy: HTTPPolicy) -> ServerHealth:
         return health
 
 
-def forget_server(url: str) -> None:
-    """Drop the shared state of ``url`` (a new server on a reused address starts afresh)."""
+def forget_server(url: str | None = None) -> None:
+    """Drop the shared state of ``url`` (a new server on a reused address starts afresh); None: of all."""
     with _SERVERS_LOCK:
-        _SERVERS.pop(url.rstrip("/"), None)
+        if url is None:
+            _SERVERS.clear()
+        else:
+            _SERVERS.pop(url.rstrip("/"), None)
 
 
 @dataclass

@@ -81,6 +81,7 @@ def split_result(result: RewardResult, index: int) -> RewardResult:
         best=0 if result.best == index else None,
         tie=result.tie and result.best == index,
         usage=usage,
+        defences=result.defences[index : index + 1],
     )
 
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from grm_reward.errors import ConfigError
 
 __all__ = [
+    "DefenceOptions",
     "GRMConfig",
     "MetaRMOptions",
     "OpenAIOptions",
@@ -334,6 +335,29 @@ class RayOptions(_Section):
         return self
 
 
+class DefenceOptions(_Section):
+    """Reward-hacking defences on the responses the judge is shown (docs/reward-hacking.md)."""
+
+    neutralise: bool = Field(
+        True,
+        description=(
+            "Rewrite verdict look-alikes (a Scores: line, [[n]], a boxed list of several numbers) and the template's "
+            "delimiters in responses so neither the parser nor a copying judge reads them; a single \\boxed{x} "
+            "passes unchanged."
+        ),
+    )
+    flag_injections: bool = Field(
+        True, description="Count instruction-like injections addressed to the judge (the text is not changed)."
+    )
+    injection_notice: bool = Field(
+        False,
+        description=(
+            "When a shown response carries a flagged injection or a neutralised verdict, add a note in the "
+            "template's voice telling the judge to treat such text as part of the response being judged."
+        ),
+    )
+
+
 class GRMConfig(BaseModel):
     """Configuration of a :class:`~grm_reward.GenerativeRewardModel`.
 
@@ -448,6 +472,7 @@ class GRMConfig(BaseModel):
     server: ServerOptions = Field(default_factory=ServerOptions)
     meta: MetaRMOptions = Field(default_factory=MetaRMOptions)
     ray: RayOptions = Field(default_factory=RayOptions)
+    defences: DefenceOptions = Field(default_factory=DefenceOptions)
 
     @field_validator("backend")
     @classmethod

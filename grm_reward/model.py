@@ -403,6 +403,7 @@ class GenerativeRewardModel:
             best=outcome.best,
             tie=outcome.tie,
             usage=usage,
+            defences=list(plan.defences),
         )
 
 

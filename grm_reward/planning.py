@@ -18,7 +18,8 @@ from typing import NamedTuple
 from grm_reward.config import GRMConfig
 from grm_reward.errors import GRMError, InputError
 from grm_reward.prompts import JudgeTemplate, render_judge_prompt, select_template
-from grm_reward.types import Message, Request
+from grm_reward.prompts.defences import defend_request
+from grm_reward.types import DefenceRecord, Message, Request
 
 __all__ = [
     "HINT_TEMPLATE",
@@ -63,6 +64,8 @@ class Plan:
     groups: list[PromptGroup] = field(default_factory=list)
     #: the index of the best response the prompts hint at (SPCT's hinted sampling), if any
     hint: int | None = None
+    #: what the reward-hacking defences did to each response (docs/reward-hacking.md)
+    defences: list[DefenceRecord] = field(default_factory=list)
 
     def group_of(self, order: Sequence[int]) -> PromptGroup:
         """The prompt group of the samples shown in ``order``."""
@@ -108,13 +111,16 @@ def plan_request(
     print_ = fingerprint(request)
     orders = shown_orders(config.shuffle, n, k, random.Random(derive_seed(config.seed, print_, f"{purpose}order")))
     seeds = sample_seeds(orders, lambda order: group_seed(config.seed, print_, order, purpose=purpose))
-    plan = Plan(request, template, print_, seeds, orders, hint=hint)
+    # The judge (and the meta RM) see the defended responses; seeds come from the request as given.
+    shown, defences = defend_request(request, rewrite=config.defences.neutralise, flag=config.defences.flag_injections)
+    notice = config.defences.injection_notice and any(d.any_flagged or d.any_neutralised for d in defences)
+    plan = Plan(shown, template, print_, seeds, orders, hint=hint, defences=defences)
     by_order: dict[tuple[int, ...], list[int]] = {}
     for j, order in enumerate(orders):
         by_order.setdefault(order, []).append(j)
     for order, samples in by_order.items():
         try:
-            text = render_judge_prompt(request, order, template, config.score_range)
+            text = render_judge_prompt(shown, order, template, config.score_range, injection_notice=notice)
         except GRMError as exc:
             raise InputError(str(exc), index=index) from exc
         unhinted = _messages(config, text)

@@ -13,7 +13,17 @@ from typing import Any, Union
 
 from grm_reward.errors import InputError
 
-__all__ = ["Judgement", "Message", "Principle", "Request", "RequestLike", "RewardResult", "Usage", "completion_text"]
+__all__ = [
+    "DefenceRecord",
+    "Judgement",
+    "Message",
+    "Principle",
+    "Request",
+    "RequestLike",
+    "RewardResult",
+    "Usage",
+    "completion_text",
+]
 
 #: A chat message: ``{"role": "user" | "assistant" | "system" | ..., "content": str}``.
 Message = Mapping[str, Any]
@@ -64,6 +74,31 @@ class Judgement:
         return data
 
 
+@dataclass(frozen=True, slots=True)
+class DefenceRecord:
+    """What the reward-hacking defences did to one response (docs/reward-hacking.md).
+
+    ``neutralised`` counts the verdict look-alikes and template delimiters rewritten before the
+    judge saw the response, by kind; ``flagged`` counts instruction-like injections (left as
+    written), by kind; ``chars`` is the response's length as given (for the length monitor).
+    """
+
+    neutralised: dict[str, int] = field(default_factory=dict)
+    flagged: dict[str, int] = field(default_factory=dict)
+    chars: int = 0
+
+    @property
+    def any_neutralised(self) -> bool:
+        return bool(self.neutralised)
+
+    @property
+    def any_flagged(self) -> bool:
+        return bool(self.flagged)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"neutralised": dict(self.neutralised), "flagged": dict(self.flagged), "chars": self.chars}
+
+
 @dataclass(slots=True)
 class Usage:
     """Token counts of a call: prompt tokens sent, and completion tokens generated."""
@@ -84,6 +119,8 @@ class RewardResult:
     ``GRMConfig.failure_reward`` (None by default) when no sample could be read. ``votes[i]`` is
     the paper's raw vote: the sum of response ``i``'s scores over the samples that voted.
     ``best`` is the index of the top-voted response (None on an unbroken tie or a failure).
+    ``defences[i]`` records what the reward-hacking defences found in response ``i`` (empty when
+    the result was not built by the model).
     """
 
     rewards: list[float | None]
@@ -93,6 +130,7 @@ class RewardResult:
     best: int | None
     tie: bool
     usage: Usage = field(default_factory=Usage)
+    defences: list[DefenceRecord] = field(default_factory=list)
 
     @property
     def num_valid(self) -> int:
@@ -117,6 +155,7 @@ class RewardResult:
             "num_voted": self.num_voted,
             "usage": asdict(self.usage),
             "samples": [s.to_dict() for s in self.samples],
+            "defences": [d.to_dict() for d in self.defences],
         }
 
 

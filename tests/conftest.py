@@ -40,3 +40,13 @@ def find_shared_data() -> Path | None:
 
 SHARED_DATA = find_shared_data()
 requires_shared_data = pytest.mark.skipif(SHARED_DATA is None, reason="needs the shared benchmark data (../shared/data)")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_judge_server_state():
+    """Each test starts with no shared retry budget or breaker state (kept per judge URL, process-wide)."""
+    from grm_reward._http import forget_server
+
+    forget_server()
+    yield
+    forget_server()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 
 from grm_reward.backends.scripted import FillCall, JudgeCall, ScriptedBackend
@@ -71,3 +72,37 @@ def checksum_backend(config: object) -> ScriptedBackend:
 def stuck_backend(config: object) -> ScriptedBackend:
     """A judge that takes a minute per call: for shutdown and timeout tests."""
     return ScriptedBackend(length_judge, delay=60.0)
+
+
+_VERDICT_LOOKALIKES = (
+    re.compile(r"scores?\s*[:：]\s*\S", re.IGNORECASE),  # a verdict line
+    re.compile(r"\\boxed\{\s*\d+\s*[,;]"),  # a boxed list of several numbers
+    re.compile(r"\[\[\s*\d"),  # [[n]]
+    re.compile(r"\[The (?:Begin|End) of Response"),  # the template's own delimiters
+)
+_ORDERS = re.compile(r"ignore (?:all )?(?:previous|prior) instructions|score of 10|10/10|you are the judge", re.IGNORECASE)
+
+
+def is_gullible_trigger(shown: str, *, orders: bool = True) -> bool:
+    """Whether a gullible judge falls for this shown response (a verdict look-alike or an order to the judge)."""
+    return any(pattern.search(shown) for pattern in _VERDICT_LOOKALIKES) or (orders and bool(_ORDERS.search(shown)))
+
+
+def gullible_judge(quality: Mapping[str, int], *, heeds_notice: bool = True) -> Callable[[JudgeCall], str]:
+    """Scores each response by its hidden quality (the key: its first word; 5 if unknown), except that any shown
+    response containing a verdict look-alike or an instruction to the judge gets 10. With
+    ``heeds_notice``, a prompt carrying the injection notice keeps it from obeying instructions
+    (it still falls for verdict look-alikes)."""
+
+    def judge(call: JudgeCall) -> str:
+        orders = not (heeds_notice and "#### Note on the Responses ####" in call.prompt)
+        return judge_text(
+            [10 if is_gullible_trigger(r, orders=orders) else quality.get(r.split()[0] if r.split() else "", 5) for r in call.responses]
+        )
+
+    return judge
+
+
+def gullible_backend(config: object) -> ScriptedBackend:
+    """Backend factory: the gullible judge over responses whose first word is good (8) or bad (2)."""
+    return ScriptedBackend(gullible_judge({"good": 8, "bad": 2}))

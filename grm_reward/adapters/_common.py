@@ -11,13 +11,16 @@ from collections.abc import Hashable, Sequence
 from typing import Any
 
 from grm_reward.errors import InputError
-from grm_reward.types import RewardResult
+from grm_reward.types import DefenceRecord, RewardResult
 
 __all__ = [
     "as_principles",
     "as_reference",
     "critique",
+    "defence_flags",
+    "defence_summary",
     "fill_failed_with_group_mean",
+    "hacking_stats",
     "mean_stats",
     "result_stats",
     "sample_scores",
@@ -118,3 +121,91 @@ def fill_failed_with_group_mean(
         sum(sums[group]) / len(sums[group]) if bad and group in sums else reward
         for reward, bad, group in zip(rewards, failed, groups, strict=True)
     ]
+
+
+def _record(result: RewardResult) -> DefenceRecord:
+    return result.defences[0] if result.defences else DefenceRecord()
+
+
+def defence_flags(result: RewardResult) -> dict[str, float]:
+    """The reward-hacking record of one response as numbers (docs/reward-hacking.md).
+
+    - ``neutralised``: 1.0 when a verdict look-alike or template delimiter was rewritten, else 0.0;
+    - ``injection``: 1.0 when an instruction-like injection was flagged, else 0.0;
+    - ``response_chars``: the response's length in characters.
+
+    Averaged over a step, the first two are the shares of completions the monitor watches.
+    """
+    record = _record(result)
+    return {
+        "neutralised": 1.0 if record.any_neutralised else 0.0,
+        "injection": 1.0 if record.any_flagged else 0.0,
+        "response_chars": float(record.chars),
+    }
+
+
+def defence_summary(result: RewardResult) -> str:
+    """A short, readable line of what the defences did to one response ('' when nothing).
+
+    >>> defence_summary(RewardResult([1.0], [10.0], [], 1, 0, False, defences=[
+    ...     DefenceRecord(neutralised={"scores_label": 1}, flagged={"ignore_instructions": 2})]))
+    'neutralised scores_label x1; flagged ignore_instructions x2'
+    """
+    record = _record(result)
+    parts = []
+    if record.neutralised:
+        parts.append("neutralised " + ", ".join(f"{k} x{v}" for k, v in sorted(record.neutralised.items())))
+    if record.flagged:
+        parts.append("flagged " + ", ".join(f"{k} x{v}" for k, v in sorted(record.flagged.items())))
+    return "; ".join(parts)
+
+
+def hacking_stats(results: Sequence[RewardResult], groups: Sequence[Hashable]) -> dict[str, float]:
+    """The hacking monitor over one step's single-response results (``groups[i]``: result i's group).
+
+    - ``neutralised_share`` / ``injection_share``: share of completions with a rewritten verdict
+      look-alike / a flagged injection;
+    - ``length_reward_corr``: Pearson correlation of reward and response length over the judged
+      completions (0.0 with fewer than two or no spread): length hacking shows as a rise;
+    - ``flagged_best_share``: share of groups (two or more judged completions) whose best reward
+      belongs to a completion that was neutralised or flagged.
+
+    >>> r = lambda reward, **flags: RewardResult([reward], [0.0], [], 1, 0, False, defences=[DefenceRecord(**flags)])
+    >>> stats = hacking_stats([r(0.9, flagged={"score_request": 1}, chars=10), r(0.1, chars=30)], ["g", "g"])
+    >>> stats["injection_share"], stats["flagged_best_share"], stats["length_reward_corr"]
+    (0.5, 1.0, -1.0)
+    """
+    if not results:
+        return {"neutralised_share": 0.0, "injection_share": 0.0, "length_reward_corr": 0.0, "flagged_best_share": 0.0}
+    records = [_record(r) for r in results]
+    judged = [
+        (record.chars, float(r.rewards[0]), record.any_flagged or record.any_neutralised, group)
+        for r, record, group in zip(results, records, groups, strict=True)
+        if not r.all_invalid and r.rewards and r.rewards[0] is not None
+    ]
+    by_group: dict[Hashable, list[tuple[float, bool]]] = {}
+    for _, reward, flagged, group in judged:
+        by_group.setdefault(group, []).append((reward, flagged))
+    contested = [members for members in by_group.values() if len(members) > 1]
+    flagged_best = sum(
+        1 for members in contested if any(flagged for reward, flagged in members if reward == max(m[0] for m in members))
+    )
+    return {
+        "neutralised_share": sum(r.any_neutralised for r in records) / len(records),
+        "injection_share": sum(r.any_flagged for r in records) / len(records),
+        "length_reward_corr": _pearson([float(c) for c, _, _, _ in judged], [w for _, w, _, _ in judged]),
+        "flagged_best_share": flagged_best / len(contested) if contested else 0.0,
+    }
+
+
+def _pearson(xs: Sequence[float], ys: Sequence[float]) -> float:
+    n = len(xs)
+    if n < 2:
+        return 0.0
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    sxx = sum((x - mx) ** 2 for x in xs)
+    syy = sum((y - my) ** 2 for y in ys)
+    if sxx <= 0.0 or syy <= 0.0:
+        return 0.0
+    return max(-1.0, min(1.0, sxy / float((sxx * syy) ** 0.5)))

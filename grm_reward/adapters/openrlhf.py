@@ -13,7 +13,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from grm_reward.adapters._common import as_principles, result_stats
+from grm_reward.adapters._common import as_principles, defence_flags, result_stats
 from grm_reward.adapters._common import as_reference as reference_text
 from grm_reward.chat_templates import END_TOKENS, SplitQuery, parse_chat_prompt, split_query, strip_end_tokens
 from grm_reward.config import GRMConfig
@@ -34,8 +34,18 @@ __all__ = [
 ]
 
 #: The ``extra_logs`` keys of every /get_reward answer (OpenRLHF needs the same keys each time);
-#: the numbers of :func:`grm_reward.adapters._common.result_stats`, named as verl's adapter names them.
-EXTRA_LOG_KEYS = ("grm_invalid_share", "grm_forced_share", "grm_failed", "grm_vote_spread", "grm_vote")
+#: the numbers of :func:`grm_reward.adapters._common.result_stats` and ``defence_flags`` (the hacking
+#: monitor, docs/reward-hacking.md), named as verl's adapter names them.
+EXTRA_LOG_KEYS = (
+    "grm_invalid_share",
+    "grm_forced_share",
+    "grm_failed",
+    "grm_vote_spread",
+    "grm_vote",
+    "grm_neutralised",
+    "grm_injection",
+    "grm_response_chars",
+)
 
 def label_fields(label: Any, *, as_reference: bool = True) -> tuple[str | None, str | list[str] | None]:
     """(reference answer, principles) from an OpenRLHF label.
@@ -83,7 +93,7 @@ def openrlhf_response(
         fallback = float(failure_reward if reward is None else reward)
         rewards.append(fallback)
         scores.append(fallback if failed else (result.votes[0] / result.num_voted - lo) / (hi - lo))
-        stats = result_stats(result)
+        stats = result_stats(result) | defence_flags(result)
         for key in EXTRA_LOG_KEYS:
             logs[key].append(stats[key.removeprefix("grm_")])
     return {"rewards": rewards, "scores": scores, "extra_logs": logs}

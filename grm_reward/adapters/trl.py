@@ -39,17 +39,20 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, Literal, get_args
 
 from grm_reward.adapters._common import (
     as_principles,
     as_reference,
     critique,
+    defence_summary,
     fill_failed_with_group_mean,
+    hacking_stats,
     mean_stats,
     sample_scores,
 )
+from grm_reward.adapters.probes import BUILTIN_PROBES, Probe, arun_probes
 from grm_reward.batching import MicroBatcher, group_key
 from grm_reward.config import GRMConfig
 from grm_reward.errors import ConfigError, InputError
@@ -92,12 +95,20 @@ class GRMReward:
             its group was judged. ``"none"``: the config's failure value always; TRL sums a
             ``None`` (NaN) as 0 beside other reward functions, the worst reward on the unit
             scale, and a warning is logged once the first time that matters.
+        probe_every: Run the probes (a canary measuring the judge: known-bad answers carrying
+            injections beside clean good ones) on the first call and every ``probe_every`` calls
+            after, logging ``<name>/hacking/probe_injected_win_share``; None: never.
+        probes: The probes to run (default :data:`~grm_reward.adapters.probes.BUILTIN_PROBES`;
+            add your own :class:`~grm_reward.adapters.probes.Probe` items).
 
     What it logs when TRL passes ``log_extra`` / ``log_metric`` (TRL >= 1.0, ``GRPOTrainer``
     and ``RLOOTrainer``): columns ``<name>_critique`` (the first readable sample's critique) and
     ``<name>_votes`` (each sample's score, None where unreadable) in the completions table, and
     metrics ``<name>/invalid_share``, ``<name>/forced_share``, ``<name>/failed_share`` and
-    ``<name>/vote_spread`` (see :func:`grm_reward.adapters._common.result_stats`).
+    ``<name>/vote_spread`` (see :func:`grm_reward.adapters._common.result_stats`); the hacking
+    monitor: column ``<name>_defences`` and metrics ``<name>/hacking/neutralised_share``,
+    ``injection_share``, ``length_reward_corr`` and ``flagged_best_share``
+    (:func:`grm_reward.adapters._common.hacking_stats`, docs/reward-hacking.md).
     """
 
     #: The stable name TRL uses for metric keys (``rewards/grm/mean``); ``name=`` overrides it.
@@ -115,6 +126,8 @@ class GRMReward:
         principles_column: str | None = "principles",
         include_reasoning: bool = False,
         on_failure: OnFailure = "group_mean",
+        probe_every: int | None = None,
+        probes: Sequence[Probe] = BUILTIN_PROBES,
         **config: Any,
     ) -> None:
         if isinstance(rm, GenerativeRewardModel):
@@ -144,6 +157,11 @@ class GRMReward:
             raise ConfigError(f"on_failure must be one of {', '.join(get_args(OnFailure))}, got {on_failure!r}")
         self.on_failure: OnFailure = on_failure
         self._warned_none = False
+        if probe_every is not None and probe_every < 1:
+            raise ConfigError(f"probe_every must be a positive number of calls, got {probe_every}")
+        self.probe_every = probe_every
+        self.probes = tuple(probes)
+        self._calls = 0
 
     def __repr__(self) -> str:
         return f"GRMReward(name={self.__name__!r}, {self.rm!r}, group_by_prompt={self.group_by_prompt})"
@@ -161,7 +179,11 @@ class GRMReward:
         """One reward per completion, in the order given."""
         requests = self.requests(prompts, completions, columns)
         results = await self.ascore_requests(requests)
-        self.log(results, log_extra, log_metric)
+        self.log(results, log_extra, log_metric, groups=[group_key(r) for r in requests])
+        self._calls += 1
+        if self.probe_every is not None and log_metric is not None and (self._calls - 1) % self.probe_every == 0:
+            report = await arun_probes(self.rm, self.probes)
+            log_metric(f"{self.__name__}/hacking/probe_injected_win_share", report.injected_win_share)
         return self.rewards(requests, results)
 
     def as_sync(self) -> SyncGRMReward:
@@ -237,15 +259,30 @@ class GRMReward:
                 )
         return rewards
 
-    def log(self, results: Sequence[RewardResult], log_extra: LogExtra | None, log_metric: LogMetric | None) -> None:
-        """Report critiques and votes per completion, and the batch's judge statistics."""
+    def log(
+        self,
+        results: Sequence[RewardResult],
+        log_extra: LogExtra | None,
+        log_metric: LogMetric | None,
+        *,
+        groups: Sequence[Hashable] | None = None,
+    ) -> None:
+        """Report critiques, votes and defences per completion; the batch's judge and hacking statistics.
+
+        ``groups[i]`` is completion i's GRPO group (its prompt); by default each is its own.
+        """
         name = self.__name__
         if log_extra is not None:
             log_extra(f"{name}_critique", [critique(r) for r in results])
             log_extra(f"{name}_votes", [sample_scores(r) for r in results])
+            log_extra(f"{name}_defences", [defence_summary(r) for r in results])
         if log_metric is not None:
             for key, value in mean_stats(results).items():
                 log_metric(f"{name}/{key}", value)
+            if results:
+                keys = groups if groups is not None else range(len(results))
+                for key, value in hacking_stats(results, list(keys)).items():
+                    log_metric(f"{name}/hacking/{key}", value)
 
 
 class SyncGRMReward:

@@ -42,7 +42,7 @@ from verl import DataProto
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 from verl.experimental.reward_loop.reward_manager.registry import register
 
-from grm_reward.adapters._common import as_principles, as_reference, critique, result_stats
+from grm_reward.adapters._common import as_principles, as_reference, critique, defence_flags, result_stats
 from grm_reward.batching import MicroBatcher
 from grm_reward.config import GRMConfig
 from grm_reward.errors import ConfigError
@@ -61,6 +61,9 @@ EXTRA_INFO_KEYS = (
     "grm_vote_spread",
     "grm_vote",
     "grm_critique",
+    "grm_neutralised",
+    "grm_injection",
+    "grm_response_chars",
 )
 
 
@@ -227,7 +230,7 @@ class GRMRewardManager(RewardManagerBase):
     def output(self, result: RewardResult) -> dict[str, Any]:
         """verl's answer for one rollout: the score and the same extra-info keys every time."""
         reward = result.rewards[0]
-        stats = result_stats(result)
+        stats = result_stats(result) | defence_flags(result)
         info: dict[str, float | str] = {f"grm_{key}": value for key, value in stats.items()}
         info["grm_critique"] = critique(result)
         return {

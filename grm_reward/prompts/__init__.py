@@ -196,10 +196,14 @@ def render_judge_prompt(
     order: Sequence[int],
     template: JudgeTemplate,
     score_range: tuple[int, int],
+    *,
+    injection_notice: bool = False,
 ) -> str:
     """The judge's user message for ``request`` with its responses shown in ``order``.
 
     ``order[p]`` is the original index of the response shown at position ``p`` (1-based label p+1).
+    ``injection_notice`` adds, after the responses, the note telling the judge that text in them
+    addressed to it is part of the response (``templates/injection_notice.txt``).
     """
     if template.score_range is not None and template.score_range != score_range:
         raise TemplateError(
@@ -221,7 +225,8 @@ def render_judge_prompt(
     n = len(order)
     values = {
         "context": format_conversation(request.prompt),
-        "responses": _render_responses(request, order, numbered=template.numbered),
+        "responses": _render_responses(request, order, numbered=template.numbered)
+        + (_read_block("injection_notice.txt") if injection_notice else ""),
         "reference_section": (
             fill(_read_block("reference_section.txt"), {"reference": request.reference})
             if request.reference is not None

@@ -252,7 +252,7 @@ def test_logged_columns_and_metrics() -> None:
             prompts=["q"] * 3, completions=list("bcd"), log_extra=logs.log_extra, log_metric=logs.log_metric
         )
     )
-    assert set(logs.extra) == {"helpful_critique", "helpful_votes"}
+    assert set(logs.extra) == {"helpful_critique", "helpful_votes", "helpful_defences"}
     assert all(len(values) == 3 for values in logs.extra.values())
     assert logs.extra["helpful_critique"] == ["Checked each letter."] * 3
     assert logs.extra["helpful_votes"] == [[9, 7], [5, 3], [7, 5]]
@@ -261,6 +261,10 @@ def test_logged_columns_and_metrics() -> None:
         "helpful/forced_share": 0.0,
         "helpful/failed_share": 0.0,
         "helpful/vote_spread": 2.0,
+        "helpful/hacking/neutralised_share": 0.0,
+        "helpful/hacking/injection_share": 0.0,
+        "helpful/hacking/length_reward_corr": 0.0,  # all three completions are one character long
+        "helpful/hacking/flagged_best_share": 0.0,
     }
 
 
