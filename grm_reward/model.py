@@ -29,7 +29,7 @@ from grm_reward.meta_rm import MetaRewardModel, create_meta_rm, meta_conversatio
 from grm_reward.parsing import parse_judgement, score_section_start
 from grm_reward.planning import Plan, derive_seed, plan_request, sample_seeds
 from grm_reward.types import Judgement, Message, Principle, Request, RequestLike, RewardResult, Usage
-from grm_reward.voting import normalise, unpermute, vote
+from grm_reward.voting import normalize, unpermute, vote
 
 __all__ = ["GenerativeRewardModel", "Judging", "sample_seeds"]
 
@@ -394,7 +394,7 @@ class GenerativeRewardModel:
                 raise AllSamplesInvalidError(f"none of the {len(judgements)} judge samples could be read ({reasons})")
             rewards: list[float | None] = [cfg.failure_reward] * n
         else:
-            rewards = [normalise(t, len(outcome.voters), cfg.score_range, cfg.normalize) for t in outcome.votes]
+            rewards = [normalize(t, len(outcome.voters), cfg.score_range, cfg.normalize) for t in outcome.votes]
         return RewardResult(
             rewards=rewards,
             votes=outcome.votes,

@@ -1,4 +1,4 @@
-"""Un-permute, select, sum, break ties, normalise: pure functions over judgements.
+"""Un-permute, select, sum, break ties, normalize: pure functions over judgements.
 
 The paper's vote (Eq. 14) is a sum: ``S*_i = sum_j S_{i,j}`` over the samples ``j`` that vote.
 Invalid samples abstain. With a meta RM, only the ``k_meta`` samples with the highest meta
@@ -19,7 +19,7 @@ from typing import Literal
 
 from grm_reward.types import Judgement
 
-__all__ = ["Vote", "break_tie", "normalise", "select_voters", "unpermute", "vote"]
+__all__ = ["Vote", "break_tie", "normalize", "select_voters", "unpermute", "vote"]
 
 
 def unpermute(shown: Sequence[float], order: Sequence[int]) -> list[float]:
@@ -111,7 +111,7 @@ def break_tie(
     return (rng or random.Random(0)).choice(tied), True
 
 
-def normalise(
+def normalize(
     total: float,
     num_voters: int,
     score_range: tuple[int, int],
@@ -119,7 +119,7 @@ def normalise(
 ) -> float:
     """One response's reward from its raw vote (see the module docstring for the scales).
 
-    >>> normalise(16.0, 2, (1, 10), "unit")    # mean 8 on 1..10
+    >>> normalize(16.0, 2, (1, 10), "unit")    # mean 8 on 1..10
     0.7777777777777778
     """
     if num_voters <= 0:

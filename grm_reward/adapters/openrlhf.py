@@ -19,6 +19,7 @@ from grm_reward.chat_templates import END_TOKENS, SplitQuery, parse_chat_prompt,
 from grm_reward.config import GRMConfig
 from grm_reward.errors import InputError
 from grm_reward.types import Request, RewardResult
+from grm_reward.voting import normalize
 
 __all__ = [
     "END_TOKENS",
@@ -81,7 +82,6 @@ def openrlhf_response(
     OpenRLHF's dynamic filtering). A result with no readable sample gets ``failure_reward``
     (unless the config's own ``failure_reward`` already gave a number) and ``grm_failed = 1``.
     """
-    lo, hi = score_range
     rewards: list[float] = []
     scores: list[float] = []
     logs: dict[str, list[float]] = {key: [] for key in EXTRA_LOG_KEYS}
@@ -92,7 +92,7 @@ def openrlhf_response(
         failed = result.all_invalid
         fallback = float(failure_reward if reward is None else reward)
         rewards.append(fallback)
-        scores.append(fallback if failed else (result.votes[0] / result.num_voted - lo) / (hi - lo))
+        scores.append(fallback if failed else normalize(result.votes[0], result.num_voted, score_range, "unit"))
         stats = result_stats(result) | defence_flags(result)
         for key in EXTRA_LOG_KEYS:
             logs[key].append(stats[key.removeprefix("grm_")])

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Literal
 
 from grm_reward.eval.items import STYLE_LEVELS, ItemSamples
 from grm_reward.eval.metrics import ItemOutcome, TiePolicy, choice_credit, pair_credit, summarize
-from grm_reward.voting import Vote, normalise, vote
+from grm_reward.voting import Vote, normalize, vote
 
 if TYPE_CHECKING:
     from grm_reward.eval.benchmarks import Benchmark
@@ -204,7 +204,7 @@ def _mean_score(outcome: Vote, score_range: tuple[int, int]) -> float:
     """The mean voted score of a single response; the middle of the range when no sample could be read."""
     if not outcome.voters:
         return (score_range[0] + score_range[1]) / 2
-    return normalise(outcome.votes[0], len(outcome.voters), score_range, "mean")
+    return normalize(outcome.votes[0], len(outcome.voters), score_range, "mean")
 
 
 def _grid_mean(grid: Sequence[Sequence[float]]) -> float:

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from grm_reward import Judgement
-from grm_reward.voting import break_tie, normalise, select_voters, unpermute, vote
+from grm_reward.voting import break_tie, normalize, select_voters, unpermute, vote
 
 
 def sample(scores, meta=None, token=None):
@@ -55,11 +55,11 @@ def test_no_voters() -> None:
     assert outcome.voters == [] and outcome.best is None
 
 
-def test_normalise_scales() -> None:
-    assert normalise(20.0, 2, (1, 10), "sum") == 20.0
-    assert normalise(20.0, 2, (1, 10), "mean") == 10.0
-    assert normalise(20.0, 2, (1, 10), "unit") == 1.0
-    assert normalise(2.0, 2, (1, 10), "unit") == 0.0
-    assert normalise(1.0, 2, (0, 1), "unit") == 0.5
+def test_normalize_scales() -> None:
+    assert normalize(20.0, 2, (1, 10), "sum") == 20.0
+    assert normalize(20.0, 2, (1, 10), "mean") == 10.0
+    assert normalize(20.0, 2, (1, 10), "unit") == 1.0
+    assert normalize(2.0, 2, (1, 10), "unit") == 0.0
+    assert normalize(1.0, 2, (0, 1), "unit") == 0.5
     with pytest.raises(ValueError):
-        normalise(1.0, 0, (1, 10), "unit")
+        normalize(1.0, 0, (1, 10), "unit")
