@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from grm_reward._http import HTTPEndpoint, HTTPPolicy
+from grm_reward.backends._shared import torch_placement
 from grm_reward.errors import BackendUnavailableError, ConfigError, GenerationError
 from grm_reward.prompts import render_meta_prompt
 from grm_reward.types import Judgement, Message, Request
@@ -130,16 +131,11 @@ class TransformersMetaRM(MetaRewardModel):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         options = config.meta
-        device = options.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = options.dtype
-        if dtype == "auto":
-            dtype = "bfloat16" if str(device).startswith("cuda") else "float32"
+        device, dtype = torch_placement(torch, options.device, options.dtype)
         assert config.meta_rm is not None
         try:
             tokenizer = AutoTokenizer.from_pretrained(config.meta_rm)
-            model = AutoModelForSequenceClassification.from_pretrained(config.meta_rm, dtype=getattr(torch, dtype))
+            model = AutoModelForSequenceClassification.from_pretrained(config.meta_rm, dtype=dtype)
         except OSError as exc:
             raise BackendUnavailableError(f"cannot load meta RM {config.meta_rm!r}: {exc}") from exc
         model.to(device)

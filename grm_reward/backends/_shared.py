@@ -35,6 +35,7 @@ __all__ = [
     "probe_fill",
     "read_fill",
     "render_chat_prompt",
+    "torch_placement",
 ]
 
 #: ``await next_tokens(extra)``: the top alternatives ``(token text, logprob)`` for the token that
@@ -183,3 +184,13 @@ async def _number_distribution(
                 if share > best_spelling.get(value, (-1.0, ""))[0]:
                     best_spelling[value] = (share, spelling)
     return probs, {v: s for v, (_, s) in best_spelling.items()}, probes
+
+
+def torch_placement(torch: Any, device: str, dtype: str) -> tuple[str, Any]:
+    """The device and torch dtype for a model: "auto" is CUDA when present, else the CPU; bf16 on
+    CUDA, fp32 on the CPU (the transformers judge and the meta RM both load this way)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        dtype = "bfloat16" if str(device).startswith("cuda") else "float32"
+    return device, getattr(torch, dtype)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from grm_reward.backends._shared import render_chat_prompt
+from grm_reward.backends._shared import render_chat_prompt, torch_placement
 from grm_reward.backends.base import (
     Backend,
     Generation,
@@ -85,18 +85,13 @@ class TransformersBackend(Backend):
             path = str(embedded_model_path())
         else:
             path = config.model
-        device = options.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device, dtype = torch_placement(torch, options.device, options.dtype)
         # A judge too large for one GPU (27B in bf16 on smaller cards) is spread over all visible GPUs.
         spread = options.device == "auto" and torch.cuda.device_count() > 1
-        dtype = options.dtype
-        if dtype == "auto":
-            dtype = "bfloat16" if str(device).startswith("cuda") else "float32"
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
             model = AutoModelForCausalLM.from_pretrained(
-                path, dtype=getattr(torch, dtype), **({"device_map": "auto"} if spread else {})
+                path, dtype=dtype, **({"device_map": "auto"} if spread else {})
             )
         except OSError as exc:
             raise BackendUnavailableError(f"cannot load judge model {path!r}: {exc}") from exc
