@@ -1,38 +1,9 @@
 """TRL adapter: :class:`GRMReward`, a generative reward model as a ``GRPOTrainer`` reward function.
 
->>> from grm_reward import GRMReward
->>> reward = GRMReward(k=4, backend="openai", openai={"base_url": "http://127.0.0.1:8000/v1"})
->>> reward.__name__              # TRL logs it as rewards/grm/mean
-'grm'
-
-Pass it to TRL as any other reward function, alone or beside others::
-
-    GRPOTrainer(model=..., reward_funcs=[GRMReward(k=4), format_reward], args=..., train_dataset=...)
-
-**How TRL calls it.** TRL passes every argument by keyword: ``prompts`` and ``completions`` (one
-per completion, so a prompt repeats ``num_generations`` times), ``completion_ids``, every other
-dataset column as a list aligned with the completions, and ``log_extra`` / ``log_metric``.
-``__call__`` is a coroutine: TRL >= 1.14 awaits an instance whose ``__call__`` is ``async def``
-(``trl.trainer.utils.is_async_callable``; checked in TRL 1.16.0) on its own event loop, beside
-its other async reward functions. Older TRL versions, and trainers that call reward functions
-synchronously (TRL 1.16's experimental ``OnlineDPOTrainer``), need :meth:`GRMReward.as_sync`.
-
-**Groups.** Completions of the same prompt (a GRPO group, matched by prompt, principles and
-reference, wherever they sit in the batch) are judged together, ``max_group_size`` at a time,
-in one listwise judge prompt, as the paper allows; each completion's reward is read back from
-its own position. ``group_by_prompt=False`` judges each completion on its own.
-
-**Formats.** Standard (strings) and conversational datasets (message lists) both work. A
-conversational completion is shown to the judge as the text of its assistant messages;
-``reasoning_content`` (or ``thinking``) is **not** shown unless ``include_reasoning=True``: the
-judge scores the answer, as the paper's judge does, and reasoning traces would multiply the
-judge's prompt length. Tool calls and tool results are not shown.
-
-**Failures** (no judge sample readable): by default (``on_failure="group_mean"``) the completion
-gets the mean reward of its group's judged completions, so its advantage from this reward is ~0
-beside other reward functions too; ``on_failure="none"`` returns ``None`` (NaN in TRL), which is
-neutral only when every reward function returns None. What TRL does with each: docs/trl.md,
-"When the judge fails". Backend errors are raised, not turned into rewards.
+``GRPOTrainer(reward_funcs=[GRMReward(k=4), ...])``: ``__call__`` is a coroutine (TRL >= 1.14
+awaits it); :meth:`GRMReward.as_sync` serves trainers that call reward functions synchronously.
+Completions of one prompt are judged together, listwise; a completion no judge sample could read
+gets its group's mean by default. Flags, formats, failures and pitfalls: docs/trl.md.
 """
 
 from __future__ import annotations

@@ -1,33 +1,9 @@
 """verl adapter: the reward manager ``grm`` for verl's reward loop (verl >= 0.9).
 
-verl has no ``reward_model.type`` key; its switch is the reward manager. Installing grm-reward
-declares a ``verl.plugins`` entry point for this module, which ``import verl`` loads in every
-process (the driver and each Ray reward worker), so the registration below makes::
-
-    reward.reward_manager.name=grm
-
-work everywhere. Without the entry point (``VERL_USE_EXTERNAL_PLUGINS=none``), load it by path:
-``reward.reward_manager.source=importlib reward.reward_manager.module.path=pkg://grm_reward.adapters.verl
-reward.reward_manager.name=GRMRewardManager``.
-
-**Settings** live in a ``reward.grm`` block of verl's config (:class:`GRMVerlSettings`; the
-overlay ``integrations/verl/config/grm_grpo.yaml`` declares it, otherwise add it with
-``+reward.grm.judge.k=4`` and friends). ``reward.grm.judge`` holds :class:`~grm_reward.GRMConfig`
-fields, over an optional ``reward.grm.config_file``.
-
-**Backends.** When verl launched the judge servers itself (``reward.reward_model.enable=True``),
-it hands each manager the address of its OpenAI-compatible router; the manager then scores
-through the ``openai`` backend at ``http://<router>/v1`` with ``model=reward.reward_model.model_path``,
-keeping the other judge settings. verl only calls a manager's ``run_single`` in that mode when
-``reward.custom_reward_function.path`` is set (otherwise it treats the model as a classifier and
-posts to ``/classify``): set it to ``pkg://grm_reward.adapters.verl`` (the overlay does). Without
-verl-hosted judges, the configured backend is used (an external ``vllm serve``, a hosted API,
-or the local ``transformers`` backend).
-
-**Batching.** verl calls ``run_single`` once per rollout, many at once, in each reward worker.
-All calls in a worker go through one :class:`~grm_reward.batching.MicroBatcher`: calls arriving
-within ``max_wait_s`` form one backend batch, and rollouts of the same prompt are judged
-together (listwise, ``max_group_size`` at a time) when ``group_by_prompt`` is on.
+A ``verl.plugins`` entry point registers it in every verl process (``reward.reward_manager.name=grm``);
+settings live in ``reward.grm`` (:class:`GRMVerlSettings`, judge fields under ``reward.grm.judge``).
+It scores through verl's own judge router when verl hosts the judge, else the configured backend,
+with one :class:`~grm_reward.batching.MicroBatcher` per reward worker. Config and pitfalls: docs/verl.md.
 """
 
 from __future__ import annotations

@@ -1,27 +1,9 @@
-"""`openai`: the judge behind any OpenAI-compatible server, over async HTTP.
+"""`openai`: the judge behind any OpenAI-compatible server (vLLM, SGLang, verl's router, hosted APIs).
 
-Works with ``vllm serve``, SGLang, verl's reward router, ``transformers serve``, llama.cpp and
-hosted APIs. What it does (settings: :class:`~grm_reward.config.OpenAIOptions`):
-
-- **k samples per prompt.** It asks for ``n=k`` with the group's base seed and counts the choices
-  it gets: the missing samples are fetched as single requests seeded ``seed + i`` (the samples a
-  vLLM server draws for ``n``, so fan-out never changes a reward). A server that ignores or refuses
-  ``n`` gets fan-out for ``n_reprobe_s``, then ``n`` is tried again.
-- **HTTP** through :mod:`grm_reward._http`: bounded concurrency, timeouts cut to the caller's
-  deadline, retries within a retry budget, a circuit breaker per server, and the mapping of
-  failures onto :mod:`grm_reward.errors`; when one request of a batch fails its siblings are
-  cancelled.
-- **Token usage** from each response's ``usage`` (``stats.extra["usage_missing"]`` counts
-  responses without one). With ``n`` honoured, the completion tokens of a response are shared
-  out between its choices in proportion to their text length: the API reports only the total.
-- **Format guarantee / token probabilities** (``fill_scores``), chosen by server flavour
-  (``openai.server``): vLLM and SGLang continue the forced prefix in chat
-  (``continue_final_message``) or completions mode, with guided decoding (vLLM
-  ``structured_outputs`` / ``guided_regex``, SGLang ``regex``) and ``logprobs``. A generic server
-  continues it through ``/completions`` with the chat template rendered locally, and the parser
-  validates what it wrote (a sample it cannot read stays invalid). Token-probability scores read
-  the top-k alternatives the server returns (see :mod:`grm_reward.backends._shared` for what is
-  approximated); they are offered only where the server returns logprobs.
+k samples per prompt as ``n=k`` with the group's base seed (missing choices fetched one by one,
+seeded ``seed + i``); HTTP through :mod:`grm_reward._http` (deadlines, retry budget, breaker);
+token usage from ``usage``; the format guarantee and token probabilities by server flavour
+(guided decoding and logprobs). Settings: :class:`~grm_reward.config.OpenAIOptions`; docs/backends.md.
 """
 
 from __future__ import annotations
