@@ -37,10 +37,46 @@ from grm_reward.errors import DeadlineExceededError, GRMError, JudgeUnavailableE
 from grm_reward.model import GenerativeRewardModel
 from grm_reward.types import Judgement, Request, RewardResult, Usage
 
-__all__ = ["BatcherStats", "MicroBatcher", "group_key", "split_result"]
+__all__ = ["BatcherStats", "Grouped", "MicroBatcher", "group_key", "group_listwise", "split_result"]
 
 logger = logging.getLogger("grm_reward.batching")
 T = TypeVar("T")
+
+
+#: A request to score and the inputs it answers: (input index, response index in a merged request,
+#: or None when the request is the input itself).
+Grouped = tuple[Request, list[tuple[int, int | None]]]
+
+
+def group_listwise(requests: Sequence[Request], *, group_by_prompt: bool, max_group_size: int) -> list[Grouped]:
+    """The requests to score for ``requests``: single-response requests of one prompt (same
+    principles and reference: :func:`group_key`) merged, ``max_group_size`` at a time, into one
+    listwise request; everything else as it is. :func:`split_result` reads an input's part back.
+    """
+    if not group_by_prompt:
+        return [(request, [(i, None)]) for i, request in enumerate(requests)]
+    plan: list[Grouped] = []
+    groups: dict[str, list[int]] = {}
+    for i, request in enumerate(requests):
+        if request.n != 1:
+            plan.append((request, [(i, None)]))
+        else:
+            groups.setdefault(_group_key(request), []).append(i)
+    for members in groups.values():
+        for start in range(0, len(members), max_group_size):
+            chunk = members[start : start + max_group_size]
+            if len(chunk) == 1:
+                plan.append((requests[chunk[0]], [(chunk[0], None)]))
+                continue
+            first = requests[chunk[0]]
+            merged = Request(
+                prompt=first.prompt,
+                responses=[requests[m].responses[0] for m in chunk],
+                principles=first.principles,
+                reference=first.reference,
+            )
+            plan.append((merged, [(m, i) for i, m in enumerate(chunk)]))
+    return plan
 
 
 def split_result(result: RewardResult, index: int) -> RewardResult:
@@ -332,31 +368,11 @@ class MicroBatcher:
 
     def _group(self, batch: list[_Pending]) -> list[tuple[Request, list[tuple[_Pending, int | None]]]]:
         """Backend requests for a batch, each with the submissions it answers (and their index)."""
-        if not self.group_by_prompt:
-            return [(p.request, [(p, None)]) for p in batch]
-        plan: list[tuple[Request, list[tuple[_Pending, int | None]]]] = []
-        groups: dict[str, list[_Pending]] = {}
-        for p in batch:
-            if p.request.n != 1:
-                plan.append((p.request, [(p, None)]))
-            else:
-                groups.setdefault(_group_key(p.request), []).append(p)
-        for members in groups.values():
-            for start in range(0, len(members), self.max_group_size):
-                chunk = members[start : start + self.max_group_size]
-                if len(chunk) == 1:
-                    plan.append((chunk[0].request, [(chunk[0], None)]))
-                    continue
-                first = chunk[0].request
-                merged = Request(
-                    prompt=first.prompt,
-                    responses=[m.request.responses[0] for m in chunk],
-                    principles=first.principles,
-                    reference=first.reference,
-                )
-                self.stats.grouped_requests += len(chunk)
-                plan.append((merged, [(m, i) for i, m in enumerate(chunk)]))
-        return plan
+        grouped = group_listwise(
+            [p.request for p in batch], group_by_prompt=self.group_by_prompt, max_group_size=self.max_group_size
+        )
+        self.stats.grouped_requests += sum(len(members) for _, members in grouped if len(members) > 1)
+        return [(request, [(batch[i], index) for i, index in members]) for request, members in grouped]
 
     def _resolve(self, member: _Pending, result: RewardResult) -> None:
         if not member.future.done():

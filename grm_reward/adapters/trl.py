@@ -24,7 +24,7 @@ from grm_reward.adapters._common import (
     sample_scores,
 )
 from grm_reward.adapters.probes import BUILTIN_PROBES, Probe, arun_probes
-from grm_reward.batching import MicroBatcher, group_key
+from grm_reward.batching import group_key, group_listwise, split_result
 from grm_reward.config import GRMConfig
 from grm_reward.errors import ConfigError, InputError
 from grm_reward.model import GenerativeRewardModel
@@ -192,19 +192,13 @@ class GRMReward:
         """Score single-response requests in one backend batch, same-prompt ones listwise."""
         if not requests:
             return []
-        # One flush for the whole call: the batcher does the grouping, chunking and splitting.
-        batcher = MicroBatcher(
-            self.rm,
-            max_wait_s=0.0,
-            max_batch_requests=len(requests),
-            max_concurrent_batches=1,
-            group_by_prompt=self.group_by_prompt,
-            max_group_size=self.max_group_size,
-        )
-        try:
-            return await batcher.submit_many(requests)
-        finally:
-            await batcher.aclose()
+        grouped = group_listwise(requests, group_by_prompt=self.group_by_prompt, max_group_size=self.max_group_size)
+        scored = await self.rm.ascore_batch([request for request, _ in grouped])
+        results: list[RewardResult | None] = [None] * len(requests)
+        for (_, members), result in zip(grouped, scored, strict=True):
+            for i, index in members:
+                results[i] = result if index is None else split_result(result, index)
+        return [r for r in results if r is not None]
 
     def rewards(self, requests: Sequence[Request], results: Sequence[RewardResult]) -> list[float | None]:
         """One reward per completion, failures handled as ``on_failure`` says."""

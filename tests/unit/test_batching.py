@@ -379,3 +379,24 @@ def test_a_stalled_batch_fails_with_deadline_exceeded_when_its_deadline_passes()
     batcher, outcomes = run(main())
     assert all(isinstance(o, DeadlineExceededError) for o in outcomes), outcomes
     assert backend.cancelled == 1 and batcher.stats.retries == 0  # cancelled, not retried one by one
+
+
+def test_group_listwise_is_a_plain_transform() -> None:
+    from grm_reward.batching import group_listwise
+
+    reqs = [
+        Request(prompt="p", responses=["a"]),
+        Request(prompt="q", responses=["b"]),
+        Request(prompt="p", responses=["c"]),
+        Request(prompt="p", responses=["d", "e"]),  # already listwise: left alone
+        Request(prompt="p", responses=["f"]),
+        Request(prompt="p", responses=["g"], reference="r"),  # another reference: another group
+    ]
+    grouped = group_listwise(reqs, group_by_prompt=True, max_group_size=2)
+    answered = sorted(i for _, members in grouped for i, _ in members)
+    assert answered == list(range(len(reqs)))  # every input answered exactly once
+    merged = [(r.responses, members) for r, members in grouped if len(members) > 1]
+    assert merged == [(["a", "c"], [(0, 0), (2, 1)])]
+    assert (reqs[4], [(4, None)]) in grouped and (reqs[3], [(3, None)]) in grouped
+    flat = group_listwise(reqs, group_by_prompt=False, max_group_size=2)
+    assert flat == [(r, [(i, None)]) for i, r in enumerate(reqs)]
