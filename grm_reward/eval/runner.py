@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from grm_reward.config import GRMConfig
-from grm_reward.errors import GenerationError, GRMError, InputError
+from grm_reward.errors import BackendProtocolError, GenerationError, GRMError, InputError
 from grm_reward.eval.benchmarks import entry_names, load_benchmark
 from grm_reward.eval.items import EvalItem, ItemSamples, item_views, view_request
 from grm_reward.eval.items import Protocol as ViewProtocol
@@ -119,7 +119,7 @@ async def _score_items(
     requests = [view_request(item, view) for item, item_views_ in zip(chunk, views, strict=True) for view in item_views_]
     results = await scorer.ascore_batch(requests)
     if len(results) != len(requests):
-        raise GRMError(f"the reward model returned {len(results)} results for {len(requests)} requests")
+        raise BackendProtocolError(f"the reward model returned {len(results)} results for {len(requests)} requests")
     seconds = (time.perf_counter() - started) / len(chunk)
     records, cursor = [], 0
     for item, item_views_ in zip(chunk, views, strict=True):
