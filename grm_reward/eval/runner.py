@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from grm_reward.config import GRMConfig
-from grm_reward.errors import BackendProtocolError, GenerationError, GRMError, InputError
+from grm_reward.errors import BackendProtocolError, GenerationError, InputError
 from grm_reward.eval.benchmarks import entry_names, load_benchmark
 from grm_reward.eval.items import EvalItem, ItemSamples, item_views, view_request
 from grm_reward.eval.items import Protocol as ViewProtocol
