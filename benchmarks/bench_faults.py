@@ -142,20 +142,30 @@ async def openrlhf_rollout(agent: Any, url: str, n: int, judge: FaultJudge, outa
     return {"lost": lost, "none": none, "wall": time.monotonic() - started, "after_restart": time.monotonic() - back_at}
 
 
-def run_kill(args: argparse.Namespace, tmp: Path) -> str:
+def kill_figures(requests: int, outage_s: float, latency_s: float, tmp: Path) -> dict[str, Any]:
+    """The kill run's counts: lost, none, client_retries, wall, after_restart (also used by the test)."""
     agent = load_openrlhf_agent()
     counter = _Count()
-    logging.getLogger("openrlhf_agent_bench").addHandler(counter)
-    logging.getLogger("openrlhf_agent_bench").setLevel(logging.INFO)
-    logging.getLogger("openrlhf_agent_bench").propagate = False
-    with FaultJudge(latency_s=args.latency) as judge:
-        judge.set_mode("slow", latency_s=args.latency)
-        with reward_server(judge, log=tmp / "kill.log") as base:
-            figures = asyncio.run(openrlhf_rollout(agent, base + "/get_reward", args.requests, judge, args.outage))
+    logger = logging.getLogger("openrlhf_agent_bench")
+    logger.addHandler(counter)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        with FaultJudge() as judge:
+            judge.set_mode("slow", latency_s=latency_s)
+            with reward_server(judge, log=tmp / "kill.log") as base:
+                figures = asyncio.run(openrlhf_rollout(agent, base + "/get_reward", requests, judge, outage_s))
+    finally:
+        logger.removeHandler(counter)
+    return {**figures, "client_retries": counter.count}
+
+
+def run_kill(args: argparse.Namespace, tmp: Path) -> str:
+    figures = kill_figures(args.requests, args.outage, args.latency, tmp)
     return (
         f"kill: judge killed for {args.outage:g} s under {args.requests} concurrent OpenRLHF requests "
         f"(OpenRLHF's client: 5 tries 1 s apart): lost {figures['lost']}, None rewards {figures['none']}, "
-        f"client retries {counter.count}; {figures['wall']:.1f} s in all, last answer "
+        f"client retries {figures['client_retries']}; {figures['wall']:.1f} s in all, last answer "
         f"{figures['after_restart']:.1f} s after the restart"
     )
 
