@@ -7,9 +7,10 @@ Five scenarios, each printing counted quantities first:
 - ``kill``: ``--requests`` concurrent OpenRLHF requests (OpenRLHF's own client, ``openrlhf/utils/
   agent.py`` loaded by path: 5 tries, 1 s apart) while the judge is killed for ``--outage`` s and
   restarted on the same port: requests lost, ``None`` rewards, client retries (goal 0 lost, 0 None);
-- ``stall``: the judge hangs for ``--stall`` s under load, the server's deadline is a third of it;
-  then the judge recovers: a fresh request's latency after recovery minus one before the stall
-  (goal <= 1 s beyond one judge call), and the judge calls cancelled when their deadline passed;
+- ``stall``: the judge hangs for ``--stall`` s under one step of ``--step`` OpenRLHF requests, the
+  server's deadline a third of it (so calls are abandoned, cancelled and resent by OpenRLHF's
+  client); then it recovers: a fresh request's latency and the step's last reward after recovery
+  (goal <= 1 s beyond one judge call), judge calls held at recovery, calls cancelled;
 - ``dead``: judge calls per request while the judge answers only 500 (goal <= 2);
 - ``health``: ``/health`` p50/p99 idle and while a 16 MiB body of huge hostile prompts is scored
   (goal p99 < 100 ms), with the load average (``uptime``);
@@ -181,39 +182,49 @@ async def timed_request(client: httpx.AsyncClient, base: str, i: int) -> float:
 
 
 def run_stall(args: argparse.Namespace, tmp: Path) -> str:
-    deadline = max(1.0, args.stall / 3)
+    deadline = max(1.0, args.stall / 3)  # so abandoned work must be cancelled, and OpenRLHF resends it
+    agent = load_openrlhf_agent()
+    logging.getLogger("openrlhf_agent_bench").propagate = False
     with FaultJudge() as judge:
         judge.set_mode("slow", latency_s=args.latency)
         with reward_server(judge, "--server-request-timeout-s", f"{deadline:g}", log=tmp / "stall.log") as base:
 
-            async def main() -> tuple[float, float, int, int, int, dict[int, int]]:
-                async with httpx.AsyncClient(timeout=args.stall * 3, limits=httpx.Limits(max_connections=None)) as client:
+            async def main() -> dict[str, Any]:
+                async with httpx.AsyncClient(timeout=args.stall * 3) as client:
                     before = min([await timed_request(client, base, i) for i in range(3)])
                     judge.set_mode("hang")
-                    stall_end = time.monotonic() + args.stall
-                    statuses: dict[int, int] = {}
-                    pending: set[asyncio.Task[tuple[int, Any]]] = set()
-                    sent = 0
-                    while time.monotonic() < stall_end:  # a trainer keeps sending (and resending) work
-                        for _ in range(16):
-                            prompt, q = query(sent, "stall")
-                            pending.add(asyncio.ensure_future(post(client, base, {"query": [q], "prompts": [prompt]})))
-                            sent += 1
-                        await asyncio.sleep(min(1.0, max(0.0, stall_end - time.monotonic())))
-                    calls_in_stall = judge.calls
-                    in_flight = judge.in_flight  # judge calls still held when the judge comes back
-                    judge.set_mode("slow", latency_s=args.latency)
-                    after = await timed_request(client, base, 10_000)
-                    for status, _ in await asyncio.gather(*pending):
-                        statuses[status] = statuses.get(status, 0) + 1
-                    return before, after, in_flight, calls_in_stall, judge.disconnects, statuses
+                    judge.max_in_flight = 0
+                    executor = agent.SingleTurnAgentExecutor(base + "/get_reward")
 
-            before, after, in_flight, calls, cancelled, statuses = asyncio.run(main())
+                    async def rollout(i: int) -> Any:  # one step's samples, OpenRLHF's client (retries on 504)
+                        prompt, q = query(i, "stall")
+                        try:
+                            [info] = await executor._fetch_rewards_via_http([q], [prompt], [""])
+                        except Exception as exc:
+                            return exc
+                        return time.monotonic(), info
+
+                    step = [asyncio.ensure_future(rollout(i)) for i in range(args.step)]
+                    await asyncio.sleep(args.stall)
+                    figures = {"held": judge.in_flight, "max_held": judge.max_in_flight, "calls": judge.calls,
+                               "cancelled": judge.disconnects}
+                    judge.set_mode("slow", latency_s=args.latency)
+                    recovered = time.monotonic()
+                    after = await timed_request(client, base, 10_000)
+                    results = await asyncio.gather(*step)
+                answered = [r for r in results if not isinstance(r, BaseException)]
+                return {**figures, "before": before, "after": after,
+                        "lost": len(results) - len(answered),
+                        "none": sum(1 for _, info in answered if None in info["rewards"]),
+                        "step_done": max((t for t, _ in answered), default=recovered) - recovered}
+
+            f = asyncio.run(main())
     return (
-        f"stall: judge hung {args.stall:g} s (server deadline {deadline:g} s); a fresh request after recovery took "
-        f"{after:.2f} s vs {before:.2f} s before the stall: recovery {max(0.0, after - before):.2f} s beyond one "
-        f"judge call; judge calls still held at recovery {in_flight}, cancelled by their deadline {cancelled} "
-        f"of {calls}; answers to requests sent in the stall {dict(sorted(statuses.items()))}"
+        f"stall: judge hung {args.stall:g} s (server deadline {deadline:g} s) under one step of {args.step} OpenRLHF "
+        f"requests: after recovery a fresh request took {f['after']:.2f} s (one judge call before: {f['before']:.2f} s), "
+        f"the step's last reward came {f['step_done']:.2f} s after recovery; lost {f['lost']}, None {f['none']}; "
+        f"judge calls held at recovery {f['held']} (most at once in the stall {f['max_held']}), "
+        f"cancelled at their deadline {f['cancelled']} of {f['calls']}"
     )
 
 
@@ -349,6 +360,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000, help="requests in the kill and poison runs")
     parser.add_argument("--outage", type=float, default=6.0, help="seconds the judge stays killed (OpenRLHF's client covers ~4 s)")
     parser.add_argument("--stall", type=float, default=12.0, help="seconds the judge hangs (the README's run: 60)")
+    parser.add_argument("--step", type=int, default=64, help="OpenRLHF requests in flight through the stall")
     parser.add_argument("--latency", type=float, default=0.05, help="seconds per judge call")
     args = parser.parse_args()
     chosen = [s for s in args.only.split(",") if s]
