@@ -225,8 +225,11 @@ class HTTPEndpoint:
 
     ``transport`` (an httpx transport, e.g. ``MockTransport``) replaces the network and gets a
     private :class:`ServerHealth`; real URLs share theirs through :func:`server_health`. ``stats``
-    (a dict of counters) receives ``http_requests``, ``retries``, ``retries_denied`` and
-    ``breaker_rejections``. ``auth_hint`` finishes the message of a 401/403.
+    (a dict of counters) receives ``http_requests``, ``retries``, ``retries_denied``,
+    ``breaker_rejections`` and ``breaker_waits``. ``auth_hint`` finishes the message of a 401/403.
+
+    While the circuit is open a call fails fast, unless a deadline is in force (the server's
+    ``request_timeout_s``) that outlasts the wait for the next probe: then it waits for the probe.
     """
 
     def __init__(
@@ -253,7 +256,7 @@ class HTTPEndpoint:
         self._sleep = sleep or asyncio.sleep
         self._rng = rng or random.Random()
         self.stats: dict[str, float] = stats if stats is not None else {}
-        for key in ("http_requests", "retries", "retries_denied", "breaker_rejections"):
+        for key in ("http_requests", "retries", "retries_denied", "breaker_rejections", "breaker_waits"):
             self.stats.setdefault(key, 0)
         if health is None:
             health = ServerHealth(self.base_url, policy) if transport is not None else server_health(self.base_url, policy)
@@ -276,6 +279,13 @@ class HTTPEndpoint:
         last: HTTPFailure | None = None
         while True:
             wait = self.health.admit()
+            left = remaining()
+            if wait is not None and left is not None and wait < left:
+                # The caller's deadline outlasts the cool-down: hold the call for the next probe
+                # rather than fail it (a client with few retries, like OpenRLHF's, would lose it).
+                self.stats["breaker_waits"] += 1
+                await self._sleep(wait)
+                continue
             if wait is not None:
                 self.stats["breaker_rejections"] += 1
                 raise JudgeUnavailableError(
@@ -299,6 +309,8 @@ class HTTPEndpoint:
             else:
                 self.health.record_success()  # the server answered: it is up
                 raise self.map_failure(last) from last
+            if self.health.open and remaining() is not None:
+                continue  # the breaker, not the retry budget, paces what follows: wait for a probe
             if attempt > self.policy.max_retries:
                 raise self.map_failure(last) from last
             if not self.health.try_retry():

@@ -135,7 +135,8 @@ class OpenAIOptions(_Section):
         ge=1,
         description=(
             "Consecutive failed calls (5xx, 429, timeouts, resets, malformed answers) after which the circuit "
-            "opens: calls to that server fail fast with JudgeUnavailableError instead of waiting."
+            "opens: calls to that server fail fast with JudgeUnavailableError, or, under a deadline that outlasts "
+            "the wait (the server's request_timeout_s), wait for the next probe."
         ),
     )
     breaker_cooldown_s: float = Field(

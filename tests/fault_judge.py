@@ -216,6 +216,7 @@ class FaultJudge:
                 done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 for task in pending:
                     task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)  # the read is over before the next one
                 if waits[0] in done:  # the client left (EOF) before the answer
                     self.disconnects += 1
                     return False

@@ -243,6 +243,42 @@ def test_open_circuit_fails_fast_with_retry_after_and_recovery_is_noticed_quickl
     assert backend.stats.extra["breaker_rejections"] >= 1
 
 
+def test_under_a_deadline_an_open_circuit_holds_the_call_for_the_probe(judge: FaultJudge) -> None:
+    """The server's deadline outlasts an outage: its calls wait for the judge instead of failing fast
+    (OpenRLHF's client gives up after 5 tries 1 s apart); without a deadline they still fail fast."""
+    judge.set_mode("500")
+    backend = make_backend(judge, breaker_failures=2, breaker_cooldown_s=0.05, breaker_cooldown_max_s=0.1)
+
+    async def main() -> tuple[list[str], int]:
+        with pytest.raises(GenerationError):
+            await generate(backend)  # opens the circuit
+        with pytest.raises(JudgeUnavailableError):
+            await generate(backend)  # no deadline: fail fast, as before
+        calls_before = judge.calls
+        asyncio.get_running_loop().call_later(0.5, judge.set_mode, "ok")  # the judge comes back
+        with deadline_scope(30):
+            texts = await generate(backend)
+        return texts, judge.calls - calls_before
+
+    texts, calls = run(main, backend)
+    assert texts and "Scores:" in texts[0]
+    assert calls <= 0.5 / 0.05 + 2  # only probes went out while it waited, at most one per cool-down
+    assert backend.stats.extra["breaker_waits"] >= 1
+
+
+def test_an_open_circuit_still_fails_fast_when_the_deadline_is_shorter_than_the_wait(judge: FaultJudge) -> None:
+    judge.set_mode("500")
+    backend = make_backend(judge, breaker_failures=1, breaker_cooldown_s=5.0, breaker_cooldown_max_s=5.0)
+
+    async def main() -> None:
+        with pytest.raises(GenerationError):
+            await generate(backend)
+        with deadline_scope(1.0), pytest.raises(JudgeUnavailableError):
+            await generate(backend)
+
+    run(main, backend)
+
+
 def test_probe_reports_readiness_and_is_cached(judge: FaultJudge) -> None:
     backend = make_backend(judge)
 

@@ -340,3 +340,30 @@ def test_backend_breaking_its_contract_is_a_protocol_error() -> None:
     rm = GenerativeRewardModel(k=2, shuffle="none", backend=Short(lambda call: "Scores: \\boxed{7, 3}"))
     with rm, pytest.raises(BackendProtocolError, match="samples"):
         rm.score("q", ["GOOD", "BAD"])
+def test_fingerprints_of_huge_strings_skip_json_escaping_and_still_tell_inputs_apart() -> None:
+    """Huge strings enter the fingerprint by their own digest (cheap on the event loop); requests
+    without one keep their JSON fingerprint, so their seeds and rewards do not move."""
+    import hashlib
+    import json
+
+    from grm_reward.planning import _DIGEST_CHARS
+    from grm_reward.planning import fingerprint as _fingerprint
+
+    def json_fingerprint(request: Request) -> str:
+        payload = json.dumps(request.to_dict(), ensure_ascii=False, sort_keys=True, default=str)
+        return hashlib.blake2b(payload.encode("utf-8"), digest_size=16).hexdigest()
+
+    short = Request(prompt=[{"role": "user", "content": "hi"}], responses=["a", "b"], principles=["p"], reference="r")
+    assert _fingerprint(short) == json_fingerprint(short)
+    huge = "[INST]" * _DIGEST_CHARS
+    base = _fingerprint(Request(prompt="q", responses=[huge]))
+    assert base != json_fingerprint(Request(prompt="q", responses=[huge]))  # the digest path was taken
+    variants = [
+        Request(prompt="q", responses=[huge[:-1] + "]" + "x"]),
+        Request(prompt="q", responses=[huge + "\ud800"]),  # a lone surrogate hashes, it does not crash
+        Request(prompt="q", responses=[huge], reference="r"),
+        Request(prompt=huge, responses=["q"]),
+    ]
+    prints = {_fingerprint(v) for v in variants}
+    assert base not in prints and len(prints) == len(variants)
+    assert _fingerprint(Request(prompt="q", responses=[huge])) == base
