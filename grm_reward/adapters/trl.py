@@ -52,6 +52,7 @@ from grm_reward.adapters._common import (
 )
 from grm_reward.batching import MicroBatcher, group_key
 from grm_reward.config import GRMConfig
+from grm_reward.deadlines import deadline_scope
 from grm_reward.errors import ConfigError, InputError
 from grm_reward.model import GenerativeRewardModel
 from grm_reward.types import Message, Request, RewardResult, message_text
@@ -92,6 +93,9 @@ class GRMReward:
             its group was judged. ``"none"``: the config's failure value always; TRL sums a
             ``None`` (NaN) as 0 beside other reward functions, the worst reward on the unit
             scale, and a warning is logged once the first time that matters.
+        deadline_s: Longest one call (a step's rewards) may take; judge calls are timed out and
+            not retried past it (docs/trl.md). None: no deadline, each judge call is still bounded
+            by the latency-derived timeout. The first call warms the judge up first, outside it.
 
     What it logs when TRL passes ``log_extra`` / ``log_metric`` (TRL >= 1.0, ``GRPOTrainer``
     and ``RLOOTrainer``): columns ``<name>_critique`` (the first readable sample's critique) and
@@ -115,6 +119,7 @@ class GRMReward:
         principles_column: str | None = "principles",
         include_reasoning: bool = False,
         on_failure: OnFailure = "group_mean",
+        deadline_s: float | None = None,
         **config: Any,
     ) -> None:
         if isinstance(rm, GenerativeRewardModel):
@@ -143,6 +148,9 @@ class GRMReward:
         if on_failure not in get_args(OnFailure):
             raise ConfigError(f"on_failure must be one of {', '.join(get_args(OnFailure))}, got {on_failure!r}")
         self.on_failure: OnFailure = on_failure
+        if deadline_s is not None and not deadline_s > 0:
+            raise ConfigError(f"deadline_s must be a positive number of seconds or None, got {deadline_s!r}")
+        self.deadline_s = deadline_s
         self._warned_none = False
 
     def __repr__(self) -> str:
@@ -158,9 +166,11 @@ class GRMReward:
         log_metric: LogMetric | None = None,
         **columns: Any,
     ) -> list[float | None]:
-        """One reward per completion, in the order given."""
+        """One reward per completion, in the order given (within ``deadline_s`` when set)."""
         requests = self.requests(prompts, completions, columns)
-        results = await self.ascore_requests(requests)
+        await self.rm.awarmup()  # the first step: engine and this loop's clients, outside the deadline
+        with deadline_scope(self.deadline_s):
+            results = await self.ascore_requests(requests)
         self.log(results, log_extra, log_metric)
         return self.rewards(requests, results)
 
