@@ -129,9 +129,10 @@ class ServerHealth:
     ``breaker_failures`` consecutive failures calls fail fast; one probe call is let through every
     cool-down (``breaker_cooldown_s``, doubling per failed probe up to ``breaker_cooldown_max_s``);
     the first success closes it. Latency: the last ``LATENCY_WINDOW`` successful calls; once
-    ``latency_min_samples`` are known, a call still running after :meth:`hedge_delay` gets one
-    duplicate (at most ``hedge_budget`` x the calls in the window, plus ``HEDGE_BUDGET_FLOOR``) and
-    a call's timeout shrinks to :meth:`latency_timeout`.
+    ``latency_min_samples`` are known, a call still running after :meth:`hedge_delay` while a call
+    sent half a delay after it was answered (it was overtaken: the judge is not just busy), or after
+    twice the delay regardless, gets one duplicate (at most ``hedge_budget`` x the calls in the
+    window, plus ``HEDGE_BUDGET_FLOOR``); a call's timeout shrinks to :meth:`latency_timeout`.
     """
 
     def __init__(self, url: str, policy: HTTPPolicy, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -149,12 +150,19 @@ class ServerHealth:
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._sorted: list[float] | None = None
         self._hedges: deque[float] = deque()
+        self._youngest_answered = float("-inf")
 
-    def record_latency(self, seconds: float) -> None:
-        """Record how long a successful call took."""
+    def record_latency(self, seconds: float, started: float | None = None) -> None:
+        """Record how long a successful call took (``started``: when it was sent, monotonic clock)."""
         with self._lock:
             self._latencies.append(seconds)
             self._sorted = None
+            if started is not None and started > self._youngest_answered:
+                self._youngest_answered = started
+
+    def overtaken(self, since: float) -> bool:
+        """Whether a call sent after ``since`` (monotonic clock) has already been answered."""
+        return self._youngest_answered > since
 
     def percentile(self, q: float) -> float | None:
         """The ``q``-th percentile (0-100) of recent latencies; None until ``latency_min_samples``."""
@@ -446,23 +454,34 @@ class HTTPEndpoint:
         seed, so the same sample). The first successful response wins and the other call is cancelled,
         which closes its connection; if both fail, the first failure is the outcome."""
 
+        sent: list[float] = []  # when each call got its slot and went out (monotonic clock)
+
         async def send() -> Any:
             async with state.slots:
                 self.stats["http_requests"] += 1
                 started = time.monotonic()
+                sent.append(started)
                 response = await state.client.post(url, content=content, headers=_JSON, timeout=timeout)
                 if response.is_success:
-                    self.health.record_latency(time.monotonic() - started)
+                    self.health.record_latency(time.monotonic() - started, started)
                 return response
 
         tasks: list[asyncio.Future[Any]] = [asyncio.ensure_future(send())]
         try:
             delay = self.health.hedge_delay()
             if delay is not None:
+                # Counted from when the call went out (not while it queued for a slot). Past the delay,
+                # hedge once a call sent half a delay later was answered first (this one is stuck: a
+                # busy client or judge delays every call alike), or at twice the delay regardless.
                 await asyncio.wait(tasks, timeout=delay)
-                if not tasks[0].done() and self.health.try_hedge():
-                    self.stats["hedges"] += 1
-                    tasks.append(asyncio.ensure_future(send()))
+                while not tasks[0].done():
+                    elapsed = time.monotonic() - sent[0] if sent else 0.0
+                    if elapsed >= 2 * delay or (elapsed >= delay and self.health.overtaken(sent[0] + delay / 2)):
+                        if self.health.try_hedge():
+                            self.stats["hedges"] += 1
+                            tasks.append(asyncio.ensure_future(send()))
+                        break
+                    await asyncio.wait(tasks, timeout=max(delay - elapsed, delay / 4))
             outcome: asyncio.Future[Any] | None = None
             pending: set[asyncio.Future[Any]] = set(tasks)
             while pending:

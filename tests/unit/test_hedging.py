@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from grm_reward import GenerationError
+from grm_reward import ConfigError, GenerationError, GenerativeRewardModel, GRMConfig, GRMReward
 from grm_reward._http import HEDGE_BUDGET_FLOOR, HTTPPolicy, ServerHealth
 from grm_reward.backends.openai import OpenAIBackend
 from grm_reward.config import OpenAIOptions
@@ -170,3 +170,43 @@ def test_the_timeout_comes_from_observed_latency_not_the_fixed_cap(judge: FaultJ
     limit, by_deadline = backend.http.call_timeout(None)
     assert limit == 0.3 and not by_deadline
     assert backend.http.call_timeout(0.1) == (0.1, True)
+
+
+# --- warm start and the adapters' deadlines --------------------------------------------------------------
+def test_warmup_builds_the_engine_and_opens_this_loops_client_once(judge: FaultJudge) -> None:
+    rm = GenerativeRewardModel(GRMConfig(backend="openai", openai={"base_url": judge.url, "server": "generic"}))
+    assert rm._backend is None
+
+    async def main() -> list[str | None]:
+        try:
+            return list(await asyncio.gather(rm.awarmup(), rm.awarmup(), rm.awarmup()))
+        finally:
+            await rm.aclose()
+
+    assert asyncio.run(main()) == [None, None, None]  # ready
+    assert rm._backend is not None and judge.gets == 1 and judge.calls == 0  # one cheap GET, no judge call
+    judge.stop()
+    dead = GenerativeRewardModel(GRMConfig(backend="openai", openai={"base_url": judge.url, "server": "generic"}))
+    reason = dead.warmup()  # the blocking twin: a dead judge is reported, not raised
+    dead.close()
+    assert reason is not None and "does not answer" in reason
+
+
+def test_the_trl_reward_keeps_its_deadline_and_cuts_a_hanging_judge(judge: FaultJudge) -> None:
+    config = GRMConfig(backend="openai", openai={"base_url": judge.url, "server": "generic", **FAST})
+    reward = GRMReward(GenerativeRewardModel(config), deadline_s=0.5)
+
+    async def main() -> float:
+        await reward.rm.awarmup()  # (a warm-up under a hanging judge waits for its 2 s probe timeout)
+        judge.set_mode("hang")
+        started = time.monotonic()
+        try:
+            with pytest.raises(DeadlineExceededError):
+                await reward(prompts=["q", "q"], completions=["a", "b"])
+            return time.monotonic() - started
+        finally:
+            await reward.rm.aclose()
+
+    assert asyncio.run(main()) < 3 * 0.5  # not the 300 s timeout
+    with pytest.raises(ConfigError, match="deadline_s"):
+        GRMReward(GenerativeRewardModel(config), deadline_s=0)
