@@ -421,7 +421,9 @@ class HTTPEndpoint:
             raise DeadlineExceededError(f"the deadline passed before calling {self.label} {url}")
         limit, cut_by_deadline = self.call_timeout(left)
         state = self._loop_state()
-        timeout = httpx.Timeout(limit, connect=min(self.policy.connect_timeout_s, limit))
+        # httpx's own timer runs a little longer than the bound below, so only one of them fires: when both
+        # did at once, httpcore could leave the cut connection ACTIVE in the pool (a leaked slot).
+        timeout = httpx.Timeout(limit + 1.0, connect=min(self.policy.connect_timeout_s, limit))
         try:
             # The whole call (queueing for a slot and any hedge included) is bounded; cancelling it
             # closes its connections.
