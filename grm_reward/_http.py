@@ -2,8 +2,9 @@
 
 Retries with backoff and jitter (honouring ``Retry-After``), per-call timeouts cut to the caller's
 deadline (:mod:`grm_reward.deadlines`), cancellation that frees the connection at once, a retry
-budget and a circuit breaker per server (shared by every client and event loop of that URL), and
-the mapping of HTTP failures onto :mod:`grm_reward.errors`. The policy is in docs/backends.md.
+budget and a circuit breaker per server (shared by every client and event loop of that URL), hedged
+calls and latency-derived timeouts from the latency observed per server, and the mapping of HTTP
+failures onto :mod:`grm_reward.errors`. The policy is in docs/backends.md.
 """
 
 from __future__ import annotations
@@ -47,8 +48,12 @@ _CONTEXT_MESSAGE = re.compile(
     r"context length|context window|maximum (?:model|context|sequence) length|too long|too many tokens", re.IGNORECASE
 )
 _JSON = {"Content-Type": "application/json"}
-#: Seconds of history the retry budget looks at.
+#: Seconds of history the retry and hedge budgets look at.
 BUDGET_WINDOW_S = 10.0
+#: Latencies of the most recent successful calls kept per server (for hedging and timeouts).
+LATENCY_WINDOW = 512
+#: Hedges allowed per window whatever the traffic (so a quiet client can still hedge once).
+HEDGE_BUDGET_FLOOR = 1
 
 Validate = Callable[[dict[str, Any]], "str | None"]
 
@@ -77,6 +82,14 @@ class HTTPPolicy:
     breaker_failures: int = 5
     breaker_cooldown_s: float = 0.5
     breaker_cooldown_max_s: float = 1.0
+    hedge: bool = True
+    hedge_percentile: float = 95.0
+    hedge_factor: float = 2.0
+    hedge_min_delay_s: float = 0.1
+    hedge_budget: float = 0.05
+    latency_min_samples: int = 20
+    latency_timeout_factor: float = 10.0
+    latency_timeout_floor_s: float = 30.0
 
     @classmethod
     def from_options(cls, options: object, **changes: Any) -> HTTPPolicy:
@@ -109,13 +122,17 @@ class HTTPFailure(Exception):
 
 
 class ServerHealth:
-    """What every client of one server shares: its retry budget and circuit breaker (thread-safe).
+    """What every client of one server shares: retry and hedge budgets, breaker, latency (thread-safe).
 
     Budget (as Finagle's RetryBudget): retries in the last ``BUDGET_WINDOW_S`` may be at most
     ``retry_budget`` x the calls in that window, plus ``retry_budget_floor``. Breaker: after
     ``breaker_failures`` consecutive failures calls fail fast; one probe call is let through every
     cool-down (``breaker_cooldown_s``, doubling per failed probe up to ``breaker_cooldown_max_s``);
-    the first success closes it.
+    the first success closes it. Latency: the last ``LATENCY_WINDOW`` successful calls; once
+    ``latency_min_samples`` are known, a call still running after :meth:`hedge_delay` while a call
+    sent half a delay after it was answered (it was overtaken: the judge is not just busy), or after
+    twice the delay regardless, gets one duplicate (at most ``hedge_budget`` x the calls in the
+    window, plus ``HEDGE_BUDGET_FLOOR``); a call's timeout shrinks to :meth:`latency_timeout`.
     """
 
     def __init__(self, url: str, policy: HTTPPolicy, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -130,6 +147,62 @@ class ServerHealth:
         self.next_probe = 0.0
         self.cooldown = policy.breaker_cooldown_s
         self.last_failure = ""
+        self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self._sorted: list[float] | None = None
+        self._hedges: deque[float] = deque()
+        self._youngest_answered = float("-inf")
+
+    def record_latency(self, seconds: float, started: float | None = None) -> None:
+        """Record how long a successful call took (``started``: when it was sent, monotonic clock)."""
+        with self._lock:
+            self._latencies.append(seconds)
+            self._sorted = None
+            if started is not None and started > self._youngest_answered:
+                self._youngest_answered = started
+
+    def overtaken(self, since: float) -> bool:
+        """Whether a call sent after ``since`` (monotonic clock) has already been answered."""
+        return self._youngest_answered > since
+
+    def percentile(self, q: float) -> float | None:
+        """The ``q``-th percentile (0-100) of recent latencies; None until ``latency_min_samples``."""
+        with self._lock:
+            if len(self._latencies) < max(1, self.policy.latency_min_samples):
+                return None
+            if self._sorted is None:
+                self._sorted = sorted(self._latencies)
+            values = self._sorted
+            return values[min(len(values) - 1, max(0, round(q / 100.0 * len(values)) - 1))]
+
+    def hedge_delay(self) -> float | None:
+        """Seconds after which a call still running gets a duplicate; None: do not hedge (yet)."""
+        if not self.policy.hedge:
+            return None
+        high = self.percentile(self.policy.hedge_percentile)
+        return None if high is None else max(self.policy.hedge_min_delay_s, high * self.policy.hedge_factor)
+
+    def latency_timeout(self) -> float | None:
+        """A call's timeout from observed latency: max(floor, factor x p99); None until known or off."""
+        if self.policy.latency_timeout_factor <= 0:
+            return None
+        p99 = self.percentile(99.0)
+        if p99 is None:
+            return None
+        return max(self.policy.latency_timeout_floor_s, p99 * self.policy.latency_timeout_factor)
+
+    def try_hedge(self) -> bool:
+        """Take one hedge from the budget; False when it is spent (or the circuit is open)."""
+        with self._lock:
+            if self.open:
+                return False
+            now = self._clock()
+            for window in (self._calls, self._hedges):
+                while window and window[0] < now - BUDGET_WINDOW_S:
+                    window.popleft()
+            if len(self._hedges) + 1 > self.policy.hedge_budget * len(self._calls) + HEDGE_BUDGET_FLOOR:
+                return False
+            self._hedges.append(now)
+            return True
 
     def record_call(self) -> None:
         with self._lock:
@@ -226,7 +299,8 @@ class HTTPEndpoint:
     ``transport`` (an httpx transport, e.g. ``MockTransport``) replaces the network and gets a
     private :class:`ServerHealth`; real URLs share theirs through :func:`server_health`. ``stats``
     (a dict of counters) receives ``http_requests``, ``retries``, ``retries_denied``,
-    ``breaker_rejections`` and ``breaker_waits``. ``auth_hint`` finishes the message of a 401/403.
+    ``breaker_rejections``, ``breaker_waits``, ``hedges`` (duplicates sent) and ``hedge_wins``
+    (duplicates answered first). ``auth_hint`` finishes the message of a 401/403.
 
     While the circuit is open a call fails fast, unless a deadline is in force (the server's
     ``request_timeout_s``) that outlasts the wait for the next probe: then it waits for the probe.
@@ -256,7 +330,7 @@ class HTTPEndpoint:
         self._sleep = sleep or asyncio.sleep
         self._rng = rng or random.Random()
         self.stats: dict[str, float] = stats if stats is not None else {}
-        for key in ("http_requests", "retries", "retries_denied", "breaker_rejections", "breaker_waits"):
+        for key in ("http_requests", "retries", "retries_denied", "breaker_rejections", "breaker_waits", "hedges", "hedge_wins"):
             self.stats.setdefault(key, 0)
         if health is None:
             health = ServerHealth(self.base_url, policy) if transport is not None else server_health(self.base_url, policy)
@@ -339,24 +413,21 @@ class HTTPEndpoint:
         return _json_object(response, url)
 
     async def _attempt(self, url: str, content: bytes, validate: Validate | None) -> dict[str, Any]:
-        """One call, its total time bounded by min(timeout, deadline); raises :class:`HTTPFailure`."""
+        """One call (hedged, see :meth:`_race`), its total time bounded by the timeout in force
+        (:meth:`call_timeout`); raises :class:`HTTPFailure`."""
         httpx = import_httpx()
         left = remaining()
         if left is not None and left <= 0:
             raise DeadlineExceededError(f"the deadline passed before calling {self.label} {url}")
-        limit = self.policy.timeout_s if left is None else min(self.policy.timeout_s, left)
-        cut_by_deadline = left is not None and left < self.policy.timeout_s
+        limit, cut_by_deadline = self.call_timeout(left)
         state = self._loop_state()
-        timeout = httpx.Timeout(limit, connect=min(self.policy.connect_timeout_s, limit))
-
-        async def send() -> Any:
-            async with state.slots:
-                self.stats["http_requests"] += 1
-                return await state.client.post(url, content=content, headers=_JSON, timeout=timeout)
-
+        # httpx's own timer runs a little longer than the bound below, so only one of them fires: when both
+        # did at once, httpcore could leave the cut connection ACTIVE in the pool (a leaked slot).
+        timeout = httpx.Timeout(limit + 1.0, connect=min(self.policy.connect_timeout_s, limit))
         try:
-            # The whole call (queueing for a slot included) is bounded; cancelling it closes the connection.
-            response = await asyncio.wait_for(send(), limit)
+            # The whole call (queueing for a slot and any hedge included) is bounded; cancelling it
+            # closes its connections.
+            response = await asyncio.wait_for(self._race(state, url, content, timeout), limit)
         except (asyncio.TimeoutError, httpx.TimeoutException) as exc:
             if cut_by_deadline:
                 raise DeadlineExceededError(
@@ -385,6 +456,67 @@ class HTTPEndpoint:
             raise HTTPFailure(url, f"malformed answer: {reason}", kind="malformed")
         return body
 
+    def call_timeout(self, left: float | None) -> tuple[float, bool]:
+        """(seconds, whether the deadline set it): the least of ``timeout_s``, the latency-derived
+        timeout (:meth:`ServerHealth.latency_timeout`) and the time ``left`` before the deadline."""
+        limit = self.policy.timeout_s
+        learned = self.health.latency_timeout()
+        if learned is not None:
+            limit = min(limit, learned)
+        if left is not None and left < limit:
+            return left, True
+        return limit, False
+
+    async def _race(self, state: _LoopState, url: str, content: bytes, timeout: Any) -> Any:
+        """Send the call; if it runs past the hedge delay, send one duplicate (the same bytes: the same
+        seed, so the same sample). The first successful response wins and the other call is cancelled,
+        which closes its connection; if both fail, the first failure is the outcome."""
+
+        sent: list[float] = []  # when each call got its slot and went out (monotonic clock)
+
+        async def send() -> Any:
+            async with state.slots:
+                self.stats["http_requests"] += 1
+                started = time.monotonic()
+                sent.append(started)
+                response = await state.client.post(url, content=content, headers=_JSON, timeout=timeout)
+                if response.is_success:
+                    self.health.record_latency(time.monotonic() - started, started)
+                return response
+
+        tasks: list[asyncio.Future[Any]] = [asyncio.ensure_future(send())]
+        try:
+            delay = self.health.hedge_delay()
+            if delay is not None:
+                # Counted from when the call went out (not while it queued for a slot). Past the delay,
+                # hedge once a call sent half a delay later was answered first (this one is stuck: a
+                # busy client or judge delays every call alike), or at twice the delay regardless.
+                await asyncio.wait(tasks, timeout=delay)
+                while not tasks[0].done():
+                    elapsed = time.monotonic() - sent[0] if sent else 0.0
+                    if elapsed >= 2 * delay or (elapsed >= delay and self.health.overtaken(sent[0] + delay / 2)):
+                        if self.health.try_hedge():
+                            self.stats["hedges"] += 1
+                            tasks.append(asyncio.ensure_future(send()))
+                        break
+                    await asyncio.wait(tasks, timeout=max(delay - elapsed, delay / 4))
+            outcome: asyncio.Future[Any] | None = None
+            pending: set[asyncio.Future[Any]] = set(tasks)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in sorted(done, key=tasks.index):
+                    if task.exception() is None and task.result().is_success:
+                        if task is not tasks[0]:
+                            self.stats["hedge_wins"] += 1
+                        return task.result()
+                    outcome = outcome or task
+            assert outcome is not None
+            return outcome.result()  # every call failed: the first failure (raised or answered)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)  # the loser's connection is closed now
+
     def backoff(self, attempt: int, retry_after: float | None) -> float:
         """Delay before retry ``attempt`` (1-based): Retry-After (capped at timeout_s), else
         exponential with jitter, drawn from [d/2, d]."""
@@ -410,7 +542,10 @@ class HTTPEndpoint:
         if status is not None:
             return GenerationError(f"{url} answered HTTP {status}{tries}: {message}")
         if failure.kind == "timeout":
-            return GenerationError(f"{url} timed out{tries} ({message}); raise the timeout if generations are long")
+            return GenerationError(
+                f"{url} timed out{tries} ({message}); if generations are long, raise timeout_s or "
+                "latency_timeout_floor_s"
+            )
         if failure.kind == "connect":
             return GenerationError(f"cannot connect to {url}{tries} ({message}); is the server running?")
         return GenerationError(f"{url} failed{tries}: {message}")

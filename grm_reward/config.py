@@ -107,7 +107,14 @@ class OpenAIOptions(_Section):
     top_logprobs: int = Field(
         20, ge=1, le=100, description="Alternatives asked per token when reading score probabilities (vLLM allows 20)."
     )
-    timeout_s: float = Field(300.0, gt=0, description="Timeout of one HTTP request (connect, queue, generate), in seconds.")
+    timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description=(
+            "Longest one HTTP request (connect, queue, generate) may take, in seconds: the cap; the "
+            "latency-derived timeout and the caller's deadline shorten it."
+        ),
+    )
     connect_timeout_s: float = Field(10.0, gt=0, description="Timeout for opening a connection, in seconds.")
     max_retries: int = Field(4, ge=0, description="Retries on 429, 5xx and connection errors (exponential backoff).")
     backoff_base_s: float = Field(
@@ -160,6 +167,53 @@ class OpenAIOptions(_Section):
     extra_body: dict[str, Any] = Field(
         default_factory=dict,
         description="Extra JSON fields merged into every request, e.g. {\"top_k\": 20} (CLI: a JSON object).",
+    )
+    hedge: bool = Field(
+        True,
+        description=(
+            "Hedged calls: a call still running after hedge_factor x the hedge_percentile of this server's recent "
+            "latencies (at least hedge_min_delay_s) gets ONE duplicate with the same body (same seed: the same sample "
+            "on a server that honours seeds); the first answer wins, the other is cancelled. Cuts the tail a stuck "
+            "call puts on an RL step (docs/backends.md)."
+        ),
+    )
+    hedge_percentile: float = Field(
+        95.0, gt=0.0, le=100.0, description="Latency percentile (of the last 512 successful calls) a hedge waits for."
+    )
+    hedge_factor: float = Field(
+        2.0,
+        ge=1.0,
+        description=(
+            "Multiplier on hedge_percentile: p95 x 2 is passed by few calls of a healthy judge, and by a stuck one "
+            "soon (1.5 hedged ~2x more calls on a loaded client in benchmarks/bench_tail_latency.py)."
+        ),
+    )
+    hedge_min_delay_s: float = Field(
+        0.1, ge=0.0, description="Floor of the hedge delay: jitter of a very fast judge never triggers hedges."
+    )
+    hedge_budget: float = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Hedges to one server in the last 10 s may be at most this share of its calls (plus one), so a slow "
+            "judge is never stampeded with duplicates. Not taken while the circuit is open."
+        ),
+    )
+    latency_min_samples: int = Field(
+        20, ge=1, description="Successful calls per server observed before hedging and latency-derived timeouts start."
+    )
+    latency_timeout_factor: float = Field(
+        10.0,
+        ge=0.0,
+        description=(
+            "Latency-derived timeout: once latencies are known, one call (attempt) times out after "
+            "max(latency_timeout_floor_s, this x p99 latency) instead of timeout_s (which stays the cap); the "
+            "caller's deadline cuts it further. 0 turns it off."
+        ),
+    )
+    latency_timeout_floor_s: float = Field(
+        30.0, gt=0.0, description="Shortest latency-derived timeout: a long generation is never cut by a fast history."
     )
 
 

@@ -8,7 +8,9 @@ in its shown order; then optional forced/token-probability scores, meta-RM ratin
 
 from __future__ import annotations
 
+import asyncio
 import random
+import weakref
 from collections.abc import Coroutine, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple, TypeVar
@@ -77,6 +79,9 @@ class GenerativeRewardModel:
         self._backend = backend
         self._meta_rm = meta_rm
         self._loop = LoopThread()
+        self._warmups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[str | None]] = (
+            weakref.WeakKeyDictionary()
+        )
         if backend is not None:
             self._check_capabilities(backend)
 
@@ -115,6 +120,28 @@ class GenerativeRewardModel:
         if self._backend is None:
             return "the judge is not loaded yet"
         return await self._backend.probe()
+
+    async def awarmup(self) -> str | None:
+        """Pay the cold start now, not in the first scoring call: build the engine (and meta RM) and
+        open this event loop's HTTP clients with one cheap readiness call (the backend's ``probe``).
+
+        Once per event loop (concurrent callers share it). Returns None when the judge is ready,
+        else why not (it does not raise: scoring calls report failures). See docs/backends.md.
+        """
+        loop = asyncio.get_running_loop()
+        task = self._warmups.get(loop)
+        if task is None:
+            task = self._warmups[loop] = loop.create_task(self._warm())
+        return await asyncio.shield(task)
+
+    async def _warm(self) -> str | None:
+        backend = await asyncio.to_thread(lambda: self.backend)
+        await asyncio.to_thread(lambda: self.meta_rm)
+        return await backend.probe()
+
+    def warmup(self) -> str | None:
+        """Blocking twin of :meth:`awarmup`, on the private loop the sync methods use."""
+        return self._loop.run(self.awarmup())
 
     async def aclose(self) -> None:
         if self._backend is not None:

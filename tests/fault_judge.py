@@ -8,7 +8,10 @@
 
 Modes: ok, 500, 429 (with ``Retry-After: retry_after``), hang, reset (TCP RST), cutoff (a 200
 whose body stops mid-JSON), html (a 200 HTML page), no_choices (a 200 JSON without ``choices``),
-short (one choice whatever ``n``), slow (answers after ``latency_s``). It honours ``n`` the way
+short (one choice whatever ``n``), slow (answers after ``latency_s``). Stragglers, whatever the
+mode: ``judge.stragglers = {5, 40, "question 7:"}`` makes POSTs number 5 and 40, and the first POST
+whose body contains "question 7:" (not its retries or hedges), wait ``straggle_s`` more first. Run
+as a script (``python tests/fault_judge.py --latency 0.05``) it serves in its own process. It honours ``n`` the way
 vLLM does (choice ``j`` is the sample of seed ``seed + j``) and answers like a judge: a
 ``Scores: \\boxed{...}`` block, one score per shown response, a function of the response text
 and the sample's seed only, so rewards are deterministic and comparable across transports. It
@@ -63,7 +66,10 @@ class FaultJudge:
         self.disconnects = 0  # clients that left a call before its answer
         self.in_flight = 0
         self.max_in_flight = 0
-        self.bodies: list[dict[str, Any]] = []
+        self.bodies: list[dict[str, Any]] = []  # bodies answered
+        self.received: list[bytes] = []  # every POST body as it arrived (answered or not)
+        self.stragglers: set[int | str] = set()  # POST numbers (1-based) / body substrings that wait straggle_s
+        self.straggle_s = 60.0
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -201,18 +207,28 @@ class FaultJudge:
             self.gets += 1
         else:
             self.calls += 1
+            self.received.append(raw)
         mode = self._take_mode()
         self.calls_by_mode[mode] += 1
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        delay = self.latency_s if mode == "slow" else 0.0
+        if method != "GET" and self.stragglers:
+            hit = self.calls if self.calls in self.stragglers else next(
+                (key for key in self.stragglers if isinstance(key, str) and key.encode() in raw), None
+            )
+            if hit is not None:
+                delay += self.straggle_s
+                if isinstance(hit, str):
+                    self.stragglers.discard(hit)  # its retries and hedges are answered normally
         try:
-            if mode in ("hang", "slow"):
+            if mode == "hang" or delay > 0:
                 assert self._release is not None
                 waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(reader.read(1))]
                 if mode == "hang":
                     waits.append(asyncio.ensure_future(self._release.wait()))
                 else:
-                    waits.append(asyncio.ensure_future(asyncio.sleep(self.latency_s)))
+                    waits.append(asyncio.ensure_future(asyncio.sleep(delay)))
                 done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 for task in pending:
                     task.cancel()
@@ -220,7 +236,8 @@ class FaultJudge:
                 if waits[0] in done:  # the client left (EOF) before the answer
                     self.disconnects += 1
                     return False
-                mode = "ok"
+                if mode in ("hang", "slow"):
+                    mode = "ok"
             if mode == "reset":
                 _abort(writer)
                 return False
@@ -302,3 +319,21 @@ def _abort(writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()
+
+
+if __name__ == "__main__":  # a judge in its own process: prints its URL, serves until stdin closes
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description="the fault-injecting judge, in its own process")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per call (mode slow)")
+    parser.add_argument("--straggle-s", type=float, default=60.0)
+    parser.add_argument("--straggle", action="append", default=[], help="body substring whose first call straggles")
+    cli = parser.parse_args()
+    server = FaultJudge(latency_s=cli.latency).start()
+    server.set_mode("slow" if cli.latency > 0 else "ok", latency_s=cli.latency)
+    server.straggle_s, server.stragglers = cli.straggle_s, set(cli.straggle)
+    print(server.url, flush=True)
+    sys.stdin.read()
+    print(json.dumps({"calls": server.calls, "disconnects": server.disconnects}), flush=True)
+    server.stop()

@@ -26,6 +26,7 @@ from grm_reward.adapters._common import (
 from grm_reward.adapters.probes import BUILTIN_PROBES, Probe, arun_probes
 from grm_reward.batching import group_key, group_listwise, split_result
 from grm_reward.config import GRMConfig
+from grm_reward.deadlines import deadline_scope
 from grm_reward.errors import ConfigError, InputError
 from grm_reward.model import GenerativeRewardModel
 from grm_reward.types import Message, Request, RewardResult, completion_text
@@ -71,6 +72,9 @@ class GRMReward:
             after, logging ``<name>/hacking/probe_injected_win_share``; None: never.
         probes: The probes to run (default :data:`~grm_reward.adapters.probes.BUILTIN_PROBES`;
             add your own :class:`~grm_reward.adapters.probes.Probe` items).
+        deadline_s: Longest one call (a step's rewards) may take; judge calls are timed out and
+            not retried past it (docs/trl.md). None: no deadline, each judge call is still bounded
+            by the latency-derived timeout. The first call warms the judge up first, outside it.
 
     What it logs when TRL passes ``log_extra`` / ``log_metric`` (TRL >= 1.0, ``GRPOTrainer``
     and ``RLOOTrainer``): columns ``<name>_critique`` (the first readable sample's critique) and
@@ -99,6 +103,7 @@ class GRMReward:
         on_failure: OnFailure = "group_mean",
         probe_every: int | None = None,
         probes: Sequence[Probe] = BUILTIN_PROBES,
+        deadline_s: float | None = None,
         **config: Any,
     ) -> None:
         if isinstance(rm, GenerativeRewardModel):
@@ -127,6 +132,9 @@ class GRMReward:
         if on_failure not in get_args(OnFailure):
             raise ConfigError(f"on_failure must be one of {', '.join(get_args(OnFailure))}, got {on_failure!r}")
         self.on_failure: OnFailure = on_failure
+        if deadline_s is not None and not deadline_s > 0:
+            raise ConfigError(f"deadline_s must be a positive number of seconds or None, got {deadline_s!r}")
+        self.deadline_s = deadline_s
         self._warned_none = False
         if probe_every is not None and probe_every < 1:
             raise ConfigError(f"probe_every must be a positive number of calls, got {probe_every}")
@@ -147,9 +155,11 @@ class GRMReward:
         log_metric: LogMetric | None = None,
         **columns: Any,
     ) -> list[float | None]:
-        """One reward per completion, in the order given."""
+        """One reward per completion, in the order given (within ``deadline_s`` when set)."""
         requests = self.requests(prompts, completions, columns)
-        results = await self.ascore_requests(requests)
+        await self.rm.awarmup()  # the first step: engine and this loop's clients, outside the deadline
+        with deadline_scope(self.deadline_s):
+            results = await self.ascore_requests(requests)
         self.log(results, log_extra, log_metric, groups=[group_key(r) for r in requests])
         self._calls += 1
         if self.probe_every is not None and log_metric is not None and (self._calls - 1) % self.probe_every == 0:

@@ -21,6 +21,7 @@ from verl.experimental.reward_loop.reward_manager.registry import register
 from grm_reward.adapters._common import as_principles, as_reference, critique, defence_flags, result_stats
 from grm_reward.batching import MicroBatcher
 from grm_reward.config import GRMConfig
+from grm_reward.deadlines import deadline_scope
 from grm_reward.errors import ConfigError
 from grm_reward.model import GenerativeRewardModel
 from grm_reward.types import Message, Request, RewardResult
@@ -74,6 +75,15 @@ class GRMVerlSettings(BaseModel):
             "Score of a rollout none of whose judge samples could be read (verl needs a finite number: a NaN "
             "turns its whole GRPO group's advantages into NaN; grm_failed=1 marks it). Used unless "
             "judge.failure_reward is set."
+        ),
+    )
+
+    deadline_s: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Longest a rollout's reward may take (queueing included); judge calls are timed out and not retried "
+            "past it. None: no deadline (each call is still bounded by the judge's latency-derived timeout)."
         ),
     )
 
@@ -162,7 +172,9 @@ class GRMRewardManager(RewardManagerBase):
 
     async def run_single(self, data: DataProto) -> dict[str, Any]:
         request = self.request(data)
-        result = await self.batcher().submit(request)
+        await self.rm.awarmup()  # the first call on this loop: engine and clients, outside the deadline
+        with deadline_scope(self.settings.deadline_s):
+            result = await self.batcher().submit(request)
         return self.output(result)
 
     def batcher(self) -> MicroBatcher:

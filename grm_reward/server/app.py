@@ -202,7 +202,7 @@ def build_app(config: GRMConfig, *, backend: Any = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await asyncio.to_thread(lambda: rm.backend)  # load the model / reach the judge server now
+        await rm.awarmup()  # load the model, open the judge's HTTP clients on this loop: before the first request
         reason = await service.readiness()
         logger.info("grm-reward judge loaded: %s", "ready" if reason is None else f"not ready yet: {reason}")
         try:

@@ -1,0 +1,125 @@
+"""Tail latency (issue 13): one stuck judge call, and 10 % slow calls, with and without hedging.
+
+Workload: 64 GRPO groups x 4 responses judged listwise (one judge call per group), every group
+scored at once through ``GenerativeRewardModel.ascore_batch`` and the `openai` backend, 32 judge
+calls in flight, against ``tests/fault_judge.py`` answering in 0.05 s in its own process. Each
+configuration gets a fresh judge process, one warm-up round (latencies become known), then the
+measured round, side by side in one run. Run: ``python benchmarks/bench_tail_latency.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from grm_reward import GenerativeRewardModel, GRMConfig, Request  # noqa: E402
+
+GROUPS, RESPONSES, IN_FLIGHT, LATENCY = 64, 4, 32, 0.05
+#: The policy on main before issue 13: no hedging, the fixed 300 s timeout.
+TODAY = {"hedge": False, "latency_timeout_factor": 0.0}
+
+
+def requests(round_: int) -> list[Request]:
+    return [
+        Request(f"round {round_}, question {g}: what is {g} + {g}?", [f"answer {r} to {g}" for r in range(RESPONSES)])
+        for g in range(GROUPS)
+    ]
+
+
+async def one_round(model: GenerativeRewardModel, round_: int) -> tuple[list[Any], list[float], float]:
+    """Rewards per group (None: lost), per-group reward latencies and wall time of one round."""
+    latencies: list[float] = []
+
+    async def score(request: Request) -> list[float | None] | None:
+        started = time.monotonic()
+        try:
+            (result,) = await model.ascore_batch([request])
+        except Exception as exc:  # a lost group counts as None
+            print(f"  lost: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return None
+        finally:
+            latencies.append(time.monotonic() - started)
+        return None if None in result.rewards else result.rewards
+
+    started = time.monotonic()
+    rewards = await asyncio.gather(*(score(r) for r in requests(round_)))
+    return list(rewards), latencies, time.monotonic() - started
+
+
+def scenario(options: dict[str, Any], stragglers: list[int], straggle_s: float) -> dict[str, Any]:
+    """A fresh judge process; a warm-up round, then the measured round in which the first call of
+    each group in ``stragglers`` waits ``straggle_s`` more (its hedge or retry does not)."""
+    marks = [arg for g in stragglers for arg in ("--straggle", f"round 1, question {g}:")]
+    command = [sys.executable, str(ROOT / "tests" / "fault_judge.py"), "--latency", str(LATENCY)]
+    judge = subprocess.Popen(
+        [*command, "--straggle-s", str(straggle_s), *marks], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    try:
+        assert judge.stdout is not None
+        url = judge.stdout.readline().strip()
+        openai = {"base_url": url, "server": "generic", "max_concurrency": IN_FLIGHT, **options}
+        model = GenerativeRewardModel(GRMConfig(backend="openai", openai=openai))
+
+        async def run() -> dict[str, Any]:
+            try:
+                await one_round(model, 0)
+                stats = model.backend.stats.extra
+                before = {key: stats[key] for key in ("hedges", "hedge_wins", "http_requests")}
+                rewards, latencies, wall = await one_round(model, 1)
+                return {
+                    "rewards": rewards,
+                    "wall": wall,
+                    "p50": statistics.median(latencies),
+                    "p99": sorted(latencies)[max(0, round(0.99 * len(latencies)) - 1)],
+                    **{key: stats[key] - before[key] for key in before},
+                }
+            finally:
+                await model.aclose()
+
+        return asyncio.run(run())
+    finally:
+        judge.communicate("", timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hang", type=float, default=60.0, help="seconds the one stuck call hangs")
+    parser.add_argument("--skip-today", action="store_true", help="skip the run with today's policy (it waits --hang s)")
+    args = parser.parse_args()
+    hang_at = [GROUPS // 2]  # one group's call in the middle of the round
+    slow_tenth = list(range(0, GROUPS, 10))  # 10 % of the calls (7 of 64)
+    runs = {
+        "no hang, hedging (default)": ({}, [], 0.0),
+        "one call hangs, hedging (default)": ({}, hang_at, args.hang),
+        "10% calls at 2 s, hedging (default)": ({}, slow_tenth, 2.0),
+        "10% calls at 2 s, no hedging": ({"hedge": False}, slow_tenth, 2.0),
+    }
+    if not args.skip_today:
+        runs["one call hangs, policy before issue 13"] = (TODAY, hang_at, args.hang)
+    results = {name: scenario(*spec) for name, spec in runs.items()}
+    base = results["no hang, hedging (default)"]
+    print(f"{GROUPS} groups x {RESPONSES} responses listwise, judge {LATENCY}s per call, {IN_FLIGHT} calls in flight")
+    print(f"{'run':<40} {'wall s':>7} {'vs no hang':>10} {'p50 s':>6} {'p99 s':>6} {'calls':>5} {'hedges':>6} {'lost':>4} {'same':>5}")
+    for name, r in results.items():
+        lost = sum(x is None for x in r["rewards"])
+        same = r["rewards"] == base["rewards"]
+        print(
+            f"{name:<40} {r['wall']:7.2f} {r['wall'] / base['wall']:9.2f}x {r['p50']:6.2f} {r['p99']:6.2f} "
+            f"{r['http_requests']:5d} {r['hedges']:6d} {lost:4d} {same!s:>5}"
+        )
+    print(f"extra judge calls from hedging under normal load: {base['hedges']}/{GROUPS} = {base['hedges'] / GROUPS:.1%}")
+
+
+if __name__ == "__main__":
+    main()
