@@ -237,7 +237,13 @@ class GenerativeRewardModel:
         """Async twin of :meth:`score_batch`."""
         if isinstance(requests, (str, bytes)) or not isinstance(requests, Sequence):
             raise InputError("score_batch expects a list of requests")
-        plans = [self._plan(Request.coerce(item, index=i), i) for i, item in enumerate(requests)]
+        def plan_all() -> list[_Plan]:
+            return [self._plan(Request.coerce(item, index=i), i) for i, item in enumerate(requests)]
+
+        # Planning (fingerprints, defences, rendering) is CPU work linear in the text: a large batch is
+        # planned in a worker thread so the event loop (the server's /health, other requests) stays free.
+        big = sum(_text_chars(item) for item in requests) > _PLAN_INLINE_CHARS
+        plans = await asyncio.to_thread(plan_all) if big else plan_all()
         if not plans:
             return []
         backend = self.backend
@@ -433,6 +439,22 @@ class GenerativeRewardModel:
 
 #: Strings at least this long enter a request's fingerprint by their own digest (see _fingerprint).
 _DIGEST_CHARS = 16_384
+
+
+#: Batches with more request text than this are planned off the event loop.
+_PLAN_INLINE_CHARS = 65_536
+
+
+def _text_chars(item: object) -> int:
+    """A cheap upper bound of a request's text size (for choosing where to plan it)."""
+    if isinstance(item, Request):
+        prompt, responses = item.prompt, item.responses
+    elif isinstance(item, dict):
+        prompt, responses = item.get("prompt", ""), item.get("responses", ())
+    else:
+        return 0
+    size = len(prompt) if isinstance(prompt, str) else sum(len(str(m)) for m in prompt) if isinstance(prompt, (list, tuple)) else 0
+    return size + (sum(len(r) for r in responses if isinstance(r, str)) if isinstance(responses, (list, tuple)) else 0)
 
 
 def _fingerprint(request: Request) -> str:
