@@ -237,12 +237,14 @@ class GenerativeRewardModel:
         """Async twin of :meth:`score_batch`."""
         if isinstance(requests, (str, bytes)) or not isinstance(requests, Sequence):
             raise InputError("score_batch expects a list of requests")
+        coerced = [Request.coerce(item, index=i) for i, item in enumerate(requests)]
+
         def plan_all() -> list[_Plan]:
-            return [self._plan(Request.coerce(item, index=i), i) for i, item in enumerate(requests)]
+            return [self._plan(request, i) for i, request in enumerate(coerced)]
 
         # Planning (fingerprints, defences, rendering) is CPU work linear in the text: a large batch is
         # planned in a worker thread so the event loop (the server's /health, other requests) stays free.
-        big = sum(_text_chars(item) for item in requests) > _PLAN_INLINE_CHARS
+        big = sum(request.text_chars for request in coerced) > _PLAN_INLINE_CHARS
         plans = await asyncio.to_thread(plan_all) if big else plan_all()
         if not plans:
             return []
@@ -443,18 +445,6 @@ _DIGEST_CHARS = 16_384
 
 #: Batches with more request text than this are planned off the event loop.
 _PLAN_INLINE_CHARS = 65_536
-
-
-def _text_chars(item: object) -> int:
-    """A cheap upper bound of a request's text size (for choosing where to plan it)."""
-    if isinstance(item, Request):
-        prompt, responses = item.prompt, item.responses
-    elif isinstance(item, dict):
-        prompt, responses = item.get("prompt", ""), item.get("responses", ())
-    else:
-        return 0
-    size = len(prompt) if isinstance(prompt, str) else sum(len(str(m)) for m in prompt) if isinstance(prompt, (list, tuple)) else 0
-    return size + (sum(len(r) for r in responses if isinstance(r, str)) if isinstance(responses, (list, tuple)) else 0)
 
 
 def _fingerprint(request: Request) -> str:
