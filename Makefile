@@ -45,7 +45,7 @@ env: $(VENV)/.runtime-installed
 env-test: $(VENV)/.test-installed
 
 demo: $(VENV)/.runtime-installed
-	$(BIN)/grm-reward score examples/data/sample.jsonl -o demo_output.jsonl --config examples/embedded_demo.yaml
+	$(BIN)/grm-reward score examples/data/sample.jsonl -o demo_output.jsonl --overwrite --config examples/embedded_demo.yaml
 
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest -q

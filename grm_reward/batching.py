@@ -335,7 +335,7 @@ class MicroBatcher:
         calls: list[list[Request]] = [[]]
         size = 0
         for request in requests:
-            chars = _request_chars(request)
+            chars = request.text_chars
             if calls[-1] and size + chars > _CALL_CHARS:
                 calls.append([])
                 size = 0
@@ -387,14 +387,6 @@ class MicroBatcher:
 
 #: Most characters of request text (prompts, responses, references, principles) in one model call.
 _CALL_CHARS = 1 << 20
-
-
-def _request_chars(request: Request) -> int:
-    prompt = request.prompt
-    size = len(prompt) if isinstance(prompt, str) else sum(len(str(m.get("content") or "")) for m in prompt)
-    principles = request.principles
-    size += len(principles) if isinstance(principles, str) else sum(len(p) for p in principles or ())
-    return size + sum(len(r) for r in request.responses) + len(request.reference or "")
 
 
 async def _until_deadline(work: Coroutine[Any, Any, T]) -> T:

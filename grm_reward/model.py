@@ -210,7 +210,7 @@ class GenerativeRewardModel:
 
     async def ascore_batch(self, requests: Sequence[RequestLike]) -> list[RewardResult]:
         """Async twin of :meth:`score_batch`."""
-        plans = self._plans(requests)
+        plans = await self._aplans(requests)
         if not plans:
             return []
         per_plan, usages = await self._judge(plans, temperature=self.config.effective_temperature)
@@ -250,7 +250,7 @@ class GenerativeRewardModel:
         """
         if hints is not None and len(hints) != len(requests):
             raise InputError(f"{len(hints)} hints for {len(requests)} requests")
-        plans = self._plans(requests, hints=hints, k=k, purpose=purpose)
+        plans = await self._aplans(requests, hints=hints, k=k, purpose=purpose)
         if not plans:
             return []
         temperature = self.config.effective_temperature if temperature is None else temperature
@@ -258,19 +258,26 @@ class GenerativeRewardModel:
         return [Judging(plan, judgements, usage) for plan, judgements, usage in zip(plans, per_plan, usages)]
 
     # --- planning and sampling ----------------------------------------------------------------
-    def _plans(
+    async def _aplans(
         self, requests: Sequence[RequestLike], *, hints: Sequence[int | None] | None = None, k: int | None = None,
         purpose: str = "",
     ) -> list[Plan]:
         if isinstance(requests, (str, bytes)) or not isinstance(requests, Sequence):
             raise InputError("score_batch expects a list of requests")
-        return [
-            plan_request(
-                Request.coerce(item, index=i), self.config, index=i, k=k,
-                hint=None if hints is None else hints[i], purpose=purpose,
-            )
-            for i, item in enumerate(requests)
-        ]
+        coerced = [Request.coerce(item, index=i) for i, item in enumerate(requests)]
+
+        def plan_all() -> list[Plan]:
+            return [
+                plan_request(
+                    request, self.config, index=i, k=k, hint=None if hints is None else hints[i], purpose=purpose
+                )
+                for i, request in enumerate(coerced)
+            ]
+
+        # Planning (fingerprints, defences, rendering) is CPU work linear in the text: a large batch is
+        # planned in a worker thread so the event loop (the server's /health, other requests) stays free.
+        big = sum(request.text_chars for request in coerced) > _PLAN_INLINE_CHARS
+        return await asyncio.to_thread(plan_all) if big else plan_all()
 
     async def _judge(self, plans: list[Plan], *, temperature: float) -> tuple[list[list[Judgement]], list[Usage]]:
         """One backend call for every prompt group of every plan; judgements per plan, in sample order."""
@@ -432,6 +439,10 @@ class GenerativeRewardModel:
             usage=usage,
             defences=list(plan.defences),
         )
+
+
+#: Batches with more request text than this are planned off the event loop.
+_PLAN_INLINE_CHARS = 65_536
 
 
 def _forced_prefix(text: str) -> str:

@@ -180,6 +180,15 @@ class Request:
     def n(self) -> int:
         return len(self.responses)
 
+    @property
+    def text_chars(self) -> int:
+        """Characters of text in the request (prompt contents, responses, principles, reference)."""
+        prompt = self.prompt
+        size = len(prompt) if isinstance(prompt, str) else sum(len(str(m.get("content") or "")) for m in prompt)
+        principles = self.principles
+        size += len(principles) if isinstance(principles, str) else sum(len(p) for p in principles or ())
+        return size + sum(len(r) for r in self.responses) + len(self.reference or "")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "prompt": self.prompt if isinstance(self.prompt, str) else [dict(m) for m in self.prompt],

@@ -42,7 +42,7 @@ def test_smoke_run_trains_and_logs_the_rule_reward(tmp_path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--smoke", "--output-dir", str(out)],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=1500,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "[meta] done" in proc.stdout
