@@ -65,9 +65,6 @@ _ROLES = ("judge", "grader", "evaluator", "reviewer", "scorer", "assessor", "rew
 _ADDRESS = re.compile(
     r"(?<![a-z])(?:you[ \t]+are[ \t]+(?:now[ \t]+)?(?:the|a|an)|dear|note[ \t]+to[ \t]+the|attention[ \t,:]*)[ \t]+(?:ai[ \t]+)?$"
 )
-_VERBS = tuple(keyword for kind, keyword, _ in _INJECTIONS if kind == "score_request")
-_SCORE_WORDS = ("score", "rating", "marks", "points", "grade", "10")  # every score request names one
-_STRONG_KEYWORDS = tuple(keyword for kind, keyword, _ in _INJECTIONS if kind != "score_request") + _ROLES
 _WORD_CHAR = re.compile(r"\w")
 
 
