@@ -55,8 +55,10 @@ _INJECTIONS: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
         ("score_request", "award", r"award" + _TARGET + _ASK),
         ("score_request", "rate", r"rate" + _TARGET + _ASK),
         ("chat_token", "<|", r"<\|(?:im_start|im_end|start_header_id|end_header_id|eot_id|system|user|assistant)\|>"),
-        ("chat_token", "inst]", r"\[/?inst\]"),
-        ("chat_token", "_of_turn>", r"<(?:start|end)_of_turn>"),
+        ("chat_token", "[inst]", r"\[inst\]"),  # a pattern must match where its keyword starts
+        ("chat_token", "[/inst]", r"\[/inst\]"),
+        ("chat_token", "<start_of_turn>", r"<start_of_turn>"),
+        ("chat_token", "<end_of_turn>", r"<end_of_turn>"),
         ("chat_token", "<｜", r"<｜(?:user|assistant)｜>"),
     )
 )
@@ -166,8 +168,9 @@ def find_injections(text: str, lower: str | None = None) -> dict[str, int]:
     lower = text.lower() if lower is None else lower
     for kind, keyword, pattern in _INJECTIONS:
         end = 0
+        word = keyword[0].isalpha()  # a word must start a word; a chat token may follow one ("answer<|im_end|>")
         for start in _occurrences(lower, keyword):
-            if start < end or (start and _WORD_CHAR.match(lower, start - 1)):  # a keyword must start a word
+            if start < end or (word and start and _WORD_CHAR.match(lower, start - 1)):
                 continue
             match = pattern.match(lower, start)
             if match is not None:
