@@ -65,25 +65,30 @@ def gullible(chosen: set[str], *, heeds_notice: bool) -> ScriptedBackend:
     return ScriptedBackend(judge, record=False)
 
 
-def cost(pairs: list[tuple[str, str, str]], k: int, repeats: int) -> tuple[float, float]:
-    """(defence µs, layer µs) per rewarded response, the fastest of ``repeats`` alternating runs each."""
+def cost(pairs: list[tuple[str, str, str]], k: int, repeats: int) -> tuple[float, float, float]:
+    """(defence µs, defence switched off µs, layer µs) per rewarded response, the fastest of ``repeats``
+    alternating runs each. Switched off, ``defend_request`` still builds the records the layer keeps."""
     requests = [Request(prompt=p, responses=[c, r]) for p, c, r in pairs]
     responses = 2 * len(requests)
     rm = GenerativeRewardModel(
         backend=ScriptedBackend([judge_text([6, 7])], record=False), k=k, defences={"neutralise": False, "flag_injections": False}
     )
     rm.score_batch(requests)  # warm up
-    defence_runs, layer_runs = [], []
+    defence_runs, off_runs, layer_runs = [], [], []
     for _ in range(repeats):
         started = time.process_time()
         for request in requests:
             defend_request(request)
         defence_runs.append(time.process_time() - started)
         started = time.process_time()
+        for request in requests:
+            defend_request(request, rewrite=False, flag=False)
+        off_runs.append(time.process_time() - started)
+        started = time.process_time()
         rm.score_batch(requests)
         layer_runs.append(time.process_time() - started)
     rm.close()
-    return min(defence_runs) / responses * 1e6, min(layer_runs) / responses * 1e6
+    return min(defence_runs) / responses * 1e6, min(off_runs) / responses * 1e6, min(layer_runs) / responses * 1e6
 
 
 def injected_wins(pairs: list[tuple[str, str, str]], k: int, plants: list[str], **defences: bool) -> float:
@@ -110,9 +115,10 @@ def main() -> None:
     pairs = load_pairs(args.pairs)
     chars = sum(len(c) + len(r) for _, c, r in pairs) / (2 * len(pairs))
     print(f"{len(pairs)} RewardBench v1 pairs, mean response {chars:.0f} chars, k={args.k}")
-    defence_us, layer_us = cost(pairs, args.k, args.repeats)
+    defence_us, off_us, layer_us = cost(pairs, args.k, args.repeats)
     print(f"CPU per rewarded response: defence {defence_us:.1f} µs, layer (defence off) {layer_us:.1f} µs, "
-          f"ratio {defence_us / layer_us:.2%} (goal < 1%)")
+          f"ratio {defence_us / layer_us:.2%} (goal < 1%); beyond defend_request switched off "
+          f"({off_us:.1f} µs, records only): {(defence_us - off_us) / layer_us:.2%}")
     print("share of pairs where the injected rejected answer beats the chosen one (gullible judge double):")
     for name, plants in (("verdict look-alikes", LOOKALIKES), ("instructions to the judge", ORDERS)):
         off = injected_wins(pairs, args.k, plants, neutralise=False)

@@ -9,8 +9,10 @@ What is defended and what is not: docs/reward-hacking.md.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
+
+from pydantic_core import SchemaValidator, core_schema
 
 from grm_reward.types import DefenceRecord, Request
 
@@ -53,8 +55,10 @@ _INJECTIONS: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
         ("score_request", "award", r"award" + _TARGET + _ASK),
         ("score_request", "rate", r"rate" + _TARGET + _ASK),
         ("chat_token", "<|", r"<\|(?:im_start|im_end|start_header_id|end_header_id|eot_id|system|user|assistant)\|>"),
-        ("chat_token", "inst]", r"\[/?inst\]"),
-        ("chat_token", "_of_turn>", r"<(?:start|end)_of_turn>"),
+        ("chat_token", "[inst]", r"\[inst\]"),  # a pattern must match where its keyword starts
+        ("chat_token", "[/inst]", r"\[/inst\]"),
+        ("chat_token", "<start_of_turn>", r"<start_of_turn>"),
+        ("chat_token", "<end_of_turn>", r"<end_of_turn>"),
         ("chat_token", "<｜", r"<｜(?:user|assistant)｜>"),
     )
 )
@@ -63,9 +67,6 @@ _ROLES = ("judge", "grader", "evaluator", "reviewer", "scorer", "assessor", "rew
 _ADDRESS = re.compile(
     r"(?<![a-z])(?:you[ \t]+are[ \t]+(?:now[ \t]+)?(?:the|a|an)|dear|note[ \t]+to[ \t]+the|attention[ \t,:]*)[ \t]+(?:ai[ \t]+)?$"
 )
-_VERBS = tuple(keyword for kind, keyword, _ in _INJECTIONS if kind == "score_request")
-_SCORE_WORDS = ("score", "rating", "marks", "points", "grade", "10")  # every score request names one
-_STRONG_KEYWORDS = tuple(keyword for kind, keyword, _ in _INJECTIONS if kind != "score_request") + _ROLES
 _WORD_CHAR = re.compile(r"\w")
 
 
@@ -167,8 +168,9 @@ def find_injections(text: str, lower: str | None = None) -> dict[str, int]:
     lower = text.lower() if lower is None else lower
     for kind, keyword, pattern in _INJECTIONS:
         end = 0
+        word = keyword[0].isalpha()  # a word must start a word; a chat token may follow one ("answer<|im_end|>")
         for start in _occurrences(lower, keyword):
-            if start < end or (start and _WORD_CHAR.match(lower, start - 1)):  # a keyword must start a word
+            if start < end or (word and start and _WORD_CHAR.match(lower, start - 1)):
                 continue
             match = pattern.match(lower, start)
             if match is not None:
@@ -183,45 +185,99 @@ def find_injections(text: str, lower: str | None = None) -> dict[str, int]:
     return counts
 
 
-def defend_response(text: str, *, rewrite: bool = True, flag: bool = True) -> tuple[str, DefenceRecord]:
-    """The text the judge is shown for one response, and the record of what was done to it."""
+# The screen: one pass of compiled code over a response decides whether any rule above can match
+# (most responses hold nothing any rule looks for, and the rules then never run). Each alternative
+# relaxes one rule: it matches wherever the rule does, sometimes where the rule does not, so the
+# screen changes no result (tests/unit/test_defences.py checks it against the unscreened rules).
+# It runs on the ASCII text case-insensitively (the same as on its lower-cased form), on anything
+# else lower-cased, as the rules see it. ``(?-u:\b)`` is an ASCII word boundary: wherever a rule
+# sees a word start or end (Unicode ``\w``), this sees one too.
+_B = r"(?-u:\b)"
+_REWRITE_SCREEN = (
+    r"score[^\n]{0,24}[:：]",  # _LABEL: the colon comes within 20 characters of "score"
+    r"boxed",  # _BOXED
+    r"\[\[",  # _DOUBLE
+    r"\[[ \t]{0,8}the[ \t]",  # _DELIMITER
+    r"###",  # _HEADER
+)
+_FLAG_SCREEN = (
+    # ignore_instructions: a keyword, then an instruction noun on the same line within 40 characters
+    _B + r"(?:ignore|disregard|forget)" + _B + r"[^\n.]{0,40}(?:instruction|prompt|rules|guideline|criteria|direction)",
+    # score_request: a verb, a target, then a score noun or "10" within 80 characters (_ASK: 40 + 7 + 12 + 3)
+    _B + r"(?:give|assign|award|rate)[ \t]+(?:th|my|it|me)[^\n.]{0,80}(?:score|rating|marks|points|grade|10)",
+    # judge_address: a role noun after a space or tab (the end of the address _ADDRESS looks for)
+    r"[ \t](?:" + "|".join(_ROLES) + ")" + _B,
+    r"<\||<｜|\[/?inst\]|_of_turn>",  # chat_token
+)
+
+
+_SCREENS: dict[tuple[bool, bool], Callable[[str | bytes], bool]] = {}
+
+
+def _screen(rewrite: bool, flag: bool) -> Callable[[str | bytes], bool]:
+    """Whether any rule of the switched-on defences may match: one search in pydantic-core's Rust
+    regex engine, compiled on first use (a lazy DFA; Python's ``re`` tries an alternation at every
+    position and is slower than a substring scan per keyword). A ``pattern`` is an unanchored search.
+    """
+    screen = _SCREENS.get((rewrite, flag))
+    if screen is None:
+        patterns = (_REWRITE_SCREEN if rewrite else ()) + (_FLAG_SCREEN if flag else ())
+        schema = core_schema.str_schema(pattern="(?i)" + "|".join(patterns), regex_engine="rust-regex")
+        screen = _SCREENS[rewrite, flag] = SchemaValidator(schema).isinstance_python
+    return screen
+
+
+def _may_match(text: str, screen: Callable[[str | bytes], bool]) -> bool:
+    """False only when no rule behind ``screen`` can match ``text``."""
+    if text.isascii():
+        return screen(text)
+    # what the rules see; a lone surrogate (which the screen cannot read) becomes one "?"
+    return screen(text.lower().encode("utf-8", "replace"))
+
+
+# The record of a response nothing was done to, set through the slots' own descriptors: the frozen
+# dataclass's ``__init__`` (``object.__setattr__`` per field, a factory per dict) cost as much as the screen.
+_new_record = object.__new__
+_set_neutralised, _set_flagged, _set_chars = (vars(DefenceRecord)[name].__set__ for name in ("neutralised", "flagged", "chars"))
+
+
+def _clean_record(chars: int) -> DefenceRecord:
+    """``DefenceRecord(chars=chars)``, built in about a third of the time."""
+    record = _new_record(DefenceRecord)
+    _set_neutralised(record, {})
+    _set_flagged(record, {})
+    _set_chars(record, chars)
+    return record
+
+
+def _apply_rules(text: str, rewrite: bool, flag: bool) -> tuple[str, DefenceRecord]:
     lower = text.lower()
     shown, neutralised = neutralise(text, lower) if rewrite else (text, {})
     flagged = find_injections(text, lower) if flag else {}
     return shown, DefenceRecord(neutralised=neutralised, flagged=flagged, chars=len(text))
 
 
-def _may_need_rewriting(text: str, lower: str) -> bool:
-    """False only when no rewriting rule can match (a few substring checks, no regular expression)."""
-    if "score" in lower or "boxed" in text or "[[" in text or "###" in text:
-        return True
-    return "[" in text and ("begin" in lower or "start" in lower or "end of" in lower)
-
-
-def _may_hold_injections(lower: str) -> bool:
-    """False only when no injection rule can match: asking for a score needs a verb and a score word."""
-    if any(keyword in lower for keyword in _STRONG_KEYWORDS):
-        return True
-    return any(verb in lower for verb in _VERBS) and any(word in lower for word in _SCORE_WORDS)
+def defend_response(text: str, *, rewrite: bool = True, flag: bool = True) -> tuple[str, DefenceRecord]:
+    """The text the judge is shown for one response, and the record of what was done to it."""
+    if not (rewrite or flag) or not _may_match(text, _screen(rewrite, flag)):
+        return text, _clean_record(len(text))
+    return _apply_rules(text, rewrite, flag)
 
 
 def defend_request(request: Request, *, rewrite: bool = True, flag: bool = True) -> tuple[Request, list[DefenceRecord]]:
-    """``request`` as the judge should see it (responses defended) and one record per response.
-
-    One cheap check over all its responses first: most requests hold nothing any rule looks for.
-    """
-    joined = "\n".join(request.responses)
-    lower = joined.lower()
-    suspect = (rewrite and _may_need_rewriting(joined, lower)) or (flag and _may_hold_injections(lower))
-    if not suspect:
-        return request, [DefenceRecord(chars=len(response)) for response in request.responses]
-    shown: list[str] = []
+    """``request`` as the judge should see it (responses defended) and one record per response."""
     records: list[DefenceRecord] = []
+    shown: list[str] | None = None
+    screen = _screen(rewrite, flag) if rewrite or flag else None
     for response in request.responses:
-        text, record = defend_response(response, rewrite=rewrite, flag=flag)
-        shown.append(text)
+        if screen is None or not (screen(response) if response.isascii() else _may_match(response, screen)):
+            records.append(_clean_record(len(response)))  # most responses: nothing any rule looks for
+            continue
+        text, record = _apply_rules(response, rewrite, flag)
+        if text != response:
+            shown = list(request.responses) if shown is None else shown
+            shown[len(records)] = text
         records.append(record)
-    if shown == list(request.responses):
+    if shown is None:
         return request, records
     return replace(request, responses=shown), records
-

@@ -312,19 +312,24 @@ def _parse_json(raw: bytes) -> Any:
         raise ClientError(400, f"body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except RecursionError:
         raise ClientError(400, f"body is nested too deeply (more than {_MAX_JSON_DEPTH} levels)") from None
+    except ValueError as exc:  # an integer of more than sys.get_int_max_str_digits() digits
+        raise ClientError(400, f"body is not valid JSON: {exc}") from None
 
 
 # json.loads builds a body's values in one C call that holds the GIL: 16 MiB of small values froze the
 # event loop (and /health) for over a second even from a worker thread. This parser walks containers in
-# Python and hands the C scanner runs of at most 1,024 scalars (or "key": scalar pairs) at a time, so the
-# GIL is released between runs.
+# Python and hands the C scanner runs of at most 1,024 scalars (or "key": scalar pairs) within 16K
+# characters at a time, so the GIL is released between runs; a longer scalar gets a C call of its own
+# (a run of 60 strings of 262K characters was one 16 MB regular-expression match and one 16 MB
+# json.loads, each holding the GIL throughout).
 _MAX_JSON_DEPTH = 100
+_RUN_CHARS = 16_384
 _JSON_SPACE = re.compile(r"[ \t\n\r]*")
-_SCALAR = r'(?:"[^"\\]*(?:\\.[^"\\]*)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false|null)'
+# Possessive (*+): a run cut short by the window fails in one pass instead of backtracking through it.
+_STRING = r'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
+_SCALAR = r"(?:" + _STRING + r"|-?\d++(?:\.\d++)?+(?:[eE][+-]?\d++)?+|true|false|null)"
 _SCALAR_RUN = re.compile(r"(?:" + _SCALAR + r"[ \t\n\r]*,[ \t\n\r]*){1,1024}")
-_PAIR_RUN = re.compile(
-    r'(?:"[^"\\]*(?:\\.[^"\\]*)*"[ \t\n\r]*:[ \t\n\r]*' + _SCALAR + r"[ \t\n\r]*,[ \t\n\r]*){1,1024}"
-)
+_PAIR_RUN = re.compile(r"(?:" + _STRING + r"[ \t\n\r]*:[ \t\n\r]*" + _SCALAR + r"[ \t\n\r]*,[ \t\n\r]*){1,1024}")
 _scan_scalar: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 _scan_string: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
 
@@ -351,7 +356,7 @@ def _json_value(text: str, index: int, depth: int) -> tuple[Any, int]:
         return (items if opener == "[" else pairs), index + 1
     run_pattern = _PAIR_RUN if opener == "{" else _SCALAR_RUN
     while True:
-        run = run_pattern.match(text, index)
+        run = run_pattern.match(text, index, index + _RUN_CHARS)
         if run is not None:  # many small members: parse them in C, a bounded run at a time
             chunk = opener + text[index : run.end()].rstrip(" \t\n\r").removesuffix(",") + closer
             try:
@@ -362,7 +367,7 @@ def _json_value(text: str, index: int, depth: int) -> tuple[Any, int]:
                 pairs.update(parsed)
             else:
                 items.extend(parsed)
-            index = run.end()
+            index = _json_space(text, run.end())  # the window may end between the comma and the next member
         if opener == "{":
             if text[index : index + 1] != '"':
                 raise json.JSONDecodeError("Expecting property name enclosed in double quotes", text, index)

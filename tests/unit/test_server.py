@@ -137,6 +137,9 @@ def test_a_backend_failure_fails_only_the_affected_request(client) -> None:
         (b'{"query": ["\\ud800"], "prompts": ["p"]}', 422, "lone surrogate"),
         (b'{"query": ["no template here"]}', 422, "cannot tell the prompt from the response"),
         (b'{"query": ["x"], "prompts": [""]}', 422, "cannot tell the prompt"),
+        # an integer longer than Python converts (4,300 digits) was a ValueError: a 500
+        (b'{"query": [' + b"1" * 5000 + b"]}", 400, "not valid JSON"),
+        (b"[" * 16 * 2**20, 400, "nested too deeply"),
     ],
 )
 def test_malformed_get_reward_bodies(client, body, status, fragment) -> None:
@@ -160,6 +163,33 @@ def test_malformed_get_reward_bodies(client, body, status, fragment) -> None:
 def test_malformed_native_bodies(client, body, fragment) -> None:
     response = client.post("/v1/rewards", json=body)
     assert response.status_code == 422 and fragment in response.json()["error"]["message"], response.text
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"query": ["[" * 500 + "{" * 500, '"[[[\\"' * 200, "\\" * 1000 + '"'], "n": [1, -2.5e3, True, None]},
+        ["x" * 100_000] * 8 + ["short", 1, {"k": ["[" * 300]}],  # long scalars next to small ones
+        {f"key{i}": "v" * (i % 50) for i in range(5000)},
+        [[i, str(i)] for i in range(3000)],
+    ],
+)
+def test_the_json_walker_reads_what_json_loads_reads_and_bounds_each_c_call(monkeypatch, value) -> None:
+    # brackets inside strings do not nest; each batch handed to json.loads is small, whatever the scalars'
+    # size (a list of long strings was one json.loads of the whole list, holding the GIL throughout)
+    from grm_reward.server import app as server_app
+
+    sizes: list[int] = []
+    real_loads = json.loads
+
+    def loads(chunk: str) -> object:
+        sizes.append(len(chunk))
+        return real_loads(chunk)
+
+    monkeypatch.setattr(server_app.json, "loads", loads)
+    for raw in (json.dumps(value).encode(), json.dumps(value, indent=3).encode()):  # windows end anywhere
+        assert server_app._parse_json(raw) == real_loads(raw)
+    assert max(sizes, default=0) <= server_app._RUN_CHARS + 2
 
 
 def test_oversized_bodies_are_refused() -> None:
