@@ -96,9 +96,8 @@ def principle_key(judge: str, config: GRMConfig, template: str, context: str) ->
     """The shared-principle cache's key: the judge (engine, model, system prompt, budget, seed), the
     principles template's text and the conversation as shown. Responses, references and the
     defences do not enter: the principles read the query alone."""
-    return _digest(
-        "principles", judge, config.model, config.system_prompt, config.max_new_tokens, config.seed, template, context
-    )
+    text = hashlib.blake2b(context.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()  # any size, one pass
+    return _digest("principles", judge, config.model, config.system_prompt, config.max_new_tokens, config.seed, template, text)
 
 
 @dataclass

@@ -353,9 +353,11 @@ class GenerativeRewardModel:
             for key in mine:
                 writing[key] = task
 
-            def forget(_: object, written: tuple[str, ...] = tuple(mine)) -> None:
+            def forget(done: asyncio.Future[dict[str, Usage]], written: tuple[str, ...] = tuple(mine)) -> None:
                 for key in written:
                     writing.pop(key, None)
+                if not done.cancelled():
+                    done.exception()  # retrieved here too: every caller that waited may have gone
 
             task.add_done_callback(forget)
             spent = await asyncio.shield(task)

@@ -156,8 +156,10 @@ def test_a_repeated_request_is_answered_from_the_result_cache() -> None:
     assert len(backend.requests) == calls, "no judge call for a repeat"
     assert again.rewards == first.rewards and [s.text for s in again.samples] == [s.text for s in first.samples]
     assert again.cached and not first.cached and again.usage.completion_tokens == 0 < first.usage.completion_tokens
-    again.samples[0].scores = None  # the caller's copy; the cache keeps its own
-    assert rm.score("q", ["a", "bb"]).samples[0].scores is not None
+    want = list(first.rewards)
+    first.rewards[0], again.samples[0].scores = -1.0, None  # the callers' copies; the cache keeps its own
+    third = rm.score("q", ["a", "bb"])
+    assert third.rewards == want and third.samples[0].scores is not None
     rm.score("q", ["bb", "a"])  # another request: a miss
     rm.score("q", ["a", "bb", "c"])  # a third: the least recent ("q", ["a", "bb"]) goes
     calls = len(backend.requests)
@@ -220,7 +222,7 @@ def test_concurrent_batches_share_one_principle_call() -> None:
 
 
 def test_shared_principles_need_a_template_that_shows_them() -> None:
-    with pytest.raises(ConfigError, match="principles.shared"):
+    with pytest.raises(ConfigError, match=r"principles\.shared"):
         GRMConfig(template="default", principles={"shared": True})
     assert GRMConfig(template="rubric", principles={"shared": True}).principles.shared
 
