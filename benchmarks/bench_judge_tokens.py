@@ -16,6 +16,7 @@ much of a judge's disagreement comes from its principles, printed for a few valu
 
     .venv/bin/python benchmarks/bench_judge_tokens.py                 # every table, ~1 min on 2 CPUs
     .venv/bin/python benchmarks/bench_judge_tokens.py --pairs 866 --groups 64
+    .venv/bin/python benchmarks/bench_judge_tokens.py --only embedded     # the embedded judge's real token counts
 """
 
 from __future__ import annotations
@@ -151,6 +152,38 @@ def shared_principles(args: argparse.Namespace) -> None:
                 print(f"   {b['completion'] / a['completion']:.3f}x, {b['prompt'] / a['prompt']:.3f}x" if name == "shared" else "")
 
 
+def embedded(args: argparse.Namespace) -> None:
+    """Shared principles on the embedded judge (real tokenizer counts, transformers backend): the machinery.
+
+    The 135M judge ignores the output format and writes to its budget, so its completion tokens do not
+    shrink when it is asked for a critique alone; its prompt tokens are the figure that transfers."""
+    from _common import judge_name, load_judge
+
+    from grm_reward import GRMConfig
+
+    base = GRMConfig(max_new_tokens=args.embedded_tokens, transformers={"device": "cpu"}, k=args.k, seed=args.seed)
+    backend = load_judge(base)
+    groups, _ = grpo_groups(args.embedded_groups, args.group_size, 0.0, args.seed)
+    print(f"\n## Shared principles on {judge_name(base)} (CPU, max_new_tokens={args.embedded_tokens}): "
+          f"{args.embedded_groups} groups, G={args.group_size}, k={args.k}; judge tokens per rewarded response")
+    print(f"{'input':<11}{'principles':<12}{'completion':>11}{'prompt':>9}{'wall s':>8}   ratio on/off (completion, prompt)")
+    for listwise in (False, True):
+        requests = requests_of(groups, listwise)
+        sides = {}
+        for name, extra in (("own", {}), ("shared", {"principles": {"shared": True}})):
+            rm = GenerativeRewardModel(base.updated(**extra), backend=backend)
+            started = time.perf_counter()
+            results = rm.score_batch(requests)
+            responses = sum(r.n for r in requests)
+            sides[name] = (sum(r.usage.completion_tokens for r in results) / responses,
+                           sum(r.usage.prompt_tokens for r in results) / responses, time.perf_counter() - started)
+        a, b = sides["own"], sides["shared"]
+        mode = "listwise" if listwise else "one-by-one"
+        for name, (c, p, w) in sides.items():
+            print(f"{mode:<11}{name:<12}{c:>11.1f}{p:>9.1f}{w:>8.1f}", end="")
+            print(f"   {b[0] / a[0]:.3f}x, {b[1] / a[1]:.3f}x" if name == "shared" else "")
+
+
 def deduplication(args: argparse.Namespace) -> None:
     print(f"\n## Deduplication: {args.groups} GRPO groups, G={args.group_size}, k={args.k}; judge tokens per rewarded response (words)")
     print(f"{'dupes':<7}{'input':<11}{'dedup':<7}{'completion':>11}{'prompt':>9}{'samples':>9}   ratio on/off (completion)  "
@@ -250,7 +283,9 @@ def main() -> None:
     parser.add_argument("--quality-seeds", type=int, default=3, help="seeds the quality table averages over")
     parser.add_argument("--gap", type=float, default=1.5, help="the double's quality gap between chosen and rejected")
     parser.add_argument("--chosen-quality", type=float, default=6.5)
-    parser.add_argument("--only", default="principles,dedup,quality", help="comma-separated tables to run")
+    parser.add_argument("--only", default="principles,dedup,quality", help="tables to run (also: embedded)")
+    parser.add_argument("--embedded-groups", type=int, default=2, help="groups for the embedded-judge table")
+    parser.add_argument("--embedded-tokens", type=int, default=48, help="max_new_tokens for the embedded-judge table")
     args = parser.parse_args()
     only = set(args.only.split(","))
     print(f"judge double: principles {args.principle_words} words, critique {args.analysis_words} + "
@@ -262,6 +297,8 @@ def main() -> None:
         deduplication(args)
     if "quality" in only:
         quality_cost(args)
+    if "embedded" in only:
+        embedded(args)
 
 
 if __name__ == "__main__":
