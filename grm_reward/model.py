@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import random
 import weakref
 from collections.abc import Coroutine, Sequence
@@ -285,10 +286,11 @@ class GenerativeRewardModel:
         for i, request in enumerate(coerced):  # checked as given: duplicates do not hide an oversized request
             if request.n > cfg.max_responses:
                 raise InputError(f"{request.n} responses exceed max_responses={cfg.max_responses}", index=i)
-        if cfg.reuse.dedup or cfg.reuse.result_cache:
-            batch = dedup_batch(coerced, responses=cfg.reuse.dedup)
-        else:
-            batch = None
+        batch = None
+        if cfg.reuse.dedup or cfg.reuse.result_cache:  # fingerprints: off the event loop for big batches, as planning
+            big = sum(request.text_chars for request in coerced) > _PLAN_INLINE_CHARS
+            dedup = functools.partial(dedup_batch, coerced, responses=cfg.reuse.dedup)
+            batch = await asyncio.to_thread(dedup) if big else dedup()
         unique = coerced if batch is None else batch.unique
         results: list[RewardResult | None] = [None] * len(unique)
         keys: list[str] = []
@@ -308,7 +310,7 @@ class GenerativeRewardModel:
             try:
                 fresh = await self._ascore_fresh(judged)
             except InputError as exc:
-                if exc.index is None or batch is None:
+                if exc.index is None or batch is None or not 0 <= exc.index < len(todo):
                     raise
                 where = batch.first_input[todo[exc.index]]
                 raise InputError(str(exc).removeprefix(f"request {exc.index}: "), index=where) from exc

@@ -231,3 +231,12 @@ def test_expand_result_keeps_an_unchanged_result() -> None:
     rm, _ = make(k=1)
     result = rm.score("q", ["a", "b"])
     assert expand_result(result, [0, 1]) is result
+
+
+def test_dedup_of_a_big_batch_is_planned_off_the_loop_and_still_maps_back() -> None:
+    big = "x" * 40_000  # two copies: more text than the model plans on the event loop
+    dedup, backend = make(k=2, reuse={"dedup": True})
+    plain, _ = make(k=2)
+    got = dedup.score("q", [big, "short", big])
+    want = plain.score("q", [big, "short"])
+    assert got.rewards == [want.rewards[0], want.rewards[1], want.rewards[0]] and set(shown(backend)) == {2}
