@@ -233,7 +233,7 @@ def test_expand_result_keeps_an_unchanged_result() -> None:
     assert expand_result(result, [0, 1]) is result
 
 
-def test_dedup_of_a_big_batch_is_planned_off_the_loop_and_still_maps_back() -> None:
+def test_dedup_of_a_batch_with_more_text_than_is_planned_inline_maps_back() -> None:
     big = "x" * 40_000  # two copies: more text than the model plans on the event loop
     dedup, backend = make(k=2, reuse={"dedup": True})
     plain, _ = make(k=2)
