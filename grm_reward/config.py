@@ -21,7 +21,9 @@ __all__ = [
     "GRMConfig",
     "MetaRMOptions",
     "OpenAIOptions",
+    "PrincipleOptions",
     "RayOptions",
+    "ReuseOptions",
     "ServerOptions",
     "TransformersOptions",
     "VLLMOptions",
@@ -413,6 +415,44 @@ class DefenceOptions(_Section):
     )
 
 
+class PrincipleOptions(_Section):
+    """Shared principles: query-only principles written once per prompt and reused (docs/scoring.md)."""
+
+    shared: bool = Field(
+        False,
+        description=(
+            "Write the principles of a prompt once (one greedy judge call on the principles template, reading "
+            "the query only) and judge every response to it against them (the rubric template), for all k "
+            "samples, all completions of a group and later calls repeating the prompt. Off = the paper: each "
+            "sample writes its own principles, a diversity its voting uses. Requests with given principles "
+            "keep them."
+        ),
+    )
+    cache_size: int = Field(
+        4096, ge=1, description="Prompts whose shared principles are kept (least recently used dropped beyond)."
+    )
+
+
+class ReuseOptions(_Section):
+    """Judge each distinct thing once: deduplication and the result cache (docs/scoring.md)."""
+
+    dedup: bool = Field(
+        False,
+        description=(
+            "Judge identical responses of one request once (the request without its duplicates, rewards mapped "
+            "back) and identical requests of one batch once; duplicates get the same reward."
+        ),
+    )
+    result_cache: int = Field(
+        0,
+        ge=0,
+        description=(
+            "Results kept for repeated requests (same prompt, responses, principles, reference, config): a repeat "
+            "is answered from the cache, marked cached, with zero usage. 0 = off."
+        ),
+    )
+
+
 class GRMConfig(BaseModel):
     """Configuration of a :class:`~grm_reward.GenerativeRewardModel`.
 
@@ -528,6 +568,8 @@ class GRMConfig(BaseModel):
     meta: MetaRMOptions = Field(default_factory=MetaRMOptions)
     ray: RayOptions = Field(default_factory=RayOptions)
     defences: DefenceOptions = Field(default_factory=DefenceOptions)
+    principles: PrincipleOptions = Field(default_factory=PrincipleOptions)
+    reuse: ReuseOptions = Field(default_factory=ReuseOptions)
 
     @field_validator("backend")
     @classmethod
@@ -562,6 +604,11 @@ class GRMConfig(BaseModel):
             raise ValueError(f"k_meta={self.k_meta} cannot exceed k={self.k}")
         if self.template == "single_binary" and self.score_range != (0, 1):
             raise ValueError("template 'single_binary' scores 0 or 1: set score_range=(0, 1)")
+        if self.principles.shared and self.template in {"default", "single", "single_binary"}:
+            raise ValueError(
+                f"principles.shared judges against the shared principles, which template {self.template!r} cannot "
+                "show: use template 'auto' or 'rubric' (or a file with a {{principles}} placeholder)"
+            )
         if self.openai.mode == "completions" and not (self.openai.tokenizer or self.model):
             raise ValueError(
                 "openai.mode='completions' renders the judge's chat template locally: set openai.tokenizer "

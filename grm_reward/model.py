@@ -9,6 +9,8 @@ in its shown order; then optional forced/token-probability scores, meta-RM ratin
 from __future__ import annotations
 
 import asyncio
+import copy
+import functools
 import random
 import weakref
 from collections.abc import Coroutine, Sequence
@@ -24,12 +26,14 @@ from grm_reward.backends.base import (
     GenerationRequest,
     ScoreFillRequest,
 )
+from grm_reward.caches import LRUStore, config_identity, dedup_batch, expand_result, principle_key, result_key
 from grm_reward.config import GRMConfig
 from grm_reward.embedded import EMBEDDED_MODEL_LABEL
 from grm_reward.errors import AllSamplesInvalidError, BackendCapabilityError, BackendProtocolError, InputError
 from grm_reward.meta_rm import MetaRewardModel, create_meta_rm, meta_conversation
-from grm_reward.parsing import parse_judgement, score_section_start
+from grm_reward.parsing import parse_judgement, parse_principles, score_section_start
 from grm_reward.planning import Plan, derive_seed, plan_request, sample_seeds
+from grm_reward.prompts import format_conversation, principles_template_text, render_principles_prompt
 from grm_reward.types import Judgement, Message, Principle, Request, RequestLike, RewardResult, Usage
 from grm_reward.voting import normalize, unpermute, vote
 
@@ -84,6 +88,14 @@ class GenerativeRewardModel:
         )
         if backend is not None:
             self._check_capabilities(backend)
+        # Reuse (docs/scoring.md): repeated requests' results, and each prompt's shared principles.
+        self._results: LRUStore[RewardResult] | None = (
+            LRUStore(config.reuse.result_cache) if config.reuse.result_cache else None
+        )
+        self._principles: LRUStore[tuple[str, ...]] = LRUStore(config.principles.cache_size)
+        self._writing: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future[dict[str, Usage]]]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # --- lifecycle --------------------------------------------------------------------------
     @property
@@ -210,6 +222,12 @@ class GenerativeRewardModel:
 
     async def ascore_batch(self, requests: Sequence[RequestLike]) -> list[RewardResult]:
         """Async twin of :meth:`score_batch`."""
+        reuse = self.config.reuse
+        if reuse.dedup or reuse.result_cache or self.config.principles.shared:
+            return await self._ascore_reusing(requests)
+        return await self._ascore_fresh(requests)
+
+    async def _ascore_fresh(self, requests: Sequence[RequestLike]) -> list[RewardResult]:
         plans = await self._aplans(requests)
         if not plans:
             return []
@@ -256,6 +274,135 @@ class GenerativeRewardModel:
         temperature = self.config.effective_temperature if temperature is None else temperature
         per_plan, usages = await self._judge(plans, temperature=temperature)
         return [Judging(plan, judgements, usage) for plan, judgements, usage in zip(plans, per_plan, usages)]
+
+    # --- reuse: deduplication, result cache, shared principles (caches.py, docs/scoring.md) -----
+    async def _ascore_reusing(self, requests: Sequence[RequestLike]) -> list[RewardResult]:
+        """Each distinct request judged once (duplicates removed with ``reuse.dedup``), repeats answered
+        from the result cache, shared principles attached; results mapped back to the inputs."""
+        cfg = self.config
+        if isinstance(requests, (str, bytes)) or not isinstance(requests, Sequence):
+            raise InputError("score_batch expects a list of requests")
+        coerced = [Request.coerce(item, index=i) for i, item in enumerate(requests)]
+        for i, request in enumerate(coerced):  # checked as given: duplicates do not hide an oversized request
+            if request.n > cfg.max_responses:
+                raise InputError(f"{request.n} responses exceed max_responses={cfg.max_responses}", index=i)
+        batch = None
+        if cfg.reuse.dedup or cfg.reuse.result_cache:  # fingerprints: off the event loop for big batches, as planning
+            big = sum(request.text_chars for request in coerced) > _PLAN_INLINE_CHARS
+            dedup = functools.partial(dedup_batch, coerced, responses=cfg.reuse.dedup)
+            batch = await asyncio.to_thread(dedup) if big else dedup()
+        unique = coerced if batch is None else batch.unique
+        results: list[RewardResult | None] = [None] * len(unique)
+        keys: list[str] = []
+        if self._results is not None and batch is not None:
+            identity = config_identity(cfg, self.backend.name)
+            keys = [result_key(identity, print_) for print_ in batch.fingerprints]
+            for u, key in enumerate(keys):
+                stored = self._results.get(key)
+                if stored is not None:
+                    results[u] = _reused(stored)
+        todo = [u for u, result in enumerate(results) if result is None]
+        if todo:
+            judged = [unique[u] for u in todo]
+            extra: list[Usage] = []
+            if cfg.principles.shared:
+                judged, extra = await self._share_principles(judged)
+            try:
+                fresh = await self._ascore_fresh(judged)
+            except InputError as exc:
+                if exc.index is None or batch is None or not 0 <= exc.index < len(todo):
+                    raise
+                where = batch.first_input[todo[exc.index]]
+                raise InputError(str(exc).removeprefix(f"request {exc.index}: "), index=where) from exc
+            for t, (u, result) in enumerate(zip(todo, fresh)):
+                if extra:
+                    result.usage.add(extra[t])
+                results[u] = result
+                if keys and self._results is not None and not result.all_invalid:
+                    self._results.put(keys[u], copy.deepcopy(result))
+        done = [r for r in results if r is not None]
+        if batch is None:
+            return done
+        out = []
+        answered: set[int] = set()
+        for slot, mapping in zip(batch.slots, batch.maps):
+            result = done[slot] if slot not in answered else _reused(done[slot])
+            answered.add(slot)
+            out.append(expand_result(result, mapping))
+        return out
+
+    async def _share_principles(self, requests: list[Request]) -> tuple[list[Request], list[Usage]]:
+        """Requests without principles get their prompt's shared principles, written once per key (one
+        greedy judge call, concurrent batches sharing it) and cached; the tokens are charged to the
+        request whose call wrote them. A prompt whose judge wrote no readable principles keeps the
+        judge-written path."""
+        loop = asyncio.get_running_loop()
+        writing = self._writing.setdefault(loop, {})
+        template = principles_template_text()
+        judge = self.backend.name
+        keys: list[str | None] = []
+        mine: dict[str, Request] = {}
+        for request in requests:
+            key = None
+            if request.principles is None:
+                key = principle_key(judge, self.config, template, format_conversation(request.prompt))
+                if key not in self._principles and key not in writing and key not in mine:
+                    mine[key] = request
+            keys.append(key)
+        spent: dict[str, Usage] = {}
+        if mine:
+            task = asyncio.ensure_future(self._write_principles(mine))
+            for key in mine:
+                writing[key] = task
+
+            def forget(done: asyncio.Future[dict[str, Usage]], written: tuple[str, ...] = tuple(mine)) -> None:
+                for key in written:
+                    writing.pop(key, None)
+                if not done.cancelled():
+                    done.exception()  # retrieved here too: every caller that waited may have gone
+
+            task.add_done_callback(forget)
+            spent = await asyncio.shield(task)
+        for other in {writing[key] for key in keys if key is not None and key in writing}:
+            await asyncio.shield(other)
+        shared: list[Request] = []
+        usages: list[Usage] = []
+        for request, key in zip(requests, keys):
+            principles = self._principles.get(key) if key is not None else None
+            shared.append(replace(request, principles=list(principles)) if principles else request)
+            usages.append(spent.pop(key, Usage()) if key is not None else Usage())
+        return shared, usages
+
+    async def _write_principles(self, wanted: dict[str, Request]) -> dict[str, Usage]:
+        """One greedy judge call per key writing the query's principles; stores them, returns the tokens."""
+        cfg = self.config
+        backend = self.backend
+        generation_requests = []
+        for key, request in wanted.items():
+            messages: list[Message] = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
+            messages.append({"role": "user", "content": render_principles_prompt(request.prompt)})
+            generation_requests.append(
+                GenerationRequest(
+                    messages=tuple(messages),
+                    n=1,
+                    seed=derive_seed(cfg.seed, key, "principles"),
+                    max_tokens=cfg.max_new_tokens,
+                    temperature=0.0,
+                    top_p=cfg.top_p,
+                )
+            )
+        outputs = await backend.generate(generation_requests)
+        if len(outputs) != len(generation_requests):
+            raise BackendProtocolError(
+                f"backend {backend.name!r} returned {len(outputs)} outputs for {len(generation_requests)} requests"
+            )
+        spent: dict[str, Usage] = {}
+        for key, output in zip(wanted, outputs):
+            self._check_output(output, 1, backend)
+            sample = output.samples[0]
+            self._principles.put(key, tuple(_principle_line(p) for p in parse_principles(sample.text)))
+            spent[key] = Usage(prompt_tokens=output.prompt_tokens, completion_tokens=sample.completion_tokens)
+        return spent
 
     # --- planning and sampling ----------------------------------------------------------------
     async def _aplans(
@@ -443,6 +590,22 @@ class GenerativeRewardModel:
 
 #: Batches with more request text than this are planned off the event loop.
 _PLAN_INLINE_CHARS = 65_536
+
+
+def _reused(result: RewardResult) -> RewardResult:
+    """A copy of a result answered again without judging: marked cached, with no tokens spent."""
+    again = copy.deepcopy(result)
+    again.cached = True
+    again.usage = Usage()
+    return again
+
+
+def _principle_line(principle: Principle) -> str:
+    """A judge-written principle as a given one, its weight written back ("Accuracy (Weight: 40%)")."""
+    if principle.weight is None:
+        return principle.text
+    weight = f"{principle.weight:.0%}" if principle.weight <= 1 else f"{principle.weight:g}"
+    return f"{principle.text} (Weight: {weight})"
 
 
 def _forced_prefix(text: str) -> str:

@@ -120,7 +120,8 @@ class RewardResult:
     the paper's raw vote: the sum of response ``i``'s scores over the samples that voted.
     ``best`` is the index of the top-voted response (None on an unbroken tie or a failure).
     ``defences[i]`` records what the reward-hacking defences found in response ``i`` (empty when
-    the result was not built by the model).
+    the result was not built by the model). ``cached`` marks a result answered from the result
+    cache (``GRMConfig.reuse``): its ``usage`` is zero, as no tokens were spent for it.
     """
 
     rewards: list[float | None]
@@ -131,6 +132,7 @@ class RewardResult:
     tie: bool
     usage: Usage = field(default_factory=Usage)
     defences: list[DefenceRecord] = field(default_factory=list)
+    cached: bool = False
 
     @property
     def num_valid(self) -> int:
@@ -156,6 +158,7 @@ class RewardResult:
             "usage": asdict(self.usage),
             "samples": [s.to_dict() for s in self.samples],
             "defences": [d.to_dict() for d in self.defences],
+            "cached": self.cached,
         }
 
 

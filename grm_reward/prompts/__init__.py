@@ -12,7 +12,8 @@ Built-in templates (``templates/*.txt``, App. G of the DeepSeek-GRM paper):
 - ``rubric``: user-supplied principles replace the ones the judge would write.
 
 Any template gets an optional reference-answer section (``{{reference_section}}``). The meta RM's
-input (``meta_rm.txt``) is rendered by :func:`render_meta_prompt`.
+input (``meta_rm.txt``) is rendered by :func:`render_meta_prompt`; the shared principles' prompt
+(``principles.txt``, the query alone) by :func:`render_principles_prompt`.
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ __all__ = [
     "format_conversation",
     "format_principles",
     "get_template",
+    "principles_template_text",
     "render_judge_prompt",
     "render_meta_prompt",
+    "render_principles_prompt",
     "select_template",
 ]
 
@@ -252,6 +255,17 @@ def render_meta_prompt(request: Request, order: Sequence[int]) -> str:
         "responses": _render_responses(request, order, numbered=True),
     }
     return fill(_read_block("meta_rm.txt"), values)
+
+
+def render_principles_prompt(prompt: str | Sequence[Message]) -> str:
+    """The judge's prompt for writing the principles of a query alone (``templates/principles.txt``),
+    shared by every response to it when ``GRMConfig.principles.shared`` is on."""
+    return fill(principles_template_text(), {"context": format_conversation(prompt)})
+
+
+def principles_template_text() -> str:
+    """The text of the shared-principles template (its identity in the principle cache's key)."""
+    return _read_block("principles.txt")
 
 
 def _render_responses(request: Request, order: Sequence[int], *, numbered: bool) -> str:

@@ -192,6 +192,7 @@ class RewardOut(BaseModel):
     num_voted: int
     usage: UsageOut
     samples: list[SampleOut] | None = None
+    cached: bool = False  # answered from the result cache (GRMConfig.reuse): usage is zero
 
 
 class ErrorDetail(BaseModel):
