@@ -23,6 +23,7 @@ __all__ = [
     "RewardResult",
     "Usage",
     "completion_text",
+    "find_lone_surrogate",
 ]
 
 #: A chat message: ``{"role": "user" | "assistant" | "system" | ..., "content": str}``.
@@ -264,6 +265,46 @@ def validate_request(req: Request) -> None:
             raise InputError("principles must be a string or a list of strings")
     if req.reference is not None and not isinstance(req.reference, str):
         raise InputError(f"reference must be a string, got {type(req.reference).__name__}")
+    where = find_lone_surrogate(
+        {"prompt": req.prompt, "responses": req.responses, "principles": req.principles, "reference": req.reference}
+    )
+    if where is not None:  # no tokenizer or JSON encoder downstream accepts one
+        raise InputError(f"{where} contains a lone surrogate (such as \\ud800), which is not text")
+
+
+def find_lone_surrogate(data: Any) -> str | None:
+    """Where the first lone surrogate in decoded JSON-like data is (``"labels.2.reference"``), or None.
+
+    JSON allows ``"\\ud800"``, which no encoder downstream accepts; every string is checked, keys
+    and nested values included, without recursion (so any depth is fine).
+
+    >>> find_lone_surrogate({"query": ["ok", {"a": ["\\ud800"]}]})
+    'query.1.a.0'
+    """
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            if not _is_text(value):
+                return where or "body"
+        elif isinstance(value, Mapping):
+            for key, item in value.items():
+                if isinstance(key, str) and not _is_text(key):
+                    return f"{where}.<key>" if where else "<key>"
+                stack.append((f"{where}.{key}" if where else str(key), item))
+        elif isinstance(value, (list, tuple)):
+            stack.extend((f"{where}.{i}" if where else str(i), item) for i, item in reversed(list(enumerate(value))))
+    return None
+
+
+def _is_text(value: str) -> bool:
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def message_text(message: Message, *, where: str = "message") -> str:

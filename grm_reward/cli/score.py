@@ -34,7 +34,7 @@ from grm_reward.errors import (
     JudgeUnavailableError,
     TemplateError,
 )
-from grm_reward.types import Request, RewardResult
+from grm_reward.types import Request, RewardResult, find_lone_surrogate
 
 __all__ = ["register"]
 
@@ -83,20 +83,7 @@ def _lines(stream: BinaryIO, limit: int) -> Iterator[_Line]:
 
 def _surrogate_field(data: dict[str, Any]) -> str | None:
     """The first request field holding a lone surrogate (``"\\ud800"`` in JSON), which is not text."""
-    for key in _REQUEST_KEYS:
-        stack: list[tuple[str, Any]] = [(key, data.get(key))]
-        while stack:
-            path, value = stack.pop()
-            if isinstance(value, str):
-                try:
-                    value.encode("utf-8")
-                except UnicodeEncodeError:
-                    return path
-            elif isinstance(value, dict):
-                stack.extend((f"{path}.{k}", v) for k, v in value.items())
-            elif isinstance(value, list):
-                stack.extend((f"{path}[{i}]", v) for i, v in enumerate(value))
-    return None
+    return find_lone_surrogate({key: data.get(key) for key in _REQUEST_KEYS})
 
 
 @dataclass(eq=False)

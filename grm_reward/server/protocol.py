@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from grm_reward.types import find_lone_surrogate
+
 __all__ = [
     "ChatMessage",
     "ErrorDetail",
@@ -29,40 +31,6 @@ __all__ = [
     "UsageOut",
     "find_lone_surrogate",
 ]
-
-
-def find_lone_surrogate(data: Any) -> str | None:
-    """Where the first lone surrogate in decoded JSON is (``"labels.2.reference"``), or None.
-
-    JSON allows ``"\\ud800"``, which no encoder downstream accepts; every string is checked, keys
-    and nested values included, without recursion (so any depth is fine).
-
-    >>> find_lone_surrogate({"query": ["ok", {"a": ["\\ud800"]}]})
-    'query.1.a.0'
-    """
-    stack: list[tuple[str, Any]] = [("", data)]
-    while stack:
-        where, value = stack.pop()
-        if isinstance(value, str):
-            if not _is_valid_text(value):
-                return where or "body"
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                path = f"{where}.{key}" if where else str(key)
-                if not _is_valid_text(key):
-                    return f"{where}.<key>" if where else "<key>"
-                stack.append((path, item))
-        elif isinstance(value, list):
-            stack.extend((f"{where}.{i}" if where else str(i), item) for i, item in reversed(list(enumerate(value))))
-    return None
-
-
-def _is_valid_text(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _check_text(value: str) -> str:

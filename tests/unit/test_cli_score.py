@@ -159,7 +159,7 @@ def test_lone_surrogates_bad_bytes_huge_and_deep_lines_are_their_own_error_rows(
     rows = read_rows(dst)
     assert [r["line"] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert "rewards" in rows[0] and "rewards" in rows[5]
-    assert rows[1]["error"].startswith("line 2: responses[0] contains a lone surrogate")
+    assert rows[1]["error"].startswith("line 2: responses.0 contains a lone surrogate")
     assert rows[1]["id"] == "\udfff"  # other keys are copied as they were (escaped)
     assert rows[2]["error"] == "line 3: not valid UTF-8 (byte 0xff at byte 14)"
     assert rows[3]["error"] == "line 4: line is 400035 bytes, over --max-line-bytes 300000"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import re
 
 import pytest
 
@@ -360,10 +361,29 @@ def test_fingerprints_of_huge_strings_skip_json_escaping_and_still_tell_inputs_a
     assert base != json_fingerprint(Request(prompt="q", responses=[huge]))  # the digest path was taken
     variants = [
         Request(prompt="q", responses=[huge[:-1] + "]" + "x"]),
-        Request(prompt="q", responses=[huge + "\ud800"]),  # a lone surrogate hashes, it does not crash
         Request(prompt="q", responses=[huge], reference="r"),
         Request(prompt=huge, responses=["q"]),
     ]
     prints = {_fingerprint(v) for v in variants}
     assert base not in prints and len(prints) == len(variants)
     assert _fingerprint(Request(prompt="q", responses=[huge])) == base
+
+
+@pytest.mark.parametrize(
+    ("fields", "where"),
+    [
+        ({"prompt": "hi \ud800", "responses": ["a"]}, "prompt"),
+        ({"prompt": [{"role": "user", "content": "x\udfff"}], "responses": ["a"]}, "prompt.0.content"),
+        ({"prompt": "q", "responses": ["a", "b" * 70_000 + "\udc00"]}, "responses.1"),
+        ({"prompt": "q", "responses": ["a"], "principles": ["ok", "\ud83d"]}, "principles.1"),
+        ({"prompt": "q", "responses": ["a"], "reference": "\ud800"}, "reference"),
+    ],
+)
+def test_a_lone_surrogate_is_an_input_error_naming_the_field(fields, where) -> None:
+    # no tokenizer or JSON encoder downstream takes one: it was a bare UnicodeEncodeError from planning
+    with pytest.raises(InputError, match=rf"^{re.escape(where)} contains a lone surrogate"):
+        Request(**fields)
+    rm, _ = make(quality_judge(QUALITY), k=2)
+    with pytest.raises(InputError, match="request 1"):
+        rm.score_batch([("q", ["great answer"]), fields])
+    assert Request(prompt="q \U0001f600", responses=["é"]).prompt.endswith("\U0001f600")  # real non-ASCII is text
