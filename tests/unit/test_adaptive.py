@@ -215,3 +215,38 @@ def test_adaptive_flag_on_every_command() -> None:
     config = config_from_args(args)
     assert config.adaptive.enabled and config.adaptive.target == "best" and config.adaptive.min_k == 2
     assert not config_from_args(parser.parse_args(["-k", "16"])).adaptive.enabled
+
+
+# --- evaluation: `eval --adaptive` ------------------------------------------------------------------
+def _pairs_file(path, n: int):  # type: ignore[no-untyped-def]
+    import json
+
+    from tests.eval_helpers import marked
+
+    rows = [
+        {"id": f"p{i}", "prompt": f"question {i}", "chosen": marked(f"good {i}", 6 + i % 3), "rejected": marked(f"bad {i}", 5)}
+        for i in range(n)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_eval_adaptive_votes_with_every_sample_drawn_and_reports_the_count(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from grm_reward.cli import main
+
+    pairs = _pairs_file(tmp_path / "pairs.jsonl", 12)
+    common = ["eval", "-b", f"pairwise={pairs}", "--backend", "tests.eval_helpers:noisy_quality_backend", "-k", "16",
+              "--no-plots", "--resamples", "2", "-q"]
+    assert main([*common, "-o", str(tmp_path / "fixed")]) == 0
+    assert main([*common, "--adaptive", "-o", str(tmp_path / "adaptive")]) == 0
+    fixed = json.loads((tmp_path / "fixed" / "report.json").read_text())
+    adaptive = json.loads((tmp_path / "adaptive" / "report.json").read_text())
+    assert adaptive["adaptive"] and adaptive["config"]["adaptive"]["target"] == "best"  # eval stops for the best
+    assert adaptive["ks"] == [16] and fixed["ks"] == [1, 2, 4, 8, 16]
+    drawn = adaptive["benchmarks"][0]["samples"]["drawn_per_request"]
+    assert fixed["benchmarks"][0]["samples"]["drawn_per_request"] == 16 and 4 <= drawn < 16
+    assert adaptive["benchmarks"][0]["curves"]["voting"]["16"]["headline"]["mean"] >= 0.5
+    assert "samples drawn per request" in (tmp_path / "adaptive" / "report.md").read_text()
+    assert main([*common, "--adaptive", "--k-values", "1,4", "-o", str(tmp_path / "bad")]) != 0
