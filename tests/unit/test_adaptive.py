@@ -250,3 +250,21 @@ def test_eval_adaptive_votes_with_every_sample_drawn_and_reports_the_count(tmp_p
     assert adaptive["benchmarks"][0]["curves"]["voting"]["16"]["headline"]["mean"] >= 0.5
     assert "samples drawn per request" in (tmp_path / "adaptive" / "report.md").read_text()
     assert main([*common, "--adaptive", "--k-values", "1,4", "-o", str(tmp_path / "bad")]) != 0
+
+
+# --- serving: samples_drawn in the answers ----------------------------------------------------------
+def test_server_answers_say_how_many_samples_were_drawn() -> None:
+    from fastapi.testclient import TestClient
+
+    from grm_reward.server import build_app
+
+    def steady(call: JudgeCall) -> str:
+        return "Scores: \\boxed{" + ", ".join("9" if r == "good" else "2" for r in call.responses) + "}"
+
+    config = GRMConfig(k=16, server={"batch_window_s": 0.005}, adaptive={"enabled": True, "target": "best"})
+    with TestClient(build_app(config, backend=ScriptedBackend(steady))) as client:
+        body = {"requests": [{"prompt": "q", "responses": ["good", "bad"]}], "include_samples": False}
+        [result] = client.post("/v1/rewards", json=body).json()["results"]
+        openrlhf = client.post("/get_reward", json={"query": ["q good"], "prompts": ["q "], "labels": [""]}).json()
+    assert result["samples_drawn"] == 4 and result["num_voted"] == 4 and result["best"] == 0
+    assert openrlhf["extra_logs"]["grm_samples_drawn"] == [4.0]  # one response: its reward settled in round one
