@@ -91,7 +91,7 @@ def settled(
     by more than all ``remaining`` samples could swing (a hard bound), or by ``z`` predictive
     standard deviations, ``z`` one-sided at ``error / (n - 1)``. With ``target='values'`` every
     response's mean must lie within ``tolerance`` (unit scale) of its predicted fixed-k mean, ``z``
-    two-sided at ``error``. No voter yet: not settled.
+    two-sided at ``error``. No voter yet, or a score that is not a finite number: not settled.
 
     >>> opts = AdaptiveOptions(enabled=True, target="best")
     >>> settled([[9, 3], [8, 2], [9, 4], [8, 3]], 12, opts, (1, 10))   # a clear winner
@@ -101,8 +101,8 @@ def settled(
     """
     if remaining <= 0:
         return True
-    if not rows:
-        return False
+    if not rows or not all(math.isfinite(v) for row in rows for v in row):
+        return False  # nobody voted yet, or a backend's token scores are not numbers: never stop on those
     lo, hi = score_range
     width = hi - lo
     prior = options.prior_sd * width

@@ -160,6 +160,8 @@ def test_best_target_needs_a_lead_the_remaining_samples_are_unlikely_to_undo() -
     assert not settled([[6, 5], [5, 6], [6, 6], [7, 5]], 12, BEST, (1, 10))  # a near tie
     assert not settled([[6, 6]] * 4, 12, BEST, (1, 10))  # a tie is never settled
     assert not settled([], 12, BEST, (1, 10))  # nobody voted yet
+    nan = float("nan")
+    assert not settled([[9.0, nan]] * 4, 12, BEST, (1, 10)) and not settled([[nan, 2.0]] * 4, 12, VALUES, (1, 10))
     assert settled([[6, 6]] * 4, 0, BEST, (1, 10))  # nothing left to draw
     # A lead of 0.75 points a sample: settled with few samples left, not with very many.
     steady = [[7, 6], [6, 6], [8, 6], [6, 6]]
