@@ -12,6 +12,7 @@ within 1 point.
 
     .venv/bin/python benchmarks/bench_adaptive_k.py                # the double on the shared sets
     .venv/bin/python benchmarks/bench_adaptive_k.py --embedded     # plus the machinery on the embedded judge
+    .venv/bin/python benchmarks/bench_adaptive_k.py --embedded-only  # only that
 """
 
 from __future__ import annotations
@@ -91,9 +92,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, help="items per set (default: all; RMB pairwise 1000)")
     parser.add_argument("--embedded", action="store_true", help="also run the machinery on the embedded judge")
+    parser.add_argument("--embedded-only", action="store_true", help="only the embedded judge's run")
     parser.add_argument("--sample-sd", type=float, default=1.2, help="the double's per-sample noise (score points)")
     parser.add_argument("--item-sd", type=float, default=1.5, help="the spread of the double's per-item gaps")
     args = parser.parse_args()
+    if args.embedded_only:
+        embedded_run()
+        return
     data_root = find_shared_data()
     if data_root is None:
         raise SystemExit("needs the shared data (../shared/data or $GRM_REWARD_DATA)")
@@ -163,9 +168,9 @@ def embedded_run() -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from _common import PAIRS, load_judge
 
-    config = GRMConfig(k=8, max_new_tokens=48, format_guarantee=True)
+    config = GRMConfig(k=6, max_new_tokens=32, format_guarantee=True)
     backend = load_judge(config)
-    requests = [Request(prompt=p, responses=[c, r]) for p, c, r in PAIRS[:4]]
+    requests = [Request(prompt=p, responses=[c, r]) for p, c, r in PAIRS[:3]]
     with GenerativeRewardModel(config, backend=backend) as rm:
         started = time.perf_counter()
         fixed = rm.score_batch(requests)
@@ -179,8 +184,8 @@ def embedded_run() -> None:
         [(s.seed, s.text, s.order) for s in a.samples] == [(s.seed, s.text, s.order) for s in f.samples[: a.samples_drawn]]
         for a, f in zip(adaptive, fixed, strict=True)
     )
-    print(f"\nembedded SmolLM2-135M judge (CPU, k max 8, rounds 2+2+2+2, format guarantee): samples drawn "
-          f"{[r.samples_drawn for r in adaptive]} (fixed 8 each), best {[r.best for r in adaptive]} vs "
+    print(f"\nembedded SmolLM2-135M judge (CPU, k max 6, rounds 2+2+2, format guarantee): samples drawn "
+          f"{[r.samples_drawn for r in adaptive]} (fixed 6 each), best {[r.best for r in adaptive]} vs "
           f"{[r.best for r in fixed]}, prefix of the fixed samples: {same}; wall {adaptive_s:.1f} s vs {fixed_s:.1f} s")
 
 
