@@ -168,24 +168,28 @@ def embedded_run() -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from _common import PAIRS, load_judge
 
-    config = GRMConfig(k=6, max_new_tokens=32, format_guarantee=True)
-    backend = load_judge(config)
-    requests = [Request(prompt=p, responses=[c, r]) for p, c, r in PAIRS[:3]]
-    with GenerativeRewardModel(config, backend=backend) as rm:
+    config = GRMConfig(k=4, max_new_tokens=24, format_guarantee=True)
+    backend = load_judge(config)  # shared by both models (closing it twice at the end is harmless)
+    requests = [Request(prompt=p, responses=[c, r]) for p, c, r in PAIRS[:2]]
+    adaptive_config = config.updated(adaptive={"enabled": True, "target": "best", "min_k": 2, "round_k": 1})
+    fixed_rm = GenerativeRewardModel(config, backend=backend)
+    adaptive_rm = GenerativeRewardModel(adaptive_config, backend=backend)
+    try:
         started = time.perf_counter()
-        fixed = rm.score_batch(requests)
+        fixed = fixed_rm.score_batch(requests)
         fixed_s = time.perf_counter() - started
-    adaptive_config = config.updated(adaptive={"enabled": True, "target": "best", "min_k": 2, "round_k": 2})
-    with GenerativeRewardModel(adaptive_config, backend=backend) as rm:
         started = time.perf_counter()
-        adaptive = rm.score_batch(requests)
+        adaptive = adaptive_rm.score_batch(requests)
         adaptive_s = time.perf_counter() - started
+    finally:
+        adaptive_rm.close()
+        fixed_rm.close()
     same = all(
         [(s.seed, s.text, s.order) for s in a.samples] == [(s.seed, s.text, s.order) for s in f.samples[: a.samples_drawn]]
         for a, f in zip(adaptive, fixed, strict=True)
     )
-    print(f"\nembedded SmolLM2-135M judge (CPU, k max 6, rounds 2+2+2, format guarantee): samples drawn "
-          f"{[r.samples_drawn for r in adaptive]} (fixed 6 each), best {[r.best for r in adaptive]} vs "
+    print(f"\nembedded SmolLM2-135M judge (CPU, k max 4, rounds 2+1+1, format guarantee): samples drawn "
+          f"{[r.samples_drawn for r in adaptive]} (fixed 4 each), best {[r.best for r in adaptive]} vs "
           f"{[r.best for r in fixed]}, prefix of the fixed samples: {same}; wall {adaptive_s:.1f} s vs {fixed_s:.1f} s")
 
 
