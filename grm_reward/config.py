@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from grm_reward.errors import ConfigError
 
 __all__ = [
+    "AdaptiveOptions",
     "DefenceOptions",
     "GRMConfig",
     "MetaRMOptions",
@@ -453,6 +454,54 @@ class ReuseOptions(_Section):
     )
 
 
+class AdaptiveOptions(_Section):
+    """Adaptive k: `k` is the most samples; they are drawn in rounds until more could not change the
+    use of the reward (docs/scoring.md, "Adaptive k"). Off by default: the paper's fixed k."""
+
+    enabled: bool = Field(
+        False,
+        description=(
+            "Draw the k samples in rounds (min_k, then round_k more) and stop a request once its reward is "
+            "settled for `target`; the samples drawn are a prefix of the fixed-k samples. Needs normalize "
+            "'unit' or 'mean' (votes actually cast are averaged)."
+        ),
+    )
+    target: Literal["values", "best"] = Field(
+        "values",
+        description=(
+            "What the reward is used for: 'values' (GRPO: stop when every normalised reward is within `tolerance` "
+            "of its fixed-k value) or 'best' (evaluation, best-of-N, pairwise: stop when the leader can no longer "
+            "be overtaken by the fixed-k vote)."
+        ),
+    )
+    min_k: int = Field(4, ge=1, description="Samples of the first round (at most k).")
+    round_k: int = Field(4, ge=1, description="Samples added per later round.")
+    tolerance: float = Field(
+        0.05,
+        gt=0.0,
+        le=1.0,
+        description="target 'values': how far (on the unit reward scale) a reward may still move at fixed k.",
+    )
+    error: float = Field(
+        0.05,
+        gt=0.0,
+        lt=0.5,
+        description=(
+            "Error level of the stopping test, per look: the chance, under the normal model of the scores, that "
+            "the fixed-k reward would leave the tolerance ('values') or crown another leader ('best')."
+        ),
+    )
+    prior_sd: float = Field(
+        0.1,
+        gt=0.0,
+        le=1.0,
+        description=(
+            "Spread assumed for one sample's score before data, as a share of the score range; it counts as one "
+            "pseudo-sample, so a few identical samples do not look certain."
+        ),
+    )
+
+
 class GRMConfig(BaseModel):
     """Configuration of a :class:`~grm_reward.GenerativeRewardModel`.
 
@@ -570,6 +619,7 @@ class GRMConfig(BaseModel):
     defences: DefenceOptions = Field(default_factory=DefenceOptions)
     principles: PrincipleOptions = Field(default_factory=PrincipleOptions)
     reuse: ReuseOptions = Field(default_factory=ReuseOptions)
+    adaptive: AdaptiveOptions = Field(default_factory=AdaptiveOptions)
 
     @field_validator("backend")
     @classmethod
@@ -602,6 +652,11 @@ class GRMConfig(BaseModel):
             )
         if self.k_meta is not None and self.k_meta > self.k:
             raise ValueError(f"k_meta={self.k_meta} cannot exceed k={self.k}")
+        if self.adaptive.enabled and self.normalize == "sum":
+            raise ValueError(
+                "adaptive.enabled draws a different number of samples per request, so a summed reward would change "
+                "scale with it: use normalize='unit' or 'mean' (the paper's sum voting needs a fixed k)"
+            )
         if self.template == "single_binary" and self.score_range != (0, 1):
             raise ValueError("template 'single_binary' scores 0 or 1: set score_range=(0, 1)")
         if self.principles.shared and self.template in {"default", "single", "single_binary"}:

@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Any, NamedTuple, TypeVar
 
 from grm_reward._sync import LoopThread
+from grm_reward.adaptive import drawn_k_meta, round_sizes, settled, voter_scores
 from grm_reward.backends import create_backend
 from grm_reward.backends.base import (
     FORCED_SCORES_PREFIX,
@@ -231,12 +232,48 @@ class GenerativeRewardModel:
         plans = await self._aplans(requests)
         if not plans:
             return []
-        per_plan, usages = await self._judge(plans, temperature=self.config.effective_temperature)
+        if self.config.adaptive.enabled and self.config.k > self.config.adaptive.min_k:
+            per_plan, usages = await self._judge_adaptively(plans)
+        else:
+            per_plan, usages = await self._judge_and_rate(plans, None)
+        return [self._result(plan, judgements, usage) for plan, judgements, usage in zip(plans, per_plan, usages)]
+
+    async def _judge_and_rate(
+        self, plans: list[Plan], windows: Sequence[range] | None
+    ) -> tuple[list[list[Judgement]], list[Usage]]:
+        """Judge (the samples of ``windows``, default all), fill and rate: the vote's inputs."""
+        per_plan, usages = await self._judge(plans, temperature=self.config.effective_temperature, windows=windows)
         if self.config.format_guarantee or self.config.token_prob:
             await self._fill(plans, per_plan, usages)
         if self.meta_rm is not None:
             await self._rate(plans, per_plan)
-        return [self._result(plan, judgements, usage) for plan, judgements, usage in zip(plans, per_plan, usages)]
+        return per_plan, usages
+
+    async def _judge_adaptively(self, plans: list[Plan]) -> tuple[list[list[Judgement]], list[Usage]]:
+        """Adaptive k (docs/scoring.md): rounds of samples, each a further slice of the fixed-k plan, until
+        :func:`~grm_reward.adaptive.settled` says more could not change the reward's use. Each round is
+        judged, filled and rated like a fixed-k batch; only the requests still open take part."""
+        cfg = self.config
+        k = cfg.k
+        per_plan: list[list[Judgement]] = [[] for _ in plans]
+        usages = [Usage() for _ in plans]
+        open_ = list(range(len(plans)))
+        for size in round_sizes(k, cfg.adaptive):
+            windows = [range(len(per_plan[p]), len(per_plan[p]) + size) for p in open_]
+            new, new_usages = await self._judge_and_rate([plans[p] for p in open_], windows)
+            still_open = []
+            for p, judgements, usage in zip(open_, new, new_usages):
+                per_plan[p].extend(judgements)
+                usages[p].add(usage)
+                drawn = len(per_plan[p])
+                k_meta = drawn_k_meta(cfg.effective_k_meta, drawn, k) if self._meta_rm is not None else None
+                rows = voter_scores(per_plan[p], k_meta, use_token_scores=cfg.token_prob)
+                if not settled(rows, k - drawn, cfg.adaptive, cfg.score_range):
+                    still_open.append(p)
+            open_ = still_open
+            if not open_:
+                break
+        return per_plan, usages
 
     def judge_batch(
         self,
@@ -426,42 +463,47 @@ class GenerativeRewardModel:
         big = sum(request.text_chars for request in coerced) > _PLAN_INLINE_CHARS
         return await asyncio.to_thread(plan_all) if big else plan_all()
 
-    async def _judge(self, plans: list[Plan], *, temperature: float) -> tuple[list[list[Judgement]], list[Usage]]:
-        """One backend call for every prompt group of every plan; judgements per plan, in sample order."""
+    async def _judge(
+        self, plans: list[Plan], *, temperature: float, windows: Sequence[range] | None = None
+    ) -> tuple[list[list[Judgement]], list[Usage]]:
+        """One backend call for every prompt group of every plan; judgements per plan, in sample order.
+
+        ``windows[p]`` (adaptive k) limits plan p to the samples it covers: in each prompt group they
+        are consecutive, so they are one request seeded as the fixed-k plan seeds them.
+        """
         backend = self.backend
+        asked = [
+            (p, group, [j for j in group.samples if windows is None or j in windows[p]])
+            for p, plan in enumerate(plans)
+            for group in plan.groups
+        ]
+        asked = [(p, group, samples) for p, group, samples in asked if samples]
         generation_requests = [
             GenerationRequest(
                 messages=group.messages,
-                n=len(group.samples),
-                seed=plan.seeds[group.samples[0]],  # the group's base seed: sample i of it is base + i
+                n=len(samples),
+                seed=plans[p].seeds[samples[0]],  # the group's base seed (+ rank): sample i of it is seed + i
                 max_tokens=self.config.max_new_tokens,
                 temperature=temperature,
                 top_p=self.config.top_p,
             )
-            for plan in plans
-            for group in plan.groups
+            for p, group, samples in asked
         ]
         outputs = await backend.generate(generation_requests)
         if len(outputs) != len(generation_requests):
             raise BackendProtocolError(
                 f"backend {backend.name!r} returned {len(outputs)} outputs for {len(generation_requests)} requests"
             )
-        per_plan: list[list[Judgement]] = []
-        usages: list[Usage] = []
-        cursor = 0
-        for plan in plans:
-            judgements: list[Judgement | None] = [None] * len(plan.seeds)
-            usage = Usage()
-            for group in plan.groups:
-                output = outputs[cursor]
-                cursor += 1
-                self._check_output(output, len(group.samples), backend)
-                usage.prompt_tokens += output.prompt_tokens
-                for j, generation in zip(group.samples, output.samples):
-                    usage.completion_tokens += generation.completion_tokens
-                    judgements[j] = self._judge_sample(plan, group.order, plan.seeds[j], generation)
-            per_plan.append([j for j in judgements if j is not None])
-            usages.append(usage)
+        slots: list[list[Judgement | None]] = [[None] * len(plan.seeds) for plan in plans]
+        usages = [Usage() for _ in plans]
+        for (p, group, samples), output in zip(asked, outputs):
+            plan = plans[p]
+            self._check_output(output, len(samples), backend)
+            usages[p].prompt_tokens += output.prompt_tokens
+            for j, generation in zip(samples, output.samples):
+                usages[p].completion_tokens += generation.completion_tokens
+                slots[p][j] = self._judge_sample(plan, group.order, plan.seeds[j], generation)
+        per_plan = [[j for j in judgements if j is not None] for judgements in slots]
         return per_plan, usages
 
     # --- reading samples ------------------------------------------------------------------------
@@ -565,7 +607,7 @@ class GenerativeRewardModel:
         cfg = self.config
         n = plan.request.n
         tie_rng = random.Random(derive_seed(cfg.seed, plan.fingerprint, "tie"))
-        k_meta = cfg.effective_k_meta if self._meta_rm is not None else None
+        k_meta = drawn_k_meta(cfg.effective_k_meta, len(judgements), cfg.k) if self._meta_rm is not None else None
         outcome = vote(
             judgements, n, k_meta=k_meta, use_token_scores=cfg.token_prob, tie_break=cfg.tie_break, rng=tie_rng
         )

@@ -147,6 +147,11 @@ class RewardResult:
     def all_invalid(self) -> bool:
         return self.num_voted == 0
 
+    @property
+    def samples_drawn(self) -> int:
+        """Judge samples drawn for this request: k, or fewer under adaptive k (docs/scoring.md)."""
+        return len(self.samples)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "rewards": list(self.rewards),
@@ -156,6 +161,7 @@ class RewardResult:
             "num_valid": self.num_valid,
             "num_forced": self.num_forced,
             "num_voted": self.num_voted,
+            "samples_drawn": self.samples_drawn,
             "usage": asdict(self.usage),
             "samples": [s.to_dict() for s in self.samples],
             "defences": [d.to_dict() for d in self.defences],

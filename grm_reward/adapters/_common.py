@@ -79,7 +79,8 @@ def result_stats(result: RewardResult) -> dict[str, float]:
     - ``failed``: 1.0 when no sample could be read (the reward is the failure value), else 0.0;
     - ``vote_spread``: max - min of the scores its readable samples gave (0 with fewer than two),
       i.e. how much the k samples disagree;
-    - ``vote``: the raw vote, the sum of those scores (the paper's S*).
+    - ``vote``: the raw vote, the sum of those scores (the paper's S*);
+    - ``samples_drawn``: judge samples drawn (k, or fewer under adaptive k).
     """
     total = len(result.samples) or 1
     scores = [s for s in sample_scores(result) if s is not None]
@@ -89,6 +90,7 @@ def result_stats(result: RewardResult) -> dict[str, float]:
         "failed": 1.0 if result.all_invalid else 0.0,
         "vote_spread": float(max(scores) - min(scores)) if len(scores) > 1 else 0.0,
         "vote": float(result.votes[0]) if result.votes else 0.0,
+        "samples_drawn": float(result.samples_drawn),
     }
 
 

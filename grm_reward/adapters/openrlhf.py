@@ -46,6 +46,7 @@ EXTRA_LOG_KEYS = (
     "grm_neutralised",
     "grm_injection",
     "grm_response_chars",
+    "grm_samples_drawn",
 )
 
 def label_fields(label: Any, *, as_reference: bool = True) -> tuple[str | None, str | list[str] | None]:

@@ -41,6 +41,7 @@ EXTRA_INFO_KEYS = (
     "grm_neutralised",
     "grm_injection",
     "grm_response_chars",
+    "grm_samples_drawn",
 )
 
 

@@ -67,6 +67,18 @@ def _list_benchmarks() -> int:
     return 0
 
 
+def _adaptive_target_given(args: argparse.Namespace) -> bool:
+    """Whether --adaptive-target or the config file chose what adaptive k stops for."""
+    if hasattr(args, "adaptive__target"):
+        return True
+    if getattr(args, "config", None):
+        from grm_reward.config import load_config_file
+
+        section = load_config_file(args.config).get("adaptive")
+        return isinstance(section, dict) and "target" in section
+    return False
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from grm_reward.eval.report import render_markdown
     from grm_reward.eval.runner import EvalSettings, evaluate
@@ -82,6 +94,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(f"grm-reward: {exc}", file=sys.stderr)
         return 2
     config = config_from_args(args)
+    if config.adaptive.enabled and not _adaptive_target_given(args):
+        config = config.updated(adaptive={"target": "best"})  # evaluation picks the best: stop when it is settled
     settings = EvalSettings(
         benchmarks=benchmarks,
         output_dir=Path(args.output_dir),

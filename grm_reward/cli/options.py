@@ -35,6 +35,7 @@ ALIASES: Mapping[str, str] = {
     "server.api_key": "--api-key",
     "ray.enabled": "--ray",
     "ray.replicas": "--replicas",
+    "adaptive.enabled": "--adaptive",
 }
 _SEP = "__"
 #: Sections whose flags only the subcommands that ask for them get.

@@ -42,7 +42,7 @@ _REQUEST_KEYS = ("prompt", "responses", "principles", "reference")
 #: Keys the output adds; an input row that already has one keeps it under "input_<key>".
 _OUTPUT_KEYS = (
     "rewards", "votes", "best", "tie", "num_valid", "num_forced", "usage", "samples", "error",
-    "line", "input_hash", "retryable", "cached",
+    "line", "input_hash", "retryable", "cached", "samples_drawn",
 )
 #: Exit statuses (docs/cli.md).
 EXIT_OK, EXIT_ROW_ERRORS, EXIT_CANNOT_RUN, EXIT_JUDGE_FAILED = 0, 1, 2, 3

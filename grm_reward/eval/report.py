@@ -40,6 +40,7 @@ def pass_stats(records: Sequence[ItemSamples]) -> dict[str, Any]:
     forced = sum(1 for j in samples if j.valid and j.forced)
     reasons = Counter((j.reason or "?").split(":")[0] for j in invalid)
     without_vote = sum(1 for r in records for view in r.samples if not any(j.valid for j in view))
+    requests = sum(len(r.samples) for r in records)
     items = len(records)
     prompt = sum(r.usage.prompt_tokens for r in records)
     completion = sum(r.usage.completion_tokens for r in records)
@@ -54,6 +55,7 @@ def pass_stats(records: Sequence[ItemSamples]) -> dict[str, Any]:
             "forced_share": share(forced),
             "invalid_reasons": dict(reasons.most_common()),
             "requests_without_readable_sample": without_vote,
+            "drawn_per_request": total / requests if requests else 0.0,
         },
         "tokens": {
             "prompt_total": prompt,
@@ -136,6 +138,7 @@ def build_report(
             "backend": config.backend,
         },
         "k_max": config.k,
+        "adaptive": config.adaptive.enabled,
         "temperature": config.effective_temperature,
         "ks": list(scaling.ks),
         "resamples": scaling.resamples,
@@ -200,6 +203,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         f"{report['temperature']} · protocol `{report['protocol']}` · ties `{report['tie_policy']}` · "
         f"{report['resamples']} resampling rounds · k_meta = max(1, ⌊{report['k_meta_ratio']}·k⌋)"
     )
+    if report.get("adaptive"):
+        drawn = ", ".join(f"{_bench_label(b)} {b['samples']['drawn_per_request']:.2f}" for b in report["benchmarks"])
+        lines += ["", f"Adaptive k (at most K per request; docs/scoring.md): samples drawn per request: {drawn}"]
     lines.append("")
     for note in report["notes"]:
         lines += [f"> **Note.** {note}", ""]

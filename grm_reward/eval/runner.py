@@ -162,7 +162,8 @@ def evaluate(
     finally:
         if progress is not None:
             progress.close()
-    ks = tuple(settings.ks) if settings.ks else default_ks(config.k)
+    adaptive = config.adaptive.enabled
+    ks = (config.k,) if adaptive else tuple(settings.ks) if settings.ks else default_ks(config.k)
     scaling = ScalingSettings(
         ks=ks,
         resamples=settings.resamples,
@@ -171,6 +172,7 @@ def evaluate(
         use_token_scores=config.token_prob,
         score_range=config.score_range,
         seed=settings.seed,
+        adaptive=adaptive,
     )
     curves = {run.name: scaling_curves(run.loaded.benchmark, run.ordered_records(), scaling) for run in runs}
     report = build_report(config, settings, scaling, runs, curves)
@@ -235,6 +237,11 @@ def _check_settings(config: GRMConfig, settings: EvalSettings) -> None:
             raise InputError(
                 f"k values must lie in 1..K where K is the samples per item (-k {config.k}); got {list(settings.ks)}"
             )
+    if config.adaptive.enabled and settings.ks and list(settings.ks) != [config.k]:
+        raise InputError(
+            f"with adaptive k each item votes with the samples it drew (up to {config.k}): the curve has the one "
+            f"point k={config.k}; run without --adaptive for Voting@k at {list(settings.ks)}"
+        )
     if settings.resamples < 1:
         raise InputError("resamples must be at least 1")
     if settings.k_meta_ratio is not None and not 0.0 < settings.k_meta_ratio <= 1.0:

@@ -57,6 +57,8 @@ class ScalingSettings:
     use_token_scores: bool = False
     score_range: tuple[int, int] = (1, 10)
     seed: int = 0
+    #: adaptive k: items drew different numbers of samples; each votes with all it drew (ks is (K,))
+    adaptive: bool = False
 
     def __post_init__(self) -> None:
         if not self.ks or any(k < 1 for k in self.ks):
@@ -113,17 +115,17 @@ def has_meta_scores(records: Sequence[ItemSamples]) -> bool:
 
 def item_outcome(
     record: ItemSamples,
-    chosen: Sequence[int],
+    chosen: Sequence[int] | None,
     *,
     k_meta: int | None,
     settings: ScalingSettings,
     rng: random.Random,
 ) -> ItemOutcome:
-    """Vote with the samples ``chosen`` (indices into each view's K samples) and read the item."""
+    """Vote with the samples ``chosen`` (indices into each view's K samples; None: all) and read the item."""
     item = record.item
     votes = [
         vote(
-            [samples[i] for i in chosen],
+            list(samples) if chosen is None else [samples[i] for i in chosen],
             len(view),
             k_meta=k_meta,
             use_token_scores=settings.use_token_scores,
@@ -169,7 +171,7 @@ def scaling_curves(
         return {}
     available = min(r.num_samples for r in records)
     too_many = [k for k in settings.ks if k > available]
-    if too_many:
+    if too_many and not settings.adaptive:
         raise ValueError(f"k={too_many} exceed the {available} samples stored per item")
     methods: list[Method] = ["voting", "meta_rm"] if has_meta_scores(records) else ["voting"]
     curves: dict[Method, dict[int, dict[str, Spread]]] = {}
@@ -178,14 +180,14 @@ def scaling_curves(
         for k in settings.ks:
             k_meta = k_meta_for(k, settings.k_meta_ratio) if method == "meta_rm" else None
             rounds = settings.resamples
-            if settings.tie_policy != "random" and all(r.num_samples == k for r in records):
+            if settings.tie_policy != "random" and (settings.adaptive or all(r.num_samples == k for r in records)):
                 rounds = 1  # one subset and no coin: every round would be the same
             values: dict[str, list[float]] = defaultdict(list)
             for round_ in range(rounds):
                 outcomes = []
                 for record in records:
                     rng = random.Random(f"grm-reward-scaling|{settings.seed}|{record.item.uid}|{k}|{round_}")
-                    chosen = sorted(rng.sample(range(record.num_samples), k))
+                    chosen = None if settings.adaptive else sorted(rng.sample(range(record.num_samples), k))
                     outcomes.append(item_outcome(record, chosen, k_meta=k_meta, settings=settings, rng=rng))
                 for key, value in summarize(benchmark, outcomes).items():
                     values[key].append(value)

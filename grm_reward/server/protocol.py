@@ -158,6 +158,7 @@ class RewardOut(BaseModel):
     num_valid: int
     num_forced: int
     num_voted: int
+    samples_drawn: int = Field(description="Judge samples drawn: k, or fewer under adaptive k.")
     usage: UsageOut
     samples: list[SampleOut] | None = None
     cached: bool = False  # answered from the result cache (GRMConfig.reuse): usage is zero

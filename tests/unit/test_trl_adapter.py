@@ -261,6 +261,7 @@ def test_logged_columns_and_metrics() -> None:
         "helpful/forced_share": 0.0,
         "helpful/failed_share": 0.0,
         "helpful/vote_spread": 2.0,
+        "helpful/samples_drawn": 2.0,
         "helpful/hacking/neutralised_share": 0.0,
         "helpful/hacking/injection_share": 0.0,
         "helpful/hacking/length_reward_corr": 0.0,  # all three completions are one character long

@@ -214,6 +214,7 @@ def test_failures_keep_the_same_keys_and_get_the_failure_score(verl_modules, tok
         "grm_invalid_share": 1.0, "grm_forced_share": 0.0, "grm_failed": 1.0,
         "grm_vote_spread": 0.0, "grm_vote": 0.0, "grm_critique": "",
         "grm_neutralised": 0.0, "grm_injection": 0.0, "grm_response_chars": float(len(ROWS[0]["response"])),
+        "grm_samples_drawn": 1.0,
     }
     assert ok["reward_extra_info"]["grm_failed"] == 0.0 and ok["reward_score"] >= 0.0
 
