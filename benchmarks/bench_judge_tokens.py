@@ -258,6 +258,78 @@ def quality_cost(args: argparse.Namespace) -> None:
           "own and shared principles prefer the same answer (or both tie)")
 
 
+def together(args: argparse.Namespace) -> None:
+    """A GRPO step judged with today's defaults, each saving alone, and every saving switched on."""
+    groups, quality = grpo_groups(args.groups, args.group_size, args.together_duplicates, args.seed)
+    k = args.together_k
+    runs = argparse.Namespace(**{**vars(args), "k": k})
+    savings: list[tuple[str, dict[str, object]]] = [
+        ("defaults", {}),
+        ("adaptive k", {"adaptive": {"enabled": True, "target": "values"}}),
+        ("shared principles", {"principles": {"shared": True}}),
+        ("dedup", {"reuse": {"dedup": True}}),
+        ("all on", {"adaptive": {"enabled": True, "target": "values"}, "principles": {"shared": True},
+                    "reuse": {"dedup": True}}),
+        ("all on, tol 0.10", {"adaptive": {"enabled": True, "target": "values", "tolerance": 0.1},
+                              "principles": {"shared": True}, "reuse": {"dedup": True}}),
+    ]
+    print(f"\n## All together: one GRPO step, {args.groups} groups, G={args.group_size}, "
+          f"{args.together_duplicates:.0%} duplicate completions, k={k} (max k under adaptive, target 'values'); "
+          "judge tokens per rewarded response (words)")
+    print(f"{'input':<11}{'setting':<19}{'completion':>11}{'prompt':>9}{'samples':>9}{'vs defaults':>13}"
+          f"{'rank corr':>11}{'|dr| mean':>11}")
+    for listwise in (False, True):
+        requests = requests_of(groups, listwise)
+        base: list[RewardResult] = []
+        base_tokens = 0.0
+        for name, config in savings:
+            results, m = run(model(quality, runs, args.principle_sd, **config), requests)
+            if name == "defaults":
+                base, base_tokens = results, m["completion"]
+            flat = [x for r in results for x in r.rewards]
+            flat_base = [x for r in base for x in r.rewards]
+            drift = mean(abs((a or 0.0) - (b or 0.0)) for a, b in zip(flat, flat_base))
+            corr = _group_rank_corr(groups, results, quality, listwise)
+            mode = "listwise" if listwise else "one-by-one"
+            print(f"{mode:<11}{name:<19}{m['completion']:>11.1f}{m['prompt']:>9.1f}{m['samples']:>9.3f}"
+                  f"{m['completion'] / base_tokens:>12.3f}x{corr:>11.3f}{drift:>11.3f}")
+    print("rank corr: mean over groups of Spearman's correlation between the rewards and the double's true quality; "
+          "|dr| mean: mean absolute change of a reward (unit scale) against the defaults' reward")
+
+
+def _group_rank_corr(
+    groups: list[tuple[str, list[str]]], results: list[RewardResult], quality: dict[str, float], listwise: bool
+) -> float:
+    def ranks(values: list[float]) -> list[float]:
+        order = sorted(range(len(values)), key=lambda i: values[i])
+        out = [0.0] * len(values)
+        i = 0
+        while i < len(order):  # ties share their mean rank
+            j = i
+            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+                j += 1
+            for m in range(i, j + 1):
+                out[order[m]] = (i + j) / 2
+            i = j + 1
+        return out
+
+    corrs, at = [], 0
+    for _, members in groups:
+        if listwise:
+            rewards = [r or 0.0 for r in results[at].rewards]
+            at += 1
+        else:
+            rewards = [results[at + i].rewards[0] or 0.0 for i in range(len(members))]
+            at += len(members)
+        a, b = ranks(rewards), ranks([quality[m] for m in members])
+        ma, mb = mean(a), mean(b)
+        num = sum((x - ma) * (y - mb) for x, y in zip(a, b))
+        den = (sum((x - ma) ** 2 for x in a) * sum((y - mb) ** 2 for y in b)) ** 0.5
+        if den:
+            corrs.append(num / den)
+    return mean(corrs)
+
+
 def _correct(result: RewardResult) -> float:
     pick = _pick(result)
     return 1.0 if pick == 0 else 0.5 if pick == -1 else 0.0
@@ -283,7 +355,9 @@ def main() -> None:
     parser.add_argument("--quality-seeds", type=int, default=3, help="seeds the quality table averages over")
     parser.add_argument("--gap", type=float, default=1.5, help="the double's quality gap between chosen and rejected")
     parser.add_argument("--chosen-quality", type=float, default=6.5)
-    parser.add_argument("--only", default="principles,dedup,quality", help="tables to run (also: embedded)")
+    parser.add_argument("--only", default="principles,dedup,quality,together", help="tables to run (also: embedded)")
+    parser.add_argument("--together-k", type=int, default=8, help="k (max k under adaptive) of the all-together table")
+    parser.add_argument("--together-duplicates", type=float, default=0.25, help="duplicate share of the all-together step")
     parser.add_argument("--embedded-groups", type=int, default=2, help="groups for the embedded-judge table")
     parser.add_argument("--embedded-tokens", type=int, default=48, help="max_new_tokens for the embedded-judge table")
     args = parser.parse_args()
@@ -297,6 +371,8 @@ def main() -> None:
         deduplication(args)
     if "quality" in only:
         quality_cost(args)
+    if "together" in only:
+        together(args)
     if "embedded" in only:
         embedded(args)
 
