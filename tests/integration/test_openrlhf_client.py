@@ -58,7 +58,7 @@ def length_judge(call) -> str:
 
 def scripted_app(**server):
     backend = ScriptedBackend(length_judge, delay=0.02)
-    config = GRMConfig(k=2, server={"batch_window_s": 0.02, **server})
+    config = GRMConfig(k=2, batching={"window_s": 0.02}, server=server)
     return build_app(config, backend=backend), backend
 
 
