@@ -247,7 +247,7 @@ MOVED_KEYS = {
     "server.failure_reward": "failure_reward",
 }
 
-#: The defaults of the batching settings left unset (None), per entry point; docs/configuration.md says why.
+#: The defaults of the batching settings left unset (None), per entry point; docs/server.md ("Batching") says why.
 BATCHING_DEFAULTS: dict[str, dict[str, Any]] = {
     "server": {"window_s": 0.01, "group_by_prompt": False, "max_group_size": 8},  # also OpenRLHF's file form
     "trl": {"window_s": 0.0, "group_by_prompt": True, "max_group_size": 4},
@@ -267,9 +267,10 @@ def _refuse_moved(values: Any, section: str) -> Any:
 
 
 class BatchingOptions(_Section):
-    """How single requests are collected into backend batches and grouped listwise, for every entry point
-    (the server and OpenRLHF's file form, TRL, verl). A setting left unset (None) takes the entry point's
-    default (:data:`BATCHING_DEFAULTS`, explained in docs/configuration.md)."""
+    """Batching and listwise grouping for every entry point (server, OpenRLHF, TRL, verl); unset: its default.
+
+    A setting left unset (None) takes the entry point's default (:data:`BATCHING_DEFAULTS`); docs/server.md,
+    "Batching", says why they differ."""
 
     window_s: float | None = Field(
         None,
