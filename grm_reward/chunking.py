@@ -52,13 +52,10 @@ async def ascore_chunk(
     """
     try:
         return list(await score(list(members)))
-    except RUN_ERRORS:
-        raise
     except Exception as exc:
-        if len(members) == 1:
-            return [exc]
-        if on_retry is not None:
-            on_retry(exc)
+        alone = _chunk_failed(exc, members, on_retry)
+        if alone is not None:
+            return list[R | Exception](alone)
     singles = await asyncio.gather(*(score([member]) for member in members), return_exceptions=True)
     outcomes: list[R | Exception] = []
     for single in singles:
@@ -74,13 +71,10 @@ def score_chunk(
     """Blocking twin of :func:`ascore_chunk` (the members' own calls run one after another)."""
     try:
         return list(score(list(members)))
-    except RUN_ERRORS:
-        raise
     except Exception as exc:
-        if len(members) == 1:
-            return [exc]
-        if on_retry is not None:
-            on_retry(exc)
+        alone = _chunk_failed(exc, members, on_retry)
+        if alone is not None:
+            return list[R | Exception](alone)
     outcomes: list[R | Exception] = []
     for member in members:
         try:
@@ -88,6 +82,17 @@ def score_chunk(
         except Exception as exc:
             outcomes.append(exc)
     return outcomes
+
+
+def _chunk_failed(exc: Exception, members: Sequence[object], on_retry: OnRetry | None) -> list[Exception] | None:
+    """A chunk's call failed with ``exc``: raise a run error, a lone member's outcome, or None: retry one by one."""
+    if isinstance(exc, RUN_ERRORS):
+        raise exc
+    if len(members) == 1:
+        return [exc]
+    if on_retry is not None:
+        on_retry(exc)
+    return None
 
 
 def raise_run_error(outcomes: Sequence[object]) -> None:
