@@ -191,6 +191,7 @@ class MicroBatcher:
         self._pending: deque[_Pending] = deque()
         self._window_opened = 0.0  # when the oldest pending submission arrived
         self._timer: asyncio.TimerHandle | None = None
+        self._soon = False  # the timer fires in the next loop iteration (a group is complete)
         self._running = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._abandoned: set[asyncio.Task[None]] = set()
@@ -227,8 +228,14 @@ class MicroBatcher:
             if count >= self.group_size:
                 self._complete.add(pending.group)
             pending.future.add_done_callback(functools.partial(self._gave_up, pending))
-        if len(self._pending) >= self.max_batch_requests or self._complete:
+        if len(self._pending) >= self.max_batch_requests:
             self._dispatch()
+        elif self._complete and not self._soon:
+            # A complete group goes now; groups completed in this loop iteration share its batch.
+            if self._timer is not None:
+                self._timer.cancel()
+            self._soon = True
+            self._timer = loop.call_later(0.0, self._on_timer)
         elif self._timer is None:
             # Even with a zero window, submissions made in the same loop iteration share a batch.
             delay = max(0.0, self._window_opened + self.max_wait_s - loop.time())
@@ -298,6 +305,7 @@ class MicroBatcher:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._soon = False
         if self._pending and self._running < self.max_concurrent_batches:
             # Wait for the window to close; when all slots are busy, a finishing batch dispatches.
             delay = max(0.0, self._window_opened + self.max_wait_s - loop.time())
@@ -305,6 +313,7 @@ class MicroBatcher:
 
     def _on_timer(self) -> None:
         self._timer = None
+        self._soon = False
         self._dispatch()
 
     def _take_complete_groups(self) -> list[_Pending]:

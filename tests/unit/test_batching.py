@@ -493,3 +493,18 @@ def test_group_members_that_gave_up_do_not_count_towards_their_group() -> None:
 
     results = run(main())
     assert len(results) == 3 and [sorted(r.responses) for r in calls[0]] == [["b", "c", "d"]]
+
+
+def test_groups_completed_in_one_loop_iteration_share_a_batch() -> None:
+    """A step's rollouts handed over at once still make few, full batches (not one per complete group)."""
+    rm, _ = make(k=2)
+    calls, _ = counting(rm)
+
+    async def main():
+        batcher = MicroBatcher(rm, max_wait_s=3600.0, group_by_prompt=True, max_group_size=4, group_size=4)
+        return await asyncio.wait_for(
+            asyncio.gather(*(batcher.submit(Request(f"p{g}", [r])) for g in range(3) for r in "abcd")), timeout=60
+        )
+
+    results = run(main())
+    assert len(results) == 12 and len(calls) == 1 and [len(r.responses) for r in calls[0]] == [4, 4, 4]
