@@ -88,7 +88,7 @@ def reward_server(judge: FaultJudge, *extra: str, log: Path) -> Iterator[str]:
     command = [
         sys.executable, "-m", "grm_reward", "serve", "--host", "127.0.0.1", "--port", str(port),
         "--backend", "openai", "--base-url", judge.url, "--model", "fault-judge", "-k", "2", "--seed", "7",
-        "--server-batch-window-s", "0.02", "--server-log-level", "warning", *extra,
+        "--batching-window-s", "0.02", "--server-log-level", "warning", *extra,
     ]
     with process_server(command, port, env={"PYTHONPATH": str(ROOT)}, log=log, cwd=ROOT) as base:
         yield base

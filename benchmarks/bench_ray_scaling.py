@@ -43,7 +43,7 @@ CHATML = "<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n"
 def config(replicas: int) -> GRMConfig:
     return GRMConfig(
         backend="tests.ray_support:slow_judge", k=1, seed=3,
-        server={"group_by_prompt": True, "batch_window_s": 0.01},
+        batching={"group_by_prompt": True, "window_s": 0.01},
         ray={"replicas": replicas, "num_cpus": 0, "ingress_num_cpus": 0},
     )
 

@@ -104,7 +104,7 @@ def start_server(window: float) -> tuple[subprocess.Popen[bytes], str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT), os.environ.get("PYTHONPATH", "")])}
     child = subprocess.Popen(
         [sys.executable, "-m", "grm_reward", "serve", "--backend", "bench_server_layer:fast_backend", "-k", "1",
-         "--port", str(port), "--server-batch-window-s", str(window), "--server-log-level", "warning"],
+         "--port", str(port), "--batching-window-s", str(window), "--server-log-level", "warning"],
         env=env, cwd=ROOT,
     )
     base = f"http://127.0.0.1:{port}"

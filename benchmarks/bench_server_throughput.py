@@ -90,9 +90,9 @@ def config_values(args: argparse.Namespace) -> dict[str, Any]:
         "k": args.k,
         "seed": 0,
         "max_new_tokens": args.max_new_tokens,
-        "server": {"batch_window_s": args.window, "max_batch_requests": args.max_batch,
-                   "max_concurrent_batches": args.max_concurrent, "log_level": "warning",
-                   "request_timeout_s": 3600.0},  # a throughput run, not a deadline test
+        "batching": {"window_s": args.window, "max_batch_requests": args.max_batch,
+                     "max_concurrent_batches": args.max_concurrent},
+        "server": {"log_level": "warning", "request_timeout_s": 3600.0},  # a throughput run, not a deadline test
     }
     if args.k > 1:
         values["temperature"] = 0.7
@@ -152,8 +152,8 @@ def main() -> None:
     parser.add_argument("-k", type=int, default=1)
     parser.add_argument("--max-new-tokens", type=int, default=8)
     parser.add_argument("--window", type=float, default=0.01, help="server batch window (s)")
-    parser.add_argument("--max-batch", type=int, default=64, help="server max_batch_requests")
-    parser.add_argument("--max-concurrent", type=int, default=4, help="server max_concurrent_batches")
+    parser.add_argument("--max-batch", type=int, default=64, help="batching.max_batch_requests")
+    parser.add_argument("--max-concurrent", type=int, default=4, help="batching.max_concurrent_batches")
     parser.add_argument("--rounds", type=int, default=2, help="timed offline/served rounds, alternating")
     parser.add_argument("--per-call-s", type=float, default=0.2, help="scripted: cost of one backend call")
     parser.add_argument("--per-sample-s", type=float, default=0.002, help="scripted: cost per sample")

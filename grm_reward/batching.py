@@ -9,10 +9,11 @@ when its window closes: while every slot is busy, arrivals keep joining the next
 burst that arrives over a longer time than the window still fills batches instead of queueing
 many small ones. With ``group_by_prompt``, single-response requests that share a prompt (a GRPO group)
 are judged together in one listwise request of at most ``max_group_size`` responses, as the
-paper allows (its Table 11: list input and pair input agree within 0.5 points).
+paper allows (its Table 11: list input and pair input agree within 0.5 points); with ``group_size``
+too, a group is judged the moment its last response arrives, without waiting for the window.
 
-Failures stay local: if a batch fails with any exception, its requests are retried one by one, so
-only the request that caused it gets the error. Abandoned work stops: a batch runs under the latest
+Failures stay local: if a batch fails with a request's error (:mod:`grm_reward.chunking`), its
+requests are retried one by one, so only the request that caused it gets the error. Abandoned work stops: a batch runs under the latest
 deadline of its members (:mod:`grm_reward.deadlines`) and is cancelled once every caller it serves
 has gone (timed out, disconnected). See ``docs/server.md``.
 """
@@ -32,8 +33,9 @@ from typing import Any, TypeVar
 
 from grm_reward import deadlines
 from grm_reward._tasks import gather_cancelling
-from grm_reward.config import ServerOptions
-from grm_reward.errors import DeadlineExceededError, GRMError, JudgeUnavailableError
+from grm_reward.chunking import ascore_chunk
+from grm_reward.config import BatchingOptions
+from grm_reward.errors import DeadlineExceededError, GRMError
 from grm_reward.model import GenerativeRewardModel
 from grm_reward.types import Judgement, Request, RewardResult, Usage
 
@@ -149,6 +151,8 @@ class _Pending:
     request: Request
     future: asyncio.Future[RewardResult]
     deadline: float | None  # the caller's deadline (time.monotonic clock), None: none
+    arrived: float  # loop time of the submission
+    group: str | None = None  # its prompt group's key, when the batcher counts groups (``group_size``)
 
 
 class MicroBatcher:
@@ -167,34 +171,44 @@ class MicroBatcher:
         max_concurrent_batches: int = 4,
         group_by_prompt: bool = False,
         max_group_size: int = 8,
+        group_size: int | None = None,
     ) -> None:
         if max_wait_s < 0 or max_batch_requests < 1 or max_concurrent_batches < 1 or max_group_size < 1:
             raise ValueError("max_wait_s >= 0, and max_batch_requests, max_concurrent_batches, max_group_size >= 1")
+        if group_size is not None and group_size < 1:
+            raise ValueError("group_size >= 1 (or None)")
         self.rm = rm
         self.max_wait_s = max_wait_s
         self.max_batch_requests = max_batch_requests
         self.max_concurrent_batches = max_concurrent_batches
         self.group_by_prompt = group_by_prompt
         self.max_group_size = max_group_size
+        # Count single responses per prompt group only when a complete group may start a batch early.
+        self.group_size = group_size if group_by_prompt else None
         self.stats = BatcherStats()
+        self._group_counts: dict[str, int] = {}  # pending submissions per group key
+        self._complete: set[str] = set()  # keys with at least group_size pending
         self._pending: deque[_Pending] = deque()
         self._window_opened = 0.0  # when the oldest pending submission arrived
         self._timer: asyncio.TimerHandle | None = None
+        self._soon = False  # the timer fires in the next loop iteration (a group is complete)
         self._running = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._abandoned: set[asyncio.Task[None]] = set()
         self._closing = False
 
     @classmethod
-    def from_options(cls, rm: GenerativeRewardModel, options: ServerOptions) -> MicroBatcher:
-        """A batcher with the batching settings of ``GRMConfig.server`` (the server and OpenRLHF's file form)."""
+    def from_options(cls, rm: GenerativeRewardModel, options: BatchingOptions) -> MicroBatcher:
+        """A batcher with these settings (``GRMConfig.batching_for(entry)``; any left unset: the server's)."""
+        resolved = options.resolved("server")
         return cls(
             rm,
-            max_wait_s=options.batch_window_s,
-            max_batch_requests=options.max_batch_requests,
-            max_concurrent_batches=options.max_concurrent_batches,
-            group_by_prompt=options.group_by_prompt,
-            max_group_size=options.max_group_size,
+            max_wait_s=resolved.window_s or 0.0,
+            max_batch_requests=resolved.max_batch_requests,
+            max_concurrent_batches=resolved.max_concurrent_batches,
+            group_by_prompt=bool(resolved.group_by_prompt),
+            max_group_size=resolved.max_group_size or 1,
+            group_size=resolved.group_size,
         )
 
     async def submit(self, request: Request) -> RewardResult:
@@ -202,14 +216,26 @@ class MicroBatcher:
         if self._closing:
             raise GRMError("the micro-batcher is closed")
         loop = asyncio.get_running_loop()
-        pending = _Pending(request, loop.create_future(), deadlines.current_deadline())
+        pending = _Pending(request, loop.create_future(), deadlines.current_deadline(), loop.time())
         if not self._pending:
-            self._window_opened = loop.time()
+            self._window_opened = pending.arrived
         self._pending.append(pending)
         self.stats.submitted += 1
         self.stats.queue_depth = len(self._pending)
+        if self.group_size is not None and request.n == 1:
+            pending.group = _group_key(request)
+            count = self._group_counts[pending.group] = self._group_counts.get(pending.group, 0) + 1
+            if count >= self.group_size:
+                self._complete.add(pending.group)
+            pending.future.add_done_callback(functools.partial(self._gave_up, pending))
         if len(self._pending) >= self.max_batch_requests:
             self._dispatch()
+        elif self._complete and not self._soon:
+            # A complete group goes now; groups completed in this loop iteration share its batch.
+            if self._timer is not None:
+                self._timer.cancel()
+            self._soon = True
+            self._timer = loop.call_later(0.0, self._on_timer)
         elif self._timer is None:
             # Even with a zero window, submissions made in the same loop iteration share a batch.
             delay = max(0.0, self._window_opened + self.max_wait_s - loop.time())
@@ -235,6 +261,8 @@ class MicroBatcher:
             closed = GRMError("the reward model is shutting down")
             while self._pending:
                 self._fail(self._pending.popleft(), closed)
+            self._group_counts.clear()
+            self._complete.clear()
             self.stats.queue_depth = 0
             for task in list(self._tasks):
                 task.cancel()
@@ -248,13 +276,20 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         while self._pending and self._running < self.max_concurrent_batches:
             while self._pending and self._pending[0].future.done():  # the caller gave up (e.g. timed out)
-                self._pending.popleft()
+                self._counted_out(self._pending.popleft())
             if not self._pending:
                 break
             due = loop.time() >= self._window_opened + self.max_wait_s
-            if not (self._closing or due or len(self._pending) >= self.max_batch_requests):
+            if self._closing or due or len(self._pending) >= self.max_batch_requests:
+                batch = [self._pending.popleft() for _ in range(min(self.max_batch_requests, len(self._pending)))]
+            elif self._complete:
+                batch = self._take_complete_groups()
+                if self._pending:  # the rest keeps its own window
+                    self._window_opened = self._pending[0].arrived
+            else:
                 break
-            batch = [self._pending.popleft() for _ in range(min(self.max_batch_requests, len(self._pending)))]
+            for member in batch:
+                self._counted_out(member)
             batch = [member for member in batch if not member.future.done()]
             if not batch:
                 continue
@@ -270,6 +305,7 @@ class MicroBatcher:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._soon = False
         if self._pending and self._running < self.max_concurrent_batches:
             # Wait for the window to close; when all slots are busy, a finishing batch dispatches.
             delay = max(0.0, self._window_opened + self.max_wait_s - loop.time())
@@ -277,7 +313,36 @@ class MicroBatcher:
 
     def _on_timer(self) -> None:
         self._timer = None
+        self._soon = False
         self._dispatch()
+
+    def _take_complete_groups(self) -> list[_Pending]:
+        """Every pending member of the complete groups (at most ``max_batch_requests``), out of the queue."""
+        taken: list[_Pending] = []
+        kept: deque[_Pending] = deque()
+        for member in self._pending:
+            if member.group in self._complete and len(taken) < self.max_batch_requests:
+                taken.append(member)
+            else:
+                kept.append(member)
+        self._pending = kept
+        return taken
+
+    def _gave_up(self, member: _Pending, _: object = None) -> None:
+        self._counted_out(member)  # a no-op once it left the queue
+
+    def _counted_out(self, member: _Pending) -> None:
+        """``member`` left the queue (or its caller gave up): it no longer counts towards its group."""
+        group, member.group = member.group, None
+        if group is None or group not in self._group_counts:
+            return
+        left = self._group_counts[group] - 1
+        if left:
+            self._group_counts[group] = left
+        else:
+            del self._group_counts[group]
+        if self.group_size is not None and left < self.group_size:
+            self._complete.discard(group)
 
     def _abandon_if_orphaned(self, task: asyncio.Task[None], batch: list[_Pending], _: object = None) -> None:
         """Cancel a batch (and its backend call) once no caller waits for any of its results."""
@@ -347,24 +412,17 @@ class MicroBatcher:
         return [result for part in parts for result in part]
 
     async def _score_call(self, requests: list[Request]) -> list[RewardResult | BaseException]:
-        """One backend call; on a failure of any kind, find the culprits one by one."""
-        try:
-            return list(await _until_deadline(self.rm.ascore_batch(requests)))
-        except (DeadlineExceededError, JudgeUnavailableError):
-            raise  # nobody's fault in particular: retrying one by one cannot help
-        except Exception as exc:
-            if len(requests) == 1:
-                raise
+        """One backend call; when it fails, find the culprits one by one (:mod:`grm_reward.chunking`)."""
+
+        async def score(members: list[Request]) -> list[RewardResult]:
+            return await _until_deadline(self.rm.ascore_batch(members))
+
+        def retrying(exc: Exception) -> None:
             logger.info("a batch of %d failed (%s: %s); retrying its requests one by one",
                         len(requests), type(exc).__name__, exc)
             self.stats.retries += 1
-            singles = await asyncio.gather(
-                *(_until_deadline(self.rm.ascore_batch([request])) for request in requests), return_exceptions=True
-            )
-            for single in singles:
-                if isinstance(single, BaseException) and not isinstance(single, Exception):
-                    raise single from None  # cancelled (every caller gone, or shutting down)
-            return [r if isinstance(r, BaseException) else r[0] for r in singles]
+
+        return list(await ascore_chunk(score, requests, on_retry=retrying))
 
     def _group(self, batch: list[_Pending]) -> list[tuple[Request, list[tuple[_Pending, int | None]]]]:
         """Backend requests for a batch, each with the submissions it answers (and their index)."""

@@ -17,7 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from grm_reward.errors import ConfigError
 
 __all__ = [
+    "BATCHING_DEFAULTS",
     "AdaptiveOptions",
+    "BatchingOptions",
     "DefenceOptions",
     "GRMConfig",
     "MetaRMOptions",
@@ -238,8 +240,85 @@ class VLLMOptions(_Section):
     )
 
 
+#: Keys that moved out of a section: ``section.old`` -> the key to use now (a clear error, not "extra field").
+MOVED_KEYS = {
+    "server.batch_window_s": "batching.window_s",
+    "server.max_batch_requests": "batching.max_batch_requests",
+    "server.max_concurrent_batches": "batching.max_concurrent_batches",
+    "server.group_by_prompt": "batching.group_by_prompt",
+    "server.max_group_size": "batching.max_group_size",
+    "server.failure_reward": "failure_reward",
+}
+
+#: The defaults of the batching settings left unset (None), per entry point; docs/server.md ("Batching") says why.
+BATCHING_DEFAULTS: dict[str, dict[str, Any]] = {
+    "server": {"window_s": 0.01, "group_by_prompt": False, "max_group_size": 8},  # also OpenRLHF's file form
+    "trl": {"window_s": 0.0, "group_by_prompt": True, "max_group_size": 4},
+    "verl": {"window_s": 0.05, "group_by_prompt": True, "max_group_size": 4},
+}
+
+BatchingEntry = Literal["server", "trl", "verl"]
+
+
+def _refuse_moved(values: Any, section: str) -> Any:
+    if isinstance(values, dict):
+        for key in values:
+            new = MOVED_KEYS.get(f"{section}.{key}")
+            if new is not None:
+                raise ValueError(f"{section}.{key} is now {new} (one setting for every entry point; docs/configuration.md)")
+    return values
+
+
+class BatchingOptions(_Section):
+    """Batching and listwise grouping for every entry point (server, OpenRLHF, TRL, verl); unset: its default.
+
+    A setting left unset (None) takes the entry point's default (:data:`BATCHING_DEFAULTS`); docs/server.md,
+    "Batching", says why they differ."""
+
+    window_s: float | None = Field(
+        None,
+        ge=0.0,
+        le=10.0,
+        description=(
+            "How long concurrent requests are collected into one backend batch; default: 0.01 (server, OpenRLHF), "
+            "0.05 (verl); TRL scores a whole step at once."
+        ),
+    )
+    max_batch_requests: int = Field(64, ge=1, description="Most requests in one backend batch.")
+    max_concurrent_batches: int = Field(4, ge=1, description="Backend batches in flight at once (back-pressure beyond).")
+    group_by_prompt: bool | None = Field(
+        None,
+        description=(
+            "Judge single responses to the same prompt (and reference, principles) together, listwise, in groups of "
+            "at most max_group_size; default: off for the server (and OpenRLHF), on for TRL and verl."
+        ),
+    )
+    max_group_size: int | None = Field(
+        None, ge=1, description="Most responses in one listwise judge prompt; default: 8 for the server, 4 for TRL and verl."
+    )
+    group_size: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Responses per prompt in one RL step (GRPO's group: verl's rollout.n, OpenRLHF's n_samples_per_prompt): "
+            "with group_by_prompt, a prompt's group is judged as soon as its last response arrives, without waiting "
+            "for window_s; default: verl reads rollout.n, otherwise none (groups wait for the window)."
+        ),
+    )
+
+    def resolved(self, entry: BatchingEntry) -> BatchingOptions:
+        """These settings with the unset ones filled in with ``entry``'s defaults."""
+        unset = {key: value for key, value in BATCHING_DEFAULTS[entry].items() if getattr(self, key) is None}
+        return self.model_copy(update=unset) if unset else self
+
+
 class ServerOptions(_Section):
     """Settings of `grm-reward serve` (the reward server; see docs/server.md)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, values: Any) -> Any:
+        return _refuse_moved(values, "server")
 
     host: str = Field("127.0.0.1", description="Address to bind; use 0.0.0.0 only behind a firewall or with api_key.")
     port: int = Field(5000, ge=0, le=65535, description="Port to listen on (0: any free port).")
@@ -248,26 +327,6 @@ class ServerOptions(_Section):
         description=(
             "Bearer token clients of this server must send (Authorization: Bearer KEY, or ?token=KEY in the URL "
             "for clients that send no headers, like OpenRLHF); default: $GRM_REWARD_SERVER_API_KEY, else no auth."
-        ),
-    )
-    batch_window_s: float = Field(
-        0.01, ge=0.0, le=10.0, description="How long concurrent requests are collected into one backend batch."
-    )
-    max_batch_requests: int = Field(64, ge=1, description="Most requests in one backend batch.")
-    max_concurrent_batches: int = Field(4, ge=1, description="Backend batches in flight at once (back-pressure beyond).")
-    group_by_prompt: bool = Field(
-        False,
-        description=(
-            "Judge single responses to the same prompt together (listwise, as the paper allows), in groups of "
-            "at most max_group_size."
-        ),
-    )
-    max_group_size: int = Field(8, ge=1, description="Most responses judged together when group_by_prompt is on.")
-    failure_reward: float = Field(
-        0.0,
-        description=(
-            "Number /get_reward sends when no judge sample could be read and `failure_reward` is None "
-            "(OpenRLHF needs a number); such answers are counted and flagged in extra_logs as grm_failed=1."
         ),
     )
     label_as_reference: bool = Field(
@@ -588,9 +647,11 @@ class GRMConfig(BaseModel):
     )
     failure_reward: float | None = Field(
         None,
+        allow_inf_nan=False,
         description=(
-            "Reward given when no sample of a request could be read. None = abstain (TRL skips None; the "
-            "server reports the failure)."
+            "Reward of a response none of whose judge samples could be read (flagged grm_failed=1 in verl and "
+            "OpenRLHF; TRL's on_failure='group_mean' gives it its group's mean first). None: no number where the "
+            "caller accepts that (Python API, /score, TRL), 0.0 where the framework needs one (verl, OpenRLHF)."
         ),
     )
     on_all_invalid: Literal["failure_reward", "raise"] = Field(
@@ -614,6 +675,7 @@ class GRMConfig(BaseModel):
     openai: OpenAIOptions = Field(default_factory=OpenAIOptions)
     vllm: VLLMOptions = Field(default_factory=VLLMOptions)
     server: ServerOptions = Field(default_factory=ServerOptions)
+    batching: BatchingOptions = Field(default_factory=BatchingOptions)
     meta: MetaRMOptions = Field(default_factory=MetaRMOptions)
     ray: RayOptions = Field(default_factory=RayOptions)
     defences: DefenceOptions = Field(default_factory=DefenceOptions)
@@ -650,6 +712,10 @@ class GRMConfig(BaseModel):
                 f"k={self.k} samples with temperature=0 would be identical; set temperature > 0 "
                 f"(the paper uses {PAPER_VOTING_TEMPERATURE}) or k=1"
             )
+        if self.batching.max_group_size is not None and self.batching.max_group_size > self.max_responses:
+            raise ValueError(
+                f"batching.max_group_size={self.batching.max_group_size} exceeds max_responses={self.max_responses}"
+            )
         if self.k_meta is not None and self.k_meta > self.k:
             raise ValueError(f"k_meta={self.k_meta} cannot exceed k={self.k}")
         if self.adaptive.enabled and self.normalize == "sum":
@@ -683,6 +749,21 @@ class GRMConfig(BaseModel):
     def effective_k_meta(self) -> int:
         """Samples a meta RM keeps for the vote: the configured k_meta, else k/2 (at least 1)."""
         return self.k_meta if self.k_meta is not None else max(1, self.k // 2)
+
+    @property
+    def numeric_failure_reward(self) -> float:
+        """``failure_reward`` for a framework that needs a number (verl, OpenRLHF): 0.0 when it is None."""
+        return 0.0 if self.failure_reward is None else self.failure_reward
+
+    def batching_for(self, entry: BatchingEntry) -> BatchingOptions:
+        """The ``batching`` settings ``entry`` (server, trl, verl) uses: unset ones take its defaults."""
+        options = self.batching.resolved(entry)
+        if options.group_by_prompt and (options.max_group_size or 0) > self.max_responses:
+            raise ConfigError(
+                f"batching.max_group_size={options.max_group_size} (the {entry} default) exceeds "
+                f"max_responses={self.max_responses}: set batching.max_group_size"
+            )
+        return options
 
     def __init__(self, **values: Any) -> None:
         # The one exception tree: a bad setting is a ConfigError, not pydantic's ValidationError.

@@ -128,6 +128,12 @@ class GenerativeRewardModel:
                     f"the {backend.name!r} backend cannot"
                 )
 
+    def load(self) -> None:
+        """Build the engine and the meta RM now, so a missing model or dependency fails here, not in the
+        first scoring call (raises what building raises: :class:`BackendUnavailableError`, ...)."""
+        _ = self.backend
+        _ = self.meta_rm
+
     async def probe(self) -> str | None:
         """Readiness: None when the judge can answer now, else why not (the backend is not built here)."""
         if self._backend is None:
@@ -148,9 +154,8 @@ class GenerativeRewardModel:
         return await asyncio.shield(task)
 
     async def _warm(self) -> str | None:
-        backend = await asyncio.to_thread(lambda: self.backend)
-        await asyncio.to_thread(lambda: self.meta_rm)
-        return await backend.probe()
+        await asyncio.to_thread(self.load)
+        return await self.backend.probe()
 
     def warmup(self) -> str | None:
         """Blocking twin of :meth:`awarmup`, on the private loop the sync methods use."""

@@ -80,8 +80,8 @@ def openrlhf_response(
     """``{"rewards", "scores", "extra_logs"}`` for single-response results, one number per query.
 
     ``rewards`` uses the configured normalisation; ``scores`` is always the [0, 1] value (for
-    OpenRLHF's dynamic filtering). A result with no readable sample gets ``failure_reward``
-    (unless the config's own ``failure_reward`` already gave a number) and ``grm_failed = 1``.
+    OpenRLHF's dynamic filtering). A result with no readable sample gets ``failure_reward`` (pass
+    :attr:`GRMConfig.numeric_failure_reward`: OpenRLHF needs a number) and ``grm_failed = 1``.
     """
     rewards: list[float] = []
     scores: list[float] = []
@@ -140,7 +140,7 @@ class RewardFunction:
         ]
         loop, batcher = self._started()
         results = loop.run(batcher.submit_many(requests))
-        return openrlhf_response(results, score_range=self.config.score_range, failure_reward=server.failure_reward)
+        return openrlhf_response(results, score_range=self.config.score_range, failure_reward=self.config.numeric_failure_reward)
 
     def close(self) -> None:
         with self._lock:
@@ -165,7 +165,7 @@ class RewardFunction:
                 if self._rm is None:
                     self._rm = GenerativeRewardModel(self.config)
                 self._loop = LoopThread(name="grm-reward-openrlhf")
-                self._batcher = MicroBatcher.from_options(self._rm, self.config.server)
+                self._batcher = MicroBatcher.from_options(self._rm, self.config.batching_for("server"))
             return self._loop, self._batcher
 
     def _post(self, queries: list[str], prompts: list[str], labels: list[Any]) -> dict[str, Any]:

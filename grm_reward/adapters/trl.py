@@ -46,14 +46,13 @@ class GRMReward:
     ``rm`` is a ready :class:`~grm_reward.GenerativeRewardModel`, a :class:`~grm_reward.GRMConfig`,
     or the path of a YAML/JSON config file; keyword arguments not listed below are
     ``GRMConfig`` fields (``k=8``, ``model=...``, ``backend="openai"``, ``openai={...}``) and
-    override the config. With neither, the embedded judge is used.
+    override the config. With neither, the embedded judge is used. Listwise grouping follows the
+    config's ``batching`` section (TRL's defaults: ``group_by_prompt`` on, ``max_group_size`` 4;
+    e.g. ``GRMReward(batching={"max_group_size": 8})``).
 
     Args:
         name: The name TRL logs the reward under (``rewards/<name>/mean``) and the prefix of
             the logged columns and metrics. Give two instances different names.
-        group_by_prompt: Judge completions of the same prompt together (listwise).
-        max_group_size: Most completions in one listwise judge prompt; a larger group is split
-            into chunks. Larger chunks compare more responses at once but make longer prompts.
         reference_column: Dataset column holding a reference answer shown to the judge; rows
             where it is missing or empty get none.
         principles_column: Dataset column holding the principles (a rubric: a string or a list
@@ -63,8 +62,8 @@ class GRMReward:
         on_failure: What a completion none of whose judge samples could be read gets.
             ``"group_mean"``: the mean reward of the judged completions of its group in this call
             (its advantage from this reward is then ~0, alone or beside other reward functions);
-            the config's failure value (``None`` unless ``failure_reward`` is set) when none of
-            its group was judged. ``"none"``: the config's failure value always; TRL sums a
+            the config's ``failure_reward`` (default None) when none of its group was judged.
+            ``"none"``: the config's ``failure_reward`` always; TRL sums a
             ``None`` (NaN) as 0 beside other reward functions, the worst reward on the unit
             scale, and a warning is logged once the first time that matters.
         probe_every: Run the probes (a canary measuring the judge: known-bad answers carrying
@@ -95,8 +94,6 @@ class GRMReward:
         /,
         *,
         name: str | None = None,
-        group_by_prompt: bool = True,
-        max_group_size: int = 4,
         reference_column: str | None = "reference",
         principles_column: str | None = "principles",
         include_reasoning: bool = False,
@@ -106,6 +103,14 @@ class GRMReward:
         deadline_s: float | None = None,
         **config: Any,
     ) -> None:
+        moved = sorted(key for key in ("group_by_prompt", "max_group_size") if key in config)
+        if moved:
+            raise ConfigError(
+                f"{', '.join(moved)} moved to the config's batching section (one for every entry point): "
+                f"GRMReward(batching={{{', '.join(repr(k) + ': ...' for k in moved)}}}); docs/trl.md"
+            )
+        # With a ready model, ``batching`` still applies to this reward function (the rest belongs to the model).
+        batching = config.pop("batching", None) if isinstance(rm, GenerativeRewardModel) else None
         if isinstance(rm, GenerativeRewardModel):
             if config:
                 raise ConfigError(
@@ -118,14 +123,12 @@ class GRMReward:
             self.rm = GenerativeRewardModel(GRMConfig.from_file(os.fspath(rm), **config))
         else:
             self.rm = GenerativeRewardModel(GRMConfig.build(**config))
-        if not 1 <= max_group_size <= self.rm.config.max_responses:
-            raise ConfigError(f"max_group_size must be in 1..max_responses={self.rm.config.max_responses}")
+        settings = self.rm.config if batching is None else self.rm.config.updated(batching=batching)
+        self.batching = settings.batching_for("trl")
         if name is not None:
             if not name.isidentifier():
                 raise ConfigError(f"name {name!r} must be an identifier (it prefixes metric and column names)")
             self.__name__ = name
-        self.group_by_prompt = group_by_prompt
-        self.max_group_size = max_group_size
         self.reference_column = reference_column
         self.principles_column = principles_column
         self.include_reasoning = include_reasoning
@@ -143,7 +146,7 @@ class GRMReward:
         self._calls = 0
 
     def __repr__(self) -> str:
-        return f"GRMReward(name={self.__name__!r}, {self.rm!r}, group_by_prompt={self.group_by_prompt})"
+        return f"GRMReward(name={self.__name__!r}, {self.rm!r}, group_by_prompt={self.batching.group_by_prompt})"
 
     async def __call__(
         self,
@@ -202,7 +205,8 @@ class GRMReward:
         """Score single-response requests in one backend batch, same-prompt ones listwise."""
         if not requests:
             return []
-        grouped = group_listwise(requests, group_by_prompt=self.group_by_prompt, max_group_size=self.max_group_size)
+        b = self.batching
+        grouped = group_listwise(requests, group_by_prompt=bool(b.group_by_prompt), max_group_size=b.max_group_size or 1)
         scored = await self.rm.ascore_batch([request for request, _ in grouped])
         results: list[RewardResult | None] = [None] * len(requests)
         for (_, members), result in zip(grouped, scored, strict=True):

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from verl import DataProto
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 from verl.experimental.reward_loop.reward_manager.registry import register
@@ -45,6 +45,17 @@ EXTRA_INFO_KEYS = (
 )
 
 
+#: ``reward.grm`` keys that moved into the judge's config (``reward.grm.judge``): old key -> new one.
+MOVED_KEYS = {
+    "group_by_prompt": "batching.group_by_prompt",
+    "max_group_size": "batching.max_group_size",
+    "max_wait_s": "batching.window_s",
+    "max_batch_requests": "batching.max_batch_requests",
+    "max_concurrent_batches": "batching.max_concurrent_batches",
+    "failure_score": "failure_reward",
+}
+
+
 class GRMVerlSettings(BaseModel):
     """The ``reward.grm`` block of verl's config."""
 
@@ -55,11 +66,6 @@ class GRMVerlSettings(BaseModel):
         default_factory=dict,
         description="GRMConfig fields (k, model, backend, openai: {base_url, ...}, ...); null means 'not set'.",
     )
-    group_by_prompt: bool = Field(True, description="Judge rollouts of the same prompt together (listwise).")
-    max_group_size: int = Field(4, ge=1, description="Most rollouts in one listwise judge prompt.")
-    max_wait_s: float = Field(0.05, ge=0.0, description="How long a worker collects run_single calls into one batch.")
-    max_batch_requests: int = Field(64, ge=1, description="Most run_single calls in one backend batch.")
-    max_concurrent_batches: int = Field(4, ge=1, description="Backend batches in flight per worker.")
     reference_key: str | None = Field(
         "reference", description="extra_info key holding a reference answer (wins over the ground truth)."
     )
@@ -69,16 +75,6 @@ class GRMVerlSettings(BaseModel):
     ground_truth_as_reference: bool = Field(
         True, description="Show reward_model.ground_truth to the judge as the reference answer."
     )
-    failure_score: float = Field(
-        0.0,
-        allow_inf_nan=False,
-        description=(
-            "Score of a rollout none of whose judge samples could be read (verl needs a finite number: a NaN "
-            "turns its whole GRPO group's advantages into NaN; grm_failed=1 marks it). Used unless "
-            "judge.failure_reward is set."
-        ),
-    )
-
     deadline_s: float | None = Field(
         None,
         gt=0,
@@ -87,6 +83,18 @@ class GRMVerlSettings(BaseModel):
             "past it. None: no deadline (each call is still bounded by the judge's latency-derived timeout)."
         ),
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, values: Any) -> Any:
+        if isinstance(values, Mapping):
+            for key in values:
+                if key in MOVED_KEYS:
+                    raise ValueError(
+                        f"reward.grm.{key} is now reward.grm.judge.{MOVED_KEYS[key]} (one setting for every entry "
+                        "point; docs/verl.md)"
+                    )
+        return values
 
     @classmethod
     def from_verl(cls, config: Any) -> GRMVerlSettings:
@@ -162,11 +170,10 @@ class GRMRewardManager(RewardManagerBase):
             reward_router_address=reward_router_address,
             reward_model_path=reward_model.model_path if reward_router_address else None,
         )
-        if self.settings.max_group_size > self.judge_config.max_responses:
-            raise ConfigError(
-                f"reward.grm.max_group_size={self.settings.max_group_size} exceeds the judge's "
-                f"max_responses={self.judge_config.max_responses}"
-            )
+        self.batching = self.judge_config.batching_for("verl")
+        rollout_n = _rollout_n(config)
+        if self.batching.group_size is None and rollout_n is not None and rollout_n > 1:
+            self.batching = self.batching.model_copy(update={"group_size": rollout_n})  # a GRPO group: judge it whole
         super().__init__(config, tokenizer, compute_score)
         self.rm = GenerativeRewardModel(self.judge_config)
         self._batcher: tuple[asyncio.AbstractEventLoop, MicroBatcher] | None = None
@@ -182,16 +189,7 @@ class GRMRewardManager(RewardManagerBase):
         """The micro-batcher every ``run_single`` on the running event loop shares."""
         loop = asyncio.get_running_loop()
         if self._batcher is None or self._batcher[0] is not loop:
-            s = self.settings
-            batcher = MicroBatcher(
-                self.rm,
-                max_wait_s=s.max_wait_s,
-                max_batch_requests=s.max_batch_requests,
-                max_concurrent_batches=s.max_concurrent_batches,
-                group_by_prompt=s.group_by_prompt,
-                max_group_size=s.max_group_size,
-            )
-            self._batcher = (loop, batcher)
+            self._batcher = (loop, MicroBatcher.from_options(self.rm, self.batching))
         return self._batcher[1]
 
     # --- DataProto -> Request -> verl's answer -----------------------------------------------------
@@ -223,7 +221,7 @@ class GRMRewardManager(RewardManagerBase):
         info: dict[str, float | str] = {f"grm_{key}": value for key, value in stats.items()}
         info["grm_critique"] = critique(result)
         return {
-            "reward_score": self.settings.failure_score if reward is None else float(reward),
+            "reward_score": self.judge_config.numeric_failure_reward if reward is None else float(reward),
             "reward_extra_info": {key: info[key] for key in EXTRA_INFO_KEYS},
         }
 
@@ -244,6 +242,15 @@ def compute_score(*args: Any, **kwargs: Any) -> float:
         "grm_reward.adapters.verl.compute_score only routes verl's reward loop to the grm reward manager; "
         "set reward.reward_manager.name=grm"
     )
+
+
+def _rollout_n(config: Any) -> int | None:
+    """verl's GRPO group size (``actor_rollout_ref.rollout.n``), None when the config has none."""
+    try:
+        n = config.actor_rollout_ref.rollout.n
+    except (AttributeError, KeyError):
+        return None
+    return n if isinstance(n, int) and not isinstance(n, bool) else None
 
 
 def _drop_unset(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -39,7 +39,7 @@ ALIASES: Mapping[str, str] = {
 }
 _SEP = "__"
 #: Sections whose flags only the subcommands that ask for them get.
-_OPTIONAL_SECTIONS = frozenset({"server", "ray"})
+_OPTIONAL_SECTIONS = frozenset({"server", "batching", "ray"})
 
 
 def _describe(info: FieldInfo) -> str:

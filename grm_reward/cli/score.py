@@ -589,7 +589,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
             out_stream.truncate()
         rm = GenerativeRewardModel(config)
         try:
-            _ = rm.backend  # build the engine now: a missing model or dependency stops the run before any row
+            rm.load()  # build the engine now: a missing model or dependency stops the run before any row
         except GRMError as exc:
             print(f"grm-reward: {exc}", file=sys.stderr)
             return EXIT_CANNOT_RUN

@@ -67,6 +67,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     add_config_arguments(
         serve,
-        sections=("server", "ray"),
+        sections=("server", "batching", "ray"),
     )
     serve.set_defaults(func=_cmd_serve)

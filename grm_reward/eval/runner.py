@@ -4,8 +4,8 @@ The only contact with the judge is :meth:`GenerativeRewardModel.ascore_batch` (a
 that coroutine will do), so every backend works, and the rewards mean what they mean in
 training. Items are sent in chunks; each finished chunk is appended to the sample store at
 once, so an interruption loses at most the chunks in flight. A chunk that fails is retried
-item by item; an item that still fails is reported and left out of the metrics (and tried
-again by the next run).
+item by item (:mod:`grm_reward.chunking`); an item that still fails is reported and left out of
+the metrics (and tried again by the next run); an error of the run itself stops it.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
+from grm_reward.chunking import ascore_chunk, raise_run_error
 from grm_reward.config import GRMConfig
-from grm_reward.errors import BackendProtocolError, GenerationError, InputError
+from grm_reward.errors import BackendProtocolError, InputError
 from grm_reward.eval.benchmarks import entry_names, load_benchmark
 from grm_reward.eval.items import EvalItem, ItemSamples, item_views, view_request
 from grm_reward.eval.items import Protocol as ViewProtocol
@@ -37,11 +38,6 @@ class Scorer(Protocol):
 
 
 Progress = Callable[[str, int], None]
-
-#: Errors that concern one item (a prompt too long for the judge, a generation that failed):
-#: the item is reported and skipped. Others (a missing backend, a wrong setting) stop the run.
-ITEM_ERRORS = (InputError, GenerationError)
-
 
 def prepare(config: GRMConfig, settings: EvalSettings) -> list[BenchmarkRun]:
     """Load every benchmark and what the sample store already holds for it."""
@@ -97,18 +93,13 @@ async def sample_items(
 async def _sample_chunk(
     scorer: Scorer, chunk: list[EvalItem], protocol: ViewProtocol
 ) -> tuple[list[ItemSamples], dict[str, str]]:
-    try:
-        return await _score_items(scorer, chunk, protocol, time.perf_counter()), {}
-    except ITEM_ERRORS as exc:
-        if len(chunk) == 1:
-            return [], {chunk[0].uid: str(exc)}
-    done: list[ItemSamples] = []
-    errors: dict[str, str] = {}
-    for item in chunk:  # find the item that failed; keep the others
-        try:
-            done.extend(await _score_items(scorer, [item], protocol, time.perf_counter()))
-        except ITEM_ERRORS as exc:
-            errors[item.uid] = str(exc)
+    async def score(items: list[EvalItem]) -> list[ItemSamples]:
+        return await _score_items(scorer, items, protocol, time.perf_counter())
+
+    outcomes = await ascore_chunk(score, chunk)
+    raise_run_error(outcomes)
+    done = [outcome for outcome in outcomes if not isinstance(outcome, Exception)]
+    errors = {item.uid: str(outcome) for item, outcome in zip(chunk, outcomes) if isinstance(outcome, Exception)}
     return done, errors
 
 

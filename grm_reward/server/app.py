@@ -198,7 +198,7 @@ def build_app(config: GRMConfig, *, backend: Any = None) -> FastAPI:
     from grm_reward.model import GenerativeRewardModel
 
     rm = GenerativeRewardModel(config, backend=backend)
-    service = RewardService(MicroBatcher.from_options(rm, config.server), config)
+    service = RewardService(MicroBatcher.from_options(rm, config.batching_for("server")), config)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

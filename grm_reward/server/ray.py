@@ -419,8 +419,8 @@ class JudgeReplica:
 
         self.config = config
         self.rm = GenerativeRewardModel(config)
-        _ = self.rm.backend  # load the engine now: the replica is up once it can judge
-        self.batcher = MicroBatcher.from_options(self.rm, config.server)
+        self.rm.load()  # the replica is up once it can judge
+        self.batcher = MicroBatcher.from_options(self.rm, config.batching_for("server"))
         self.name = serve.get_replica_context().replica_id.unique_id
         self.board = _board(config.ray.app_name)
         self._report()

@@ -116,7 +116,7 @@ class RewardService:
         requests = await asyncio.to_thread(self._openrlhf_requests, body)  # splitting: CPU, off the loop
         results = await self._score(requests)
         answer = openrlhf_response(
-            results, score_range=self.config.score_range, failure_reward=self.config.server.failure_reward
+            results, score_range=self.config.score_range, failure_reward=self.config.numeric_failure_reward
         )
         return GetRewardResponse(**answer)
 

@@ -39,8 +39,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from grm_reward.chunking import raise_run_error, score_chunk
 from grm_reward.config import _format_validation_error
-from grm_reward.errors import ConfigError, GenerationError, GRMError, InputError
+from grm_reward.errors import ConfigError, GRMError
 from grm_reward.spct.items import PreferenceItem
 from grm_reward.spct.sampling import JudgeSample, SpctSampler
 
@@ -68,11 +69,6 @@ HINT_MODES: tuple[HintMode, ...] = ("off", "on", "both", "fallback")
 
 #: The paper's number of plain trajectories per item (App. C.1).
 PAPER_RFT_SAMPLES = 3
-
-#: Errors that concern one item (a prompt too long for the judge, a generation that failed after
-#: retries): it is reported and left out. Others (a missing backend, a wrong setting) stop the run.
-ITEM_ERRORS = (InputError, GenerationError)
-
 
 class RFTSettings(BaseModel):
     """How RFT data is sampled and selected (``grm-reward spct rft-data`` flags)."""
@@ -248,26 +244,21 @@ def sample_chunk(
     hinted: bool,
     report: Report | None = None,
 ) -> tuple[dict[str, list[JudgeSample]], dict[str, str]]:
-    """Samples per item id, and the items that failed (id -> message). An item-level error
-    (:data:`ITEM_ERRORS`) sends the chunk again item by item; other errors stop the run."""
+    """Samples per item id, and the items that failed (id -> message). A chunk that fails is sent
+    again item by item (:mod:`grm_reward.chunking`); an error of the run itself stops it."""
+    if not items:
+        return {}, {}
+    outcomes = score_chunk(lambda chunk: sampler.sample(chunk, count, hinted=hinted), items)
+    raise_run_error(outcomes)
     done: dict[str, list[JudgeSample]] = {}
     failed: dict[str, str] = {}
-    if not items:
-        return done, failed
-    try:
-        for item, samples in zip(items, sampler.sample(items, count, hinted=hinted), strict=True):
-            done[item.id] = samples
-        return done, failed
-    except ITEM_ERRORS as exc:
-        if len(items) == 1:
-            failed[items[0].id] = str(exc)
+    for item, outcome in zip(items, outcomes, strict=True):
+        if isinstance(outcome, Exception):
+            failed[item.id] = str(outcome)
             if report is not None:
-                report(f"item {items[0].id} failed: {exc}")
-            return done, failed
-    for item in items:
-        got, lost = sample_chunk(sampler, [item], count, hinted=hinted, report=report)
-        done.update(got)
-        failed.update(lost)
+                report(f"item {item.id} failed: {outcome}")
+        else:
+            done[item.id] = outcome
     return done, failed
 
 

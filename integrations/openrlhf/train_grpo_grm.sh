@@ -39,8 +39,12 @@ format_guarantee: true
 openai:
   base_url: http://127.0.0.1:$JUDGE_PORT/v1
   server: vllm
-server:
-  failure_reward: 0.0
+failure_reward: 0.0  # OpenRLHF needs a number for a sample no judge sample could read (grm_failed=1 marks it)
+batching:
+  group_by_prompt: true
+  max_group_size: 8
+  group_size: 8        # = --rollout.n_samples_per_prompt: a complete group is judged at once
+  window_s: 5.0        # longer than a group's spread of finishing times; only incomplete groups wait for it
 YAML
 
 if [ "$REWARD" = server ]; then

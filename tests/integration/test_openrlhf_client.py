@@ -58,7 +58,7 @@ def length_judge(call) -> str:
 
 def scripted_app(**server):
     backend = ScriptedBackend(length_judge, delay=0.02)
-    config = GRMConfig(k=2, server={"batch_window_s": 0.02, **server})
+    config = GRMConfig(k=2, batching={"window_s": 0.02}, server=server)
     return build_app(config, backend=backend), backend
 
 
@@ -130,7 +130,7 @@ def test_openrlhfs_client_against_the_real_serve_process(agent, tmp_path) -> Non
 
     port = free_port()
     command = [sys.executable, "-m", "grm_reward", "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--backend", "tests.helpers:length_backend", "-k", "2", "--server-batch-window-s", "0.02"]
+               "--backend", "tests.helpers:length_backend", "-k", "2", "--batching-window-s", "0.02"]
     lengths = [4 * n for n in range(1, 13)] * 3  # 36 rollout samples, rewards 0 .. 1 and clipped at 10
 
     async def rollout(url):

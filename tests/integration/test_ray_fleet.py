@@ -36,10 +36,10 @@ ROOT = Path(__file__).resolve().parents[2]
 _JUDGED = re.compile(r"judge pid=(\d+) shown=(\d+)")
 
 
-def fleet_config(replicas: int, **server) -> GRMConfig:
+def fleet_config(replicas: int, **batching) -> GRMConfig:
     return GRMConfig(
         backend="tests.ray_support:slow_judge", k=2, seed=7,
-        server={"group_by_prompt": True, "batch_window_s": 0.05, **server},
+        batching={"group_by_prompt": True, "window_s": 0.05, **batching},
         ray={"replicas": replicas, "num_cpus": 0, "ingress_num_cpus": 0, "retries": 3},
     )
 
@@ -124,7 +124,7 @@ def group_bodies(groups: int, size: int) -> list[dict]:
 
 
 def test_a_grpo_group_is_judged_by_one_replica_listwise_and_groups_spread(cluster) -> None:
-    deploy(2, batch_window_s=0.5)  # a group's requests reach the replica over a few ms on a busy machine
+    deploy(2, window_s=0.5)  # a group's requests reach the replica over a few ms on a busy machine
     wait_for_fleet(cluster, 2)
     groups, size = 24, 4
     replies = asyncio.run(post_all(cluster + "/v1/rewards", group_bodies(groups, size)))

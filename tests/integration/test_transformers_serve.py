@@ -171,7 +171,7 @@ def test_verl_router_path_scores_through_the_served_judge(served) -> None:
     # The two rollouts of one prompt were judged together (listwise), k=2 samples, by the served
     # model over HTTP. A 135M judge given 16 tokens writes no score block, and the server offers no
     # guided decoding, so the forced prefix may still fail: then the rollout is marked failed and
-    # gets failure_score (0.0) — which is what the manager must report, either way.
+    # gets failure_reward (unset: 0.0) — which is what the manager must report, either way.
     assert stats.samples == 2 and stats.prompt_tokens > 0 and stats.extra["http_requests"] >= 2
     for out in outputs:
         info = out["reward_extra_info"]

@@ -136,7 +136,7 @@ def test_grpo_with_grm_beside_another_reward(policy, tmp_path) -> None:
 def test_grpo_conversational_with_reference_column(policy, tmp_path) -> None:
     from grm_reward import GRMReward
 
-    reward = GRMReward(backend=CHECKSUM, group_by_prompt=False)
+    reward = GRMReward(backend=CHECKSUM, batching={"group_by_prompt": False})
     rows = [
         {"prompt": [{"role": "user", "content": f"Question {i}: what is {i} + {i}?"}], "reference": str(2 * i)}
         for i in range(4)
@@ -272,7 +272,7 @@ FAILING_JUDGE = "tests.integration.test_trl_grpo:failing_judge"
 def test_trl_a_none_beside_another_reward_reads_as_the_worst_answer(policy, tmp_path, monkeypatch) -> None:
     from grm_reward import GRMReward
 
-    grm = GRMReward(backend=FAILING_JUDGE, group_by_prompt=False, on_failure="none")
+    grm = GRMReward(backend=FAILING_JUDGE, batching={"group_by_prompt": False}, on_failure="none")
     alone = advantages(policy, tmp_path, monkeypatch, [grm])
     assert alone["delta"] == 0.0  # every reward function returned None: TRL masks it
 
@@ -288,7 +288,7 @@ def test_trl_a_none_beside_another_reward_reads_as_the_worst_answer(policy, tmp_
 def test_trl_group_mean_keeps_a_failure_neutral(policy, tmp_path, monkeypatch) -> None:
     from grm_reward import GRMReward
 
-    grm = GRMReward(backend=FAILING_JUDGE, group_by_prompt=False)  # on_failure="group_mean", the default
+    grm = GRMReward(backend=FAILING_JUDGE, batching={"group_by_prompt": False})  # on_failure="group_mean", the default
     for funcs in ([grm], [grm, constant_fn]):
         adv = advantages(policy, tmp_path, monkeypatch, funcs)
         assert abs(adv["delta"]) < 0.01

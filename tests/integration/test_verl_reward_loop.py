@@ -89,7 +89,7 @@ def test_reward_loop_manager_scores_with_grm_in_ray_workers(ray_cluster, tmp_pat
     rm_scores = out.batch["rm_scores"]
     assert rm_scores.shape == batch.batch["responses"].shape
     expected = [(checksum_score(r["response"]) - 1) / 9 for r in rows]
-    expected[3] = expected[4] = 0.0  # unjudgeable: failure_score, and marked failed
+    expected[3] = expected[4] = 0.0  # unjudgeable: failure_reward unset (0.0), and marked failed
     for row, position in enumerate(last_valid_token(batch)):
         assert rm_scores[row, position].item() == pytest.approx(expected[row])
         assert rm_scores[row].abs().sum().item() == pytest.approx(expected[row])

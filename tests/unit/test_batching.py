@@ -400,3 +400,111 @@ def test_group_listwise_is_a_plain_transform() -> None:
     assert (reqs[4], [(4, None)]) in grouped and (reqs[3], [(3, None)]) in grouped
     flat = group_listwise(reqs, group_by_prompt=False, max_group_size=2)
     assert flat == [(r, [(i, None)]) for i, r in enumerate(reqs)]
+
+
+def counting(rm):
+    """Wrap ``rm.ascore_batch``: each call's requests are recorded, and ``called`` is set on the first."""
+    calls: list[list[Request]] = []
+    called = asyncio.Event()
+    score = rm.ascore_batch
+
+    async def ascore_batch(requests):
+        calls.append(list(requests))
+        called.set()
+        return await score(requests)
+
+    rm.ascore_batch = ascore_batch
+    return calls, called
+
+
+def test_a_complete_group_is_judged_without_waiting_for_the_window() -> None:
+    """Issue 12 item 5: with group_size known, the last response of a group starts its judging at once."""
+    rm, _ = make(k=2)
+    calls, _ = counting(rm)
+
+    async def main():
+        batcher = MicroBatcher(rm, max_wait_s=3600.0, group_by_prompt=True, max_group_size=4, group_size=4)
+        partial = [asyncio.ensure_future(batcher.submit(Request("p2", [r]))) for r in "ab"]
+        group = [asyncio.ensure_future(batcher.submit(Request("p1", [r]))) for r in "abcd"]
+        # If the window (an hour) were waited for, this would time out.
+        results = await asyncio.wait_for(asyncio.gather(*group), timeout=60)
+        waiting = [task.done() for task in partial]
+        await batcher.aclose(drain=False)
+        await asyncio.gather(*partial, return_exceptions=True)
+        return results, waiting
+
+    results, waiting = run(main())
+    assert [r.votes for r in results] == [[4.0], [18.0], [10.0], [14.0]]
+    assert len(calls) == 1 and [r.prompt for r in calls[0]] == ["p1"]  # one listwise request, the group alone
+    assert calls[0][0].responses == list("abcd")
+    assert waiting == [False, False]  # the incomplete group still waits for its window
+
+
+def test_an_incomplete_group_still_flushes_at_the_window() -> None:
+    rm, _ = make(k=2)
+    calls, called = counting(rm)
+    window = 0.2
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        batcher = MicroBatcher(rm, max_wait_s=window, group_by_prompt=True, max_group_size=4, group_size=4)
+        started = loop.time()
+        tasks = [asyncio.ensure_future(batcher.submit(Request("p1", [r]))) for r in "abc"]
+        await called.wait()
+        waited = loop.time() - started
+        return await asyncio.gather(*tasks), waited
+
+    results, waited = run(main())
+    assert len(results) == 3 and len(calls) == 1 and calls[0][0].responses == list("abc")
+    assert waited >= window * 0.9  # judged at the window, not before (the loop clock's resolution aside)
+
+
+def test_without_group_size_a_complete_group_waits_for_the_window() -> None:
+    rm, _ = make(k=2)
+    calls, called = counting(rm)
+
+    async def main():
+        batcher = MicroBatcher(rm, max_wait_s=3600.0, group_by_prompt=True, max_group_size=4)
+        tasks = [asyncio.ensure_future(batcher.submit(Request("p1", [r]))) for r in "abcd"]
+        for _ in range(20):  # let the loop run: nothing may start the batch but the window
+            await asyncio.sleep(0)
+        started = called.is_set()
+        await batcher.aclose()  # drain: scores what is queued
+        return started, await asyncio.gather(*tasks)
+
+    started, results = run(main())
+    assert not started and len(results) == 4 and len(calls) == 1
+
+
+def test_group_members_that_gave_up_do_not_count_towards_their_group() -> None:
+    rm, _ = make(k=2)
+    calls, _ = counting(rm)
+
+    async def main():
+        batcher = MicroBatcher(rm, max_wait_s=3600.0, group_by_prompt=True, max_group_size=4, group_size=3)
+        first = [asyncio.ensure_future(batcher.submit(Request("p1", [r]))) for r in "ab"]
+        await asyncio.sleep(0)
+        first[0].cancel()  # its caller gave up before the group was complete
+        await asyncio.gather(first[0], return_exceptions=True)
+        more = [asyncio.ensure_future(batcher.submit(Request("p1", [r]))) for r in "cd"]
+        results = await asyncio.wait_for(asyncio.gather(*more, first[1]), timeout=60)
+        await batcher.aclose()
+        return results
+
+    results = run(main())
+    assert len(results) == 3 and [sorted(r.responses) for r in calls[0]] == [["b", "c", "d"]]
+
+
+def test_groups_completed_in_one_loop_iteration_share_a_batch() -> None:
+    """A step's rollouts handed over at once still make few, full batches (not one per complete group)."""
+    rm, _ = make(k=2)
+    calls, _ = counting(rm)
+
+    async def main():
+        batcher = MicroBatcher(rm, max_wait_s=3600.0, group_by_prompt=True, max_group_size=4, group_size=4)
+        return await asyncio.wait_for(
+            asyncio.gather(*(batcher.submit(Request(f"p{g}", [r])) for g in range(3) for r in "abcd")), timeout=60
+        )
+
+    results = run(main())
+    assert len(results) == 12 and len(calls) == 1 and [len(r.responses) for r in calls[0]] == [4, 4, 4]

@@ -17,11 +17,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_short_flags_map_onto_the_config(tmp_path) -> None:
     config_file = tmp_path / "judge.yaml"
-    config_file.write_text("k: 4\nserver:\n  group_by_prompt: true\nopenai:\n  max_retries: 1\n")
+    config_file.write_text("k: 4\nbatching:\n  group_by_prompt: true\nopenai:\n  max_retries: 1\n")
     args = build_parser().parse_args([
         "serve", "--config", str(config_file), "--host", "0.0.0.0", "--port", "6001", "--backend", "openai",
         "--base-url", "http://judge:8000/v1", "--model", "BBQGOD/DeepSeek-GRM-27B", "-k", "8",
-        "--api-key", "server-token", "--openai-api-key", "judge-key", "--server-batch-window-s", "0.02",
+        "--api-key", "server-token", "--openai-api-key", "judge-key", "--batching-window-s", "0.02",
         "--openai-extra-body", '{"top_k": 20}',
     ])
     config = config_from_args(args)
@@ -29,7 +29,7 @@ def test_short_flags_map_onto_the_config(tmp_path) -> None:
     assert config.openai.base_url == "http://judge:8000/v1" and config.openai.api_key == "judge-key"
     assert config.openai.extra_body == {"top_k": 20} and config.openai.max_retries == 1
     assert config.k == 8 and config.model == "BBQGOD/DeepSeek-GRM-27B" and config.backend == "openai"
-    assert config.server.group_by_prompt and config.server.batch_window_s == 0.02
+    assert config.batching.group_by_prompt and config.batching.window_s == 0.02
 
 
 def test_score_has_no_server_flags() -> None:

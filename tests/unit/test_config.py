@@ -94,3 +94,40 @@ def test_the_constructor_raises_config_error() -> None:
         GRMConfig(k=0)
     with pytest.raises(ConfigError, match="no_such_setting"):
         GRMConfig(no_such_setting=1)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ({"server": {"batch_window_s": 0.02}}, r"server\.batch_window_s is now batching\.window_s"),
+        ({"server": {"group_by_prompt": True}}, r"server\.group_by_prompt is now batching\.group_by_prompt"),
+        ({"server": {"max_group_size": 4}}, r"server\.max_group_size is now batching\.max_group_size"),
+        ({"server": {"max_batch_requests": 8}}, r"server\.max_batch_requests is now batching\.max_batch_requests"),
+        ({"server": {"failure_reward": 0.0}}, r"server\.failure_reward is now failure_reward"),
+    ],
+)
+def test_moved_keys_name_their_new_place(old, new) -> None:
+    with pytest.raises(ConfigError, match=new):
+        GRMConfig.build(**old)
+
+
+def test_one_batching_section_with_documented_entry_defaults() -> None:
+    cfg = GRMConfig()
+    server, trl, verl = (cfg.batching_for(entry) for entry in ("server", "trl", "verl"))
+    assert (server.group_by_prompt, server.max_group_size, server.window_s) == (False, 8, 0.01)
+    assert (trl.group_by_prompt, trl.max_group_size) == (True, 4)
+    assert (verl.group_by_prompt, verl.max_group_size, verl.window_s) == (True, 4, 0.05)
+    chosen = GRMConfig(batching={"group_by_prompt": True, "max_group_size": 2, "window_s": 0.5}).batching_for("verl")
+    assert (chosen.group_by_prompt, chosen.max_group_size, chosen.window_s) == (True, 2, 0.5)  # a setting wins
+    with pytest.raises(ConfigError, match="max_responses=3"):
+        GRMConfig(max_responses=3, batching={"max_group_size": 4})
+    with pytest.raises(ConfigError, match="the trl default"):
+        GRMConfig(max_responses=3).batching_for("trl")
+    assert GRMConfig(max_responses=3).batching_for("server").max_group_size == 8  # grouping is off there
+
+
+def test_one_failure_value() -> None:
+    assert GRMConfig().failure_reward is None and GRMConfig().numeric_failure_reward == 0.0
+    assert GRMConfig(failure_reward=-1.0).numeric_failure_reward == -1.0
+    with pytest.raises(ConfigError, match="failure_reward"):
+        GRMConfig(failure_reward=float("nan"))  # verl: a NaN turns a whole GRPO group's advantages into NaN

@@ -291,7 +291,7 @@ def test_trl_monitor_figures_equal_the_planted_counts() -> None:
     completions = [c for group in GROUPS.values() for c in group]
     logs = Logs()
     rewards = asyncio.run(
-        GRMReward(rm, max_group_size=4)(
+        GRMReward(rm, batching={"max_group_size": 4})(
             prompts=prompts, completions=completions, log_extra=logs.log_extra, log_metric=logs.log_metric
         )
     )

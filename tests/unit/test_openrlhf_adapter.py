@@ -124,7 +124,7 @@ def test_openrlhf_response_shape_and_failure() -> None:
 def test_reward_function_in_process_batches_concurrent_threads() -> None:
     backend = ScriptedBackend(lambda call: judge_text([min(10, len(call.responses[0]))]), delay=0.05)
     rm = GenerativeRewardModel(backend=backend, k=1)
-    reward = RewardFunction(GRMConfig(k=1, server={"batch_window_s": 0.05}), rm=rm)
+    reward = RewardFunction(GRMConfig(k=1, batching={"window_s": 0.05}), rm=rm)
     prompt = TEMPLATES["chatml"][0]
     results: dict[int, dict] = {}
 
@@ -161,11 +161,11 @@ def test_reward_function_forwards_to_a_server(monkeypatch) -> None:
 
 def test_reward_function_from_a_config_file(monkeypatch, tmp_path) -> None:
     path = tmp_path / "judge.yaml"
-    path.write_text("k: 3\nserver:\n  failure_reward: -1.0\n")
+    path.write_text("k: 3\nfailure_reward: -1.0\n")
     monkeypatch.delenv("GRM_REWARD_URL", raising=False)
     monkeypatch.setenv("GRM_REWARD_CONFIG", str(path))
     reward = RewardFunction.from_env()
-    assert reward.config.k == 3 and reward.config.server.failure_reward == -1.0 and reward.url is None
+    assert reward.config.k == 3 and reward.config.failure_reward == -1.0 and reward.url is None
 
 
 # --- hostile input: splitting is linear in the input size (issue 10) ----------------------------------------------

@@ -71,3 +71,20 @@ def test_trl_adapter_is_loaded_on_first_access_only() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "True", "grm_reward.adapters.trl", "True"]
+
+
+def test_nothing_above_the_model_reaches_around_it_to_a_backend() -> None:
+    """The edge and the adapters ask the model (``rm.load()``, ``rm.probe()``), never ``rm.backend``."""
+    import ast
+    from pathlib import Path
+
+    root = Path(grm_reward.__file__).parent
+    reaching = []
+    for package in ("cli", "server", "spct", "eval", "adapters"):
+        for path in sorted((root / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Attribute) and node.attr == "backend":
+                    owner = ast.unparse(node.value)
+                    if not owner.endswith("config"):  # config.backend is a setting's name, not an engine
+                        reaching.append(f"{path.relative_to(root)}:{node.lineno}: {owner}.backend")
+    assert reaching == []

@@ -29,8 +29,8 @@ def length_judge(call) -> str:
 
 
 def make_app(backend=None, **config):
-    server = config.pop("server", {})
-    cfg = GRMConfig(backend="transformers", k=config.pop("k", 2), server={"batch_window_s": 0.005, **server}, **config)
+    batching = config.pop("batching", {})
+    cfg = GRMConfig(backend="transformers", k=config.pop("k", 2), batching={"window_s": 0.005, **batching}, **config)
     return build_app(cfg, backend=backend or ScriptedBackend(length_judge))
 
 
@@ -65,7 +65,7 @@ def test_empty_batch_gets_empty_lists_and_the_same_keys(client) -> None:
 
 
 def test_unreadable_judgements_get_the_configured_number_and_are_flagged() -> None:
-    with TestClient(make_app(server={"failure_reward": -1.0})) as client:
+    with TestClient(make_app(failure_reward=-1.0)) as client:
         data = get_reward(client, [CHATML_PROMPT + "MUTE"]).json()
         metrics = client.get("/metrics").text
     assert data["rewards"] == [-1.0] and data["scores"] == [-1.0]
@@ -257,7 +257,7 @@ def test_metrics_in_prometheus_text(client) -> None:
 # --- micro-batching over real HTTP ----------------------------------------------------------------------------------
 def test_concurrent_requests_are_batched_and_each_gets_its_own_answer() -> None:
     backend = ScriptedBackend(length_judge, delay=0.05)
-    app = make_app(backend, k=1, server={"batch_window_s": 0.05})
+    app = make_app(backend, k=1, batching={"window_s": 0.05})
     responses_text = [f"answer number {i}" + "!" * (i % 6) for i in range(32)]
 
     async def main(base):
@@ -281,7 +281,7 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer() -> None:
 
 def test_listwise_grouping_judges_a_groups_responses_together() -> None:
     backend = ScriptedBackend(length_judge)
-    app = make_app(backend, k=1, server={"batch_window_s": 0.1, "group_by_prompt": True, "max_group_size": 4})
+    app = make_app(backend, k=1, batching={"window_s": 0.1, "group_by_prompt": True, "max_group_size": 4})
 
     async def main(base):
         async with httpx.AsyncClient(base_url=base, timeout=30) as http:
@@ -362,7 +362,7 @@ BAD_TEXT = "bad \ud800 text"
 )
 def test_a_lone_surrogate_anywhere_gets_a_422_and_batch_mates_are_scored(route, body) -> None:
     backend = ScriptedBackend(length_judge)
-    app = make_app(backend, k=1, server={"batch_window_s": 0.1})
+    app = make_app(backend, k=1, batching={"window_s": 0.1})
     good = {"query": [CHATML_PROMPT + "fine answer"], "prompts": [CHATML_PROMPT], "labels": ["4"]}
 
     async def main(base):
@@ -433,7 +433,7 @@ def test_a_timed_out_request_gets_a_504_blaming_the_deadline_and_its_judge_call_
     import time
 
     backend = StallingBackend()
-    app = make_app(backend, k=1, server={"request_timeout_s": 0.3, "max_concurrent_batches": 1})
+    app = make_app(backend, k=1, server={"request_timeout_s": 0.3}, batching={"max_concurrent_batches": 1})
     with TestClient(app) as client:
         response = get_reward(client, [CHATML_PROMPT + "a"])
         error = response.json()["error"]

@@ -25,7 +25,7 @@ QUALITY = {"a": 2, "b": 9, "c": 5, "d": 7, "e": 4, "f": 10}
 
 def reward_for(quality: dict[str, int] = QUALITY, **settings) -> tuple[GRMReward, ScriptedBackend]:
     backend = ScriptedBackend(quality_judge(quality))
-    config = {key: settings.pop(key) for key in list(settings) if key in GRMConfig.model_fields}
+    config = {key: settings.pop(key) for key in list(settings) if key in GRMConfig.model_fields and key != "batching"}
     rm = GenerativeRewardModel(backend=backend, **{"k": 2, **config})
     return GRMReward(rm, **settings), backend
 
@@ -59,7 +59,7 @@ def unit(score: int) -> float:
 
 
 def test_rewards_land_on_their_completion_whatever_the_order() -> None:
-    reward, backend = reward_for(max_group_size=8)
+    reward, backend = reward_for(batching={"max_group_size": 8})
     # Two GRPO groups, interleaved as no trainer would pass them, to prove the mapping.
     prompts = ["p1", "p2", "p1", "p2", "p1", "p2"]
     completions = ["a", "d", "b", "e", "c", "f"]
@@ -70,14 +70,14 @@ def test_rewards_land_on_their_completion_whatever_the_order() -> None:
 
 
 def test_groups_are_chunked_by_max_group_size() -> None:
-    reward, backend = reward_for(max_group_size=2)
+    reward, backend = reward_for(batching={"max_group_size": 2})
     rewards = call(reward, ["p"] * 5, list("abcde"))
     assert rewards == [pytest.approx(unit(QUALITY[c])) for c in "abcde"]
     assert [len(s) for s in judged_sets(backend)] == [1, 2, 2]
 
 
 def test_pointwise_mode_judges_each_completion_alone() -> None:
-    reward, backend = reward_for(group_by_prompt=False)
+    reward, backend = reward_for(batching={"group_by_prompt": False})
     rewards = call(reward, ["p"] * 3, list("abc"))
     assert rewards == [pytest.approx(unit(QUALITY[c])) for c in "abc"]
     assert judged_sets(backend) == [{"a"}, {"b"}, {"c"}]
@@ -129,7 +129,7 @@ def test_completion_text_keeps_assistant_turns_only() -> None:
 
 
 def test_reference_and_principles_columns_reach_the_judge() -> None:
-    reward, backend = reward_for(group_by_prompt=False)
+    reward, backend = reward_for(batching={"group_by_prompt": False})
     call(
         reward,
         ["q1", "q2"],
@@ -165,7 +165,7 @@ def test_unreadable_judge_gives_none_and_is_logged() -> None:
     rm = GenerativeRewardModel(backend=ScriptedBackend(judge), k=2)
     logs = Logs()
     rewards = asyncio.run(
-        GRMReward(rm, group_by_prompt=False, on_failure="none")(
+        GRMReward(rm, batching={"group_by_prompt": False}, on_failure="none")(
             prompts=["q"] * 3, completions=["a", "e", "b"], log_extra=logs.log_extra, log_metric=logs.log_metric
         )
     )
@@ -189,7 +189,7 @@ def cannot_judge(*texts: str):
 
 def test_a_failed_completion_gets_its_groups_mean_by_default() -> None:
     rm = GenerativeRewardModel(backend=ScriptedBackend(cannot_judge("e")), k=2)
-    reward = GRMReward(rm, group_by_prompt=False)
+    reward = GRMReward(rm, batching={"group_by_prompt": False})
     # Group p: a, e, b (e fails); group r: e, c (e fails); group s: e alone (nothing to average).
     prompts = ["p", "r", "p", "s", "p", "r"]
     completions = ["a", "e", "e", "e", "b", "c"]
@@ -206,19 +206,19 @@ def test_a_failed_completion_gets_its_groups_mean_by_default() -> None:
 
 def test_group_mean_respects_the_reference() -> None:
     rm = GenerativeRewardModel(backend=ScriptedBackend(cannot_judge("e")), k=2)
-    rewards = call(GRMReward(rm, group_by_prompt=False), ["q"] * 3, ["a", "e", "b"], reference=["x", "x", "y"])
+    rewards = call(GRMReward(rm, batching={"group_by_prompt": False}), ["q"] * 3, ["a", "e", "b"], reference=["x", "x", "y"])
     assert rewards == [pytest.approx(unit(2))] * 2 + [pytest.approx(unit(9))]
 
 
 def test_group_mean_replaces_the_configs_failure_reward_too() -> None:
     rm = GenerativeRewardModel(backend=ScriptedBackend(cannot_judge("e")), k=2, failure_reward=0.0)
-    assert call(GRMReward(rm, group_by_prompt=False), ["q"] * 2, ["b", "e"]) == [pytest.approx(unit(9))] * 2
-    assert call(GRMReward(rm, group_by_prompt=False), ["q"], ["e"]) == [0.0]  # nothing to average: the config's value
+    assert call(GRMReward(rm, batching={"group_by_prompt": False}), ["q"] * 2, ["b", "e"]) == [pytest.approx(unit(9))] * 2
+    assert call(GRMReward(rm, batching={"group_by_prompt": False}), ["q"], ["e"]) == [0.0]  # nothing to average: the config's value
 
 
 def test_none_is_warned_about_once_when_group_mates_were_judged(caplog) -> None:
     rm = GenerativeRewardModel(backend=ScriptedBackend(cannot_judge("e")), k=2)
-    reward = GRMReward(rm, group_by_prompt=False, on_failure="none")
+    reward = GRMReward(rm, batching={"group_by_prompt": False}, on_failure="none")
     with caplog.at_level(logging.WARNING, logger="grm_reward.adapters.trl"):
         assert call(reward, ["p", "p"], ["e", "e"]) == [None, None]  # a wholly failed group: neutral, no warning
         assert not caplog.records
@@ -280,7 +280,7 @@ def test_name_is_stable_and_overridable() -> None:
 
 def test_settings_are_validated() -> None:
     with pytest.raises(ConfigError):
-        reward_for(max_group_size=0)
+        reward_for(batching={"max_group_size": 0})
     rm = GenerativeRewardModel(backend=ScriptedBackend(["x"]))
     with pytest.raises(ConfigError, match="k"):
         GRMReward(rm, k=4)
@@ -300,9 +300,9 @@ def test_builds_from_config_file_and_keywords(tmp_path) -> None:
 
 
 def test_picklable_and_works_after_unpickling() -> None:
-    reward = GRMReward(backend="tests.helpers:length_backend", k=2, name="grm_len", max_group_size=2)
+    reward = GRMReward(backend="tests.helpers:length_backend", k=2, name="grm_len", batching={"max_group_size": 2})
     clone = pickle.loads(pickle.dumps(reward))
-    assert clone.__name__ == "grm_len" and clone.max_group_size == 2
+    assert clone.__name__ == "grm_len" and clone.batching.max_group_size == 2
     assert clone.rm.config == reward.rm.config
     assert call(clone, ["q", "q"], ["hi", "a much longer answer"]) == call(reward, ["q", "q"], ["hi", "a much longer answer"])
 
@@ -323,3 +323,12 @@ def test_empty_batch() -> None:
     reward, backend = reward_for()
     assert call(reward, [], []) == []
     assert backend.stats.calls == 0
+
+
+def test_old_grouping_keywords_name_the_batching_section() -> None:
+    rm = GenerativeRewardModel(backend=ScriptedBackend(["x"]))
+    for old in ({"group_by_prompt": False}, {"max_group_size": 2}):
+        with pytest.raises(ConfigError, match=r"batching section.*GRMReward\(batching="):
+            GRMReward(rm, **old)
+    assert GRMReward(rm, batching={"max_group_size": 2}).batching.max_group_size == 2
+    assert GRMReward(rm).batching.max_group_size == 4 and rm.config.batching.max_group_size is None

@@ -121,11 +121,11 @@ def test_verl_loader_builds_the_grm_manager_by_name_and_by_module_path(verl_modu
 
 def test_settings_without_the_overlay_use_plus_keys(verl_modules, tokenizer) -> None:
     config = verl_modules[1].compose(
-        ["reward.reward_manager.name=grm", "+reward.grm.judge.backend=" + CHECKSUM, "+reward.grm.max_group_size=2"],
+        ["reward.reward_manager.name=grm", "+reward.grm.judge.backend=" + CHECKSUM, "+reward.grm.judge.batching.max_group_size=2"],
         overlay=False,
     )
     manager = manager_from(verl_modules, config, tokenizer)
-    assert manager.settings.max_group_size == 2 and manager.judge_config.backend == CHECKSUM
+    assert manager.batching.max_group_size == 2 and manager.judge_config.backend == CHECKSUM
 
 
 def test_scores_a_batch_and_rm_scores_sit_at_the_last_valid_token(verl_modules, config, tokenizer) -> None:
@@ -202,9 +202,9 @@ def test_extra_info_reference_and_principles(verl_modules, config, tokenizer) ->
     assert request.reference is None and request.principles is None
 
 
-def test_failures_keep_the_same_keys_and_get_the_failure_score(verl_modules, tokenizer) -> None:
+def test_failures_keep_the_same_keys_and_get_the_failure_reward(verl_modules, tokenizer) -> None:
     adapter, verl_support, _, _ = verl_modules
-    config = verl_support.compose(["reward.grm.judge.backend=" + CHECKSUM, "reward.grm.failure_score=-1.0"])
+    config = verl_support.compose(["reward.grm.judge.backend=" + CHECKSUM, "reward.grm.judge.failure_reward=-1.0"])
     manager = manager_from(verl_modules, config, tokenizer)
     rows = [dict(ROWS[0], raw_prompt=[{"role": "user", "content": "UNJUDGEABLE"}]), ROWS[2]]
     failed, ok = score_batch(manager, verl_support.rollout_batch(tokenizer, rows))
@@ -232,16 +232,16 @@ def test_verl_grpo_reads_a_failed_rollout_as_the_worst_answer(verl_modules, toke
     import torch
     from verl.trainer.ppo.core_algos import compute_grpo_outcome_advantage
 
-    adapter, verl_support, _, _ = verl_modules
+    _, verl_support, _, _ = verl_modules
     config = verl_support.compose(
-        ["reward.grm.judge.backend=tests.unit.test_verl_adapter:refuses_five", "reward.grm.group_by_prompt=false"]
+        ["reward.grm.judge.backend=tests.unit.test_verl_adapter:refuses_five", "reward.grm.judge.batching.group_by_prompt=false"]
     )
     manager = manager_from(verl_modules, config, tokenizer)
     rows = [ROWS[0], ROWS[1], dict(ROWS[0], response="it is four")]  # one GRPO group; ROWS[1] cannot be judged
     batch = verl_support.rollout_batch(tokenizer, rows)
     outputs = score_batch(manager, batch)
     assert [o["reward_extra_info"]["grm_failed"] for o in outputs] == [0.0, 1.0, 0.0]
-    assert outputs[1]["reward_score"] == 0.0  # failure_score: the bottom of the unit scale
+    assert outputs[1]["reward_score"] == 0.0  # failure_reward unset: 0.0, the bottom of the unit scale
     # verl's own path from the scores to the advantages: rm_scores, then the GRPO estimator by uid.
     rm_scores = type(manager).assemble_rm_scores(batch, [o["reward_score"] for o in outputs])
     response_mask = batch.batch["attention_mask"][:, batch.batch["prompts"].size(1) :]
@@ -251,8 +251,8 @@ def test_verl_grpo_reads_a_failed_rollout_as_the_worst_answer(verl_modules, toke
     # A NaN instead would poison the whole group, so the settings refuse one.
     nan_scores = type(manager).assemble_rm_scores(batch, [float("nan") if o["reward_extra_info"]["grm_failed"] else o["reward_score"] for o in outputs])
     assert torch.isnan(compute_grpo_outcome_advantage(nan_scores, response_mask, index=["g"] * 3)[0]).all()
-    with pytest.raises(ConfigError, match="failure_score"):
-        adapter.GRMVerlSettings.from_verl(verl_support.compose(["reward.grm.failure_score=nan"]))
+    with pytest.raises(ConfigError, match="failure_reward"):
+        manager_from(verl_modules, verl_support.compose(["reward.grm.judge.failure_reward=nan"]), tokenizer)
 
 
 def test_router_address_builds_the_openai_judge_config(verl_modules, tokenizer) -> None:
@@ -305,7 +305,7 @@ def test_bad_settings_fail_at_start(verl_modules, tokenizer) -> None:
         manager_from(verl_modules, verl_support.compose(["reward.grm.judge.k=0"]), tokenizer)
     with pytest.raises(ConfigError, match="max_responses=3"):
         manager_from(
-            verl_modules, verl_support.compose(["reward.grm.max_group_size=4", "+reward.grm.judge.max_responses=3"]), tokenizer
+            verl_modules, verl_support.compose(["reward.grm.judge.batching.max_group_size=4", "+reward.grm.judge.max_responses=3"]), tokenizer
         )
 
 
@@ -320,3 +320,21 @@ def test_compute_score_hook_is_not_a_scorer(verl_modules) -> None:
     with pytest.raises(ConfigError, match=r"reward_manager\.name=grm"):
         verl_modules[0].compute_score(data_source="x", solution_str="y", ground_truth="z", extra_info={})
 
+
+
+def test_old_batching_and_failure_keys_name_their_new_place(verl_modules, tokenizer) -> None:
+    _, verl_support, _, _ = verl_modules
+    for old, new in [("max_wait_s=0.1", "judge.batching.window_s"), ("group_by_prompt=false", "judge.batching.group_by_prompt"),
+                     ("max_group_size=2", "judge.batching.max_group_size"), ("failure_score=-1.0", "judge.failure_reward")]:
+        with pytest.raises(ConfigError, match=rf"reward\.grm\.{old.split('=')[0]} is now reward\.grm\.{new}"):
+            manager_from(verl_modules, verl_support.compose(["+reward.grm." + old]), tokenizer)
+
+
+def test_a_grpo_group_is_rollout_n_unless_set(verl_modules, tokenizer) -> None:
+    _, verl_support, _, _ = verl_modules
+    base = ["reward.grm.judge.backend=" + CHECKSUM]
+    assert manager_from(verl_modules, verl_support.compose(base), tokenizer).batching.group_size == 8  # rollout.n
+    chosen = verl_support.compose([*base, "reward.grm.judge.batching.group_size=4"])
+    assert manager_from(verl_modules, chosen, tokenizer).batching.group_size == 4
+    single = verl_support.compose([*base, "actor_rollout_ref.rollout.n=1"])
+    assert manager_from(verl_modules, single, tokenizer).batching.group_size is None
