@@ -382,11 +382,9 @@ def test_openrlhf_forwarder_retries_and_maps_errors(judge: FaultJudge) -> None:
 
 # --- hostile input and hostile answers --------------------------------------------------------------------
 def mock_backend(handler, **options: object) -> OpenAIBackend:
-    import httpx
-
     return OpenAIBackend(
         OpenAIOptions(base_url="http://judge.test/v1", **{**FAST, "max_retries": 1, **options}),
-        transport=httpx.MockTransport(handler),
+        transport=handler,
     )
 
 
@@ -405,13 +403,13 @@ def test_a_lone_surrogate_is_an_input_error_not_a_crash_or_a_call() -> None:
     "body", [b"\xff\xfe{not utf-8", b"[" * 100_000 + b"]" * 100_000, b'{"choices": "nope"}', b'{"choices": []}']
 )
 def test_garbage_200_answers_are_retried_then_reported(body: bytes) -> None:
-    import httpx
+    from grm_reward._http import HTTPRequest, HTTPResponse
 
     calls = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: HTTPRequest) -> HTTPResponse:
         calls.append(request)
-        return httpx.Response(200, content=body, headers={"Content-Type": "application/json"})
+        return HTTPResponse(200, body, {"content-type": "application/json"})
 
     backend = mock_backend(handler)
     with pytest.raises(GenerationError, match="after 2 attempts"):
@@ -428,12 +426,12 @@ def test_absurd_retry_after_headers_are_bounded(header: str, expected: float) ->
 
 
 def test_meta_rm_answer_with_nan_ratings_is_retried() -> None:
-    import httpx
+    from grm_reward._http import HTTPResponse
 
     answers = iter([{"data": [{"index": 0, "probs": [float("nan")]}]}, {"data": [{"index": 0, "probs": [0.5]}]}])
     meta = HTTPMetaRM(
         "http://meta.test/classify",
-        transport=httpx.MockTransport(lambda r: httpx.Response(200, content=__import__("json").dumps(next(answers)))),
+        transport=lambda r: HTTPResponse.of(200, json_body=next(answers)),
         policy=HTTPPolicy(**FAST),
     )
     conversation = ({"role": "user", "content": "u"}, {"role": "assistant", "content": "a"})
