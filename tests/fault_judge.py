@@ -5,6 +5,7 @@
     judge.set_mode("hang")                # calls hang until set_mode(...) / release() / stop()
     judge.stop(); judge.restart()         # killed (every connection dropped), back on the same port
     judge.calls, judge.calls_by_mode, judge.disconnects, judge.max_in_flight
+    judge.connections, judge.open_connections, judge.headers  # TCP connections opened / open now; last headers
 
 Modes: ok, 500, 429 (with ``Retry-After: retry_after``), hang, reset (TCP RST), cutoff (a 200
 whose body stops mid-JSON), html (a 200 HTML page), no_choices (a 200 JSON without ``choices``),
@@ -64,6 +65,9 @@ class FaultJudge:
         self.gets = 0
         self.calls_by_mode: Counter[str] = Counter()
         self.disconnects = 0  # clients that left a call before its answer
+        self.connections = 0  # TCP connections accepted
+        self.open_connections = 0
+        self.headers: dict[str, str] = {}  # of the last request
         self.in_flight = 0
         self.max_in_flight = 0
         self.bodies: list[dict[str, Any]] = []  # bodies answered
@@ -179,6 +183,8 @@ class FaultJudge:
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        self.connections += 1
+        self.open_connections += 1
         try:
             while True:
                 try:
@@ -188,12 +194,14 @@ class FaultJudge:
                 lines = head.decode("latin-1").split("\r\n")
                 method, target = lines[0].split(" ")[:2]
                 headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+                self.headers = headers
                 body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
                 if not await self._answer(method, target, body, reader, writer):
                     return
         except (ConnectionError, asyncio.IncompleteReadError):
             return
         finally:
+            self.open_connections -= 1
             self._writers.discard(writer)
             if not writer.is_closing():
                 writer.close()

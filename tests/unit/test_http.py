@@ -15,7 +15,7 @@ from grm_reward.backends.base import GenerationRequest
 from grm_reward.backends.openai import OpenAIBackend
 from grm_reward.config import OpenAIOptions
 from grm_reward.deadlines import deadline_scope
-from grm_reward.errors import DeadlineExceededError, JudgeUnavailableError
+from grm_reward.errors import BackendUnavailableError, DeadlineExceededError, JudgeUnavailableError
 from grm_reward.meta_rm import HTTPMetaRM
 from tests.fault_judge import FaultJudge
 
@@ -436,3 +436,60 @@ def test_meta_rm_answer_with_nan_ratings_is_retried() -> None:
     )
     conversation = ({"role": "user", "content": "u"}, {"role": "assistant", "content": "a"})
     assert asyncio.run(meta.rate([conversation])) == [0.5]
+
+
+# --- the client under the layer (issue 13 item 5: aiohttp) ------------------------------------------------
+def test_keep_alive_reuses_connections_within_the_pool_bound(judge: FaultJudge) -> None:
+    backend = make_backend(judge, max_concurrency=4, api_key="k3y")
+
+    async def main() -> None:
+        for _ in range(5):  # 5 waves of 8 calls: the 4 pooled connections carry all 40
+            await asyncio.gather(*(generate(backend) for _ in range(8)))
+
+    run(main, backend)
+    assert judge.calls == 40 and judge.connections <= 4 and judge.max_in_flight <= 4
+    assert judge.headers["authorization"] == "Bearer k3y" and judge.headers["content-type"] == "application/json"
+
+
+def test_a_session_left_open_is_closed_when_its_loop_ends(judge: FaultJudge) -> None:
+    import gc
+    import warnings
+
+    backend = make_backend(judge)
+    rm = GenerativeRewardModel(GRMConfig(backend="openai", k=1, openai={"base_url": judge.url, **FAST}))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asyncio.run(generate(backend))  # no aclose: asyncio.run's end closes the session
+        rm.score("q", ["a", "b"])
+        rm._loop.close()  # the model's private loop thread, without the model's close()
+        del backend, rm
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+    give_up = time.monotonic() + 5
+    while judge.open_connections and time.monotonic() < give_up:
+        time.sleep(0.01)  # the server thread sees the closes
+    assert judge.connections >= 2 and judge.open_connections == 0
+
+
+def test_each_client_of_a_server_keeps_its_own_thresholds(judge: FaultJudge) -> None:
+    # The breaker state of a URL is shared, but a later client's policy is not overruled by the first one's.
+    first = make_backend(judge, breaker_failures=50)
+    second = make_backend(judge, breaker_failures=2, max_retries=5)
+    assert first.http.health is second.http.health
+    judge.set_mode("500")
+    with pytest.raises(JudgeUnavailableError, match="circuit open"):
+        run(lambda: generate(second), second)
+    assert judge.calls == 2  # its own breaker_failures=2, not the first client's 50 (6 calls)
+
+
+def test_detect_server_goes_through_the_layer_inside_a_running_loop(judge: FaultJudge) -> None:
+    from grm_reward.backends.openai import detect_server
+
+    async def main() -> str:  # as the server's start-up calls it: from inside a running loop
+        return detect_server(OpenAIOptions(base_url=judge.url), api_key="k3y")
+
+    assert asyncio.run(main()) == "vllm" and judge.gets >= 1
+    assert judge.headers["authorization"] == "Bearer k3y"
+    judge.stop()
+    with pytest.raises(BackendUnavailableError, match="cannot reach"):
+        detect_server(OpenAIOptions(base_url=judge.url, connect_timeout_s=1.0))
