@@ -362,21 +362,37 @@ class _Session(Protocol):
 
 class _AiohttpSession:
     """An aiohttp session: a keep-alive pool of ``size`` connections (per host too), no cookies, no
-    redirects, proxies from the environment (``HTTPS_PROXY``, ``NO_PROXY``...), TLS verified against
-    ``SSL_CERT_FILE``/``SSL_CERT_DIR`` when set, else certifi's roots (as httpx did)."""
+    redirects, proxies from the environment (``HTTPS_PROXY``, ``NO_PROXY``...; looked up once per
+    origin: aiohttp's ``trust_env`` costs two thread hops per call, and reads ``.netrc``), TLS
+    verified against ``SSL_CERT_FILE``/``SSL_CERT_DIR`` when set, else certifi's roots (as httpx did)."""
 
     def __init__(self, aiohttp: Any, headers: Mapping[str, str], size: int) -> None:
         self._timeout = aiohttp.ClientTimeout
         connector = aiohttp.TCPConnector(limit=size, limit_per_host=size, ssl=_ssl_context())
-        self._session = aiohttp.ClientSession(
-            headers=dict(headers), connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=True
-        )
+        self._session = aiohttp.ClientSession(headers=dict(headers), connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+        self._proxies: dict[str, tuple[Any, Any]] = {}
+
+    def _proxy(self, url: str) -> tuple[Any, Any]:
+        """(proxy URL, proxy auth) for ``url`` from the environment, or (None, None)."""
+        origin = url.partition("://")[0] + "://" + url.partition("://")[2].partition("/")[0]
+        found = self._proxies.get(origin)
+        if found is None:
+            from aiohttp.helpers import get_env_proxy_for_url
+            from yarl import URL
+
+            try:
+                found = get_env_proxy_for_url(URL(url))
+            except (LookupError, ValueError):
+                found = (None, None)
+            self._proxies[origin] = found
+        return found
 
     async def send(self, method: str, url: str, content: bytes | None, timeout_s: float, connect_s: float) -> HTTPResponse:
         timeout = self._timeout(total=timeout_s, sock_connect=connect_s)
         headers = _JSON if content is not None else None
+        proxy, proxy_auth = self._proxy(url)
         response = await self._session.request(
-            method, url, data=content, headers=headers, timeout=timeout, allow_redirects=False
+            method, url, data=content, headers=headers, timeout=timeout, allow_redirects=False, proxy=proxy, proxy_auth=proxy_auth
         )
         try:
             body = await response.read()

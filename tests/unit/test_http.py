@@ -493,3 +493,12 @@ def test_detect_server_goes_through_the_layer_inside_a_running_loop(judge: Fault
     judge.stop()
     with pytest.raises(BackendUnavailableError, match="cannot reach"):
         detect_server(OpenAIOptions(base_url=judge.url, connect_timeout_s=1.0))
+
+
+def test_a_proxy_from_the_environment_is_used(judge: FaultJudge, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", judge.root)  # the fault judge answers absolute-form targets as a proxy would
+    backend = OpenAIBackend(OpenAIOptions(base_url="http://judge.invalid/v1", **FAST))
+    texts = run(lambda: generate(backend), backend)
+    assert "Scores:" in texts[0] and judge.calls == 1
