@@ -79,6 +79,7 @@ class FaultJudge:
         self._thread: threading.Thread | None = None
         self._server: asyncio.base_events.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[Any]] = set()
         self._release: asyncio.Event | None = None
         self._started_once = False
 
@@ -165,9 +166,16 @@ class FaultJudge:
     async def _close(self) -> None:
         if self._server is not None:
             self._server.close()
+        left = self.disconnects  # calls cut by the kill are not clients that left
         for writer in list(self._writers):
             _abort(writer)
         self._writers.clear()
+        # Killed: let the handlers see their connection gone, so none outlives the loop ("Task was destroyed").
+        if self._handlers:
+            await asyncio.wait(set(self._handlers), timeout=2.0)
+        for task in self._handlers:
+            task.cancel()
+        self.disconnects = left
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -183,6 +191,10 @@ class FaultJudge:
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
         self.connections += 1
         self.open_connections += 1
         try:
@@ -198,8 +210,8 @@ class FaultJudge:
                 body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
                 if not await self._answer(method, target, body, reader, writer):
                     return
-        except (ConnectionError, asyncio.IncompleteReadError):
-            return
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            return  # (a cancelled handler returns: Python 3.11's start_server callback chokes on a cancelled task)
         finally:
             self.open_connections -= 1
             self._writers.discard(writer)
