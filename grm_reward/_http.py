@@ -4,23 +4,28 @@ Retries with backoff and jitter (honouring ``Retry-After``), per-call timeouts c
 deadline (:mod:`grm_reward.deadlines`), cancellation that frees the connection at once, a retry
 budget and a circuit breaker per server (shared by every client and event loop of that URL), hedged
 calls and latency-derived timeouts from the latency observed per server, and the mapping of HTTP
-failures onto :mod:`grm_reward.errors`. The policy is in docs/backends.md.
+failures onto :mod:`grm_reward.errors`. The client is aiohttp, one session per event loop, closed
+when the loop ends; a ``transport`` handler replaces the network in tests. Policy: docs/backends.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
+import inspect
 import json
+import os
 import random
 import re
+import ssl
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, fields, replace
-from typing import Any
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Protocol
 
 from grm_reward.deadlines import remaining
 from grm_reward.errors import (
@@ -37,13 +42,18 @@ __all__ = [
     "HTTPEndpoint",
     "HTTPFailure",
     "HTTPPolicy",
+    "HTTPRequest",
+    "HTTPResponse",
     "ServerHealth",
+    "Transport",
     "forget_server",
-    "import_httpx",
+    "import_aiohttp",
     "server_health",
 ]
 
 _INSTALL_HINT = "pip install 'grm-reward[openai]'"
+_SSL_LOCK = threading.Lock()
+_SSL_CONTEXTS: dict[tuple[str | None, str | None], ssl.SSLContext] = {}
 _CONTEXT_MESSAGE = re.compile(
     r"context length|context window|maximum (?:model|context|sequence) length|too long|too many tokens", re.IGNORECASE
 )
@@ -58,13 +68,60 @@ HEDGE_BUDGET_FLOOR = 1
 Validate = Callable[[dict[str, Any]], "str | None"]
 
 
-def import_httpx() -> Any:
-    """httpx, or :class:`BackendUnavailableError` with the install hint."""
+def import_aiohttp() -> Any:
+    """aiohttp, or :class:`BackendUnavailableError` with the install hint."""
     try:
-        import httpx
+        import aiohttp
     except ImportError as exc:
-        raise BackendUnavailableError(f"HTTP clients need httpx: {_INSTALL_HINT}") from exc
-    return httpx
+        raise BackendUnavailableError(f"HTTP clients need aiohttp: {_INSTALL_HINT}") from exc
+    return aiohttp
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPRequest:
+    """One request as a :data:`Transport` handler sees it (header names in lower case)."""
+
+    method: str
+    url: str
+    path: str
+    headers: Mapping[str, str]
+    content: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPResponse:
+    """A whole response: status, headers (names in lower case) and body bytes."""
+
+    status: int
+    content: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, status: int, *, json_body: Any = None, text: str | None = None, headers: Mapping[str, str] | None = None) -> HTTPResponse:
+        """A response with a JSON (``json_body``) or text body (for transports in tests)."""
+        content = json.dumps(json_body).encode() if json_body is not None else (text or "").encode()
+        return cls(status, content, {k.lower(): v for k, v in (headers or {}).items()})
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        """The body as JSON; ValueError when it is not (bad UTF-8 included)."""
+        return json.loads(self.content)
+
+
+#: Replaces the network (tests): called with each request; returns (or awaits) the response, or
+#: raises as the network would: ``ConnectionRefusedError`` (cannot connect), another ``OSError``
+#: (reset), ``TimeoutError``.
+Transport = Callable[[HTTPRequest], "HTTPResponse | Awaitable[HTTPResponse]"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +190,9 @@ class ServerHealth:
     sent half a delay after it was answered (it was overtaken: the judge is not just busy), or after
     twice the delay regardless, gets one duplicate (at most ``hedge_budget`` x the calls in the
     window, plus ``HEDGE_BUDGET_FLOOR``); a call's timeout shrinks to :meth:`latency_timeout`.
+
+    The state is shared by every client of the server; the thresholds are each caller's: every
+    method takes the caller's ``policy`` (default: the one this state was created with).
     """
 
     def __init__(self, url: str, policy: HTTPPolicy, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -164,34 +224,38 @@ class ServerHealth:
         """Whether a call sent after ``since`` (monotonic clock) has already been answered."""
         return self._youngest_answered > since
 
-    def percentile(self, q: float) -> float | None:
+    def percentile(self, q: float, policy: HTTPPolicy | None = None) -> float | None:
         """The ``q``-th percentile (0-100) of recent latencies; None until ``latency_min_samples``."""
+        policy = policy or self.policy
         with self._lock:
-            if len(self._latencies) < max(1, self.policy.latency_min_samples):
+            if len(self._latencies) < max(1, policy.latency_min_samples):
                 return None
             if self._sorted is None:
                 self._sorted = sorted(self._latencies)
             values = self._sorted
             return values[min(len(values) - 1, max(0, round(q / 100.0 * len(values)) - 1))]
 
-    def hedge_delay(self) -> float | None:
+    def hedge_delay(self, policy: HTTPPolicy | None = None) -> float | None:
         """Seconds after which a call still running gets a duplicate; None: do not hedge (yet)."""
-        if not self.policy.hedge:
+        policy = policy or self.policy
+        if not policy.hedge:
             return None
-        high = self.percentile(self.policy.hedge_percentile)
-        return None if high is None else max(self.policy.hedge_min_delay_s, high * self.policy.hedge_factor)
+        high = self.percentile(policy.hedge_percentile, policy)
+        return None if high is None else max(policy.hedge_min_delay_s, high * policy.hedge_factor)
 
-    def latency_timeout(self) -> float | None:
+    def latency_timeout(self, policy: HTTPPolicy | None = None) -> float | None:
         """A call's timeout from observed latency: max(floor, factor x p99); None until known or off."""
-        if self.policy.latency_timeout_factor <= 0:
+        policy = policy or self.policy
+        if policy.latency_timeout_factor <= 0:
             return None
-        p99 = self.percentile(99.0)
+        p99 = self.percentile(99.0, policy)
         if p99 is None:
             return None
-        return max(self.policy.latency_timeout_floor_s, p99 * self.policy.latency_timeout_factor)
+        return max(policy.latency_timeout_floor_s, p99 * policy.latency_timeout_factor)
 
-    def try_hedge(self) -> bool:
+    def try_hedge(self, policy: HTTPPolicy | None = None) -> bool:
         """Take one hedge from the budget; False when it is spent (or the circuit is open)."""
+        policy = policy or self.policy
         with self._lock:
             if self.open:
                 return False
@@ -199,7 +263,7 @@ class ServerHealth:
             for window in (self._calls, self._hedges):
                 while window and window[0] < now - BUDGET_WINDOW_S:
                     window.popleft()
-            if len(self._hedges) + 1 > self.policy.hedge_budget * len(self._calls) + HEDGE_BUDGET_FLOOR:
+            if len(self._hedges) + 1 > policy.hedge_budget * len(self._calls) + HEDGE_BUDGET_FLOOR:
                 return False
             self._hedges.append(now)
             return True
@@ -208,14 +272,15 @@ class ServerHealth:
         with self._lock:
             self._calls.append(self._clock())
 
-    def try_retry(self) -> bool:
+    def try_retry(self, policy: HTTPPolicy | None = None) -> bool:
         """Take one retry from the budget; False when it is spent."""
+        policy = policy or self.policy
         with self._lock:
             now = self._clock()
             for window in (self._calls, self._retries):
                 while window and window[0] < now - BUDGET_WINDOW_S:
                     window.popleft()
-            if len(self._retries) >= self.policy.retry_budget * len(self._calls) + self.policy.retry_budget_floor:
+            if len(self._retries) >= policy.retry_budget * len(self._calls) + policy.retry_budget_floor:
                 return False
             self._retries.append(now)
             return True
@@ -232,22 +297,24 @@ class ServerHealth:
                 return None
             return self.next_probe - now
 
-    def record_success(self) -> None:
+    def record_success(self, policy: HTTPPolicy | None = None) -> None:
+        policy = policy or self.policy
         with self._lock:
             self.failures = 0
             self.open = False
-            self.cooldown = self.policy.breaker_cooldown_s
+            self.cooldown = policy.breaker_cooldown_s
 
-    def record_failure(self, reason: str, retry_after: float | None = None) -> None:
+    def record_failure(self, reason: str, retry_after: float | None = None, policy: HTTPPolicy | None = None) -> None:
+        policy = policy or self.policy
         with self._lock:
             self.failures += 1
             self.last_failure = reason
             if self.open:
-                self.cooldown = min(self.cooldown * 2, self.policy.breaker_cooldown_max_s)
-            elif self.failures < self.policy.breaker_failures:
+                self.cooldown = min(self.cooldown * 2, policy.breaker_cooldown_max_s)
+            elif self.failures < policy.breaker_failures:
                 return
             self.open = True
-            wait = max(self.cooldown, min(retry_after or 0.0, self.policy.backoff_max_s))
+            wait = max(self.cooldown, min(retry_after or 0.0, policy.backoff_max_s))
             self.next_probe = self._clock() + wait
 
     def describe(self) -> str | None:
@@ -267,7 +334,7 @@ _SERVERS_LOCK = threading.Lock()
 
 
 def server_health(url: str, policy: HTTPPolicy) -> ServerHealth:
-    """The shared state of the server at ``url`` (created with ``policy`` on first use)."""
+    """The shared state of the server at ``url`` (``policy``: its default; callers pass their own)."""
     key = url.rstrip("/")
     with _SERVERS_LOCK:
         health = _SERVERS.get(key)
@@ -285,18 +352,107 @@ def forget_server(url: str | None = None) -> None:
             _SERVERS.pop(url.rstrip("/"), None)
 
 
+class _Session(Protocol):
+    """The client of one event loop: sends one request and reads its whole answer."""
+
+    async def send(self, method: str, url: str, content: bytes | None, timeout_s: float, connect_s: float) -> HTTPResponse: ...
+
+    async def aclose(self) -> None: ...
+
+
+#: Seconds an idle pooled connection is kept (below the common 5 s server keep-alive).
+_KEEPALIVE_S = 4.0
+
+
+class _AiohttpSession:
+    """An aiohttp session: a keep-alive pool of ``size`` connections (per host too), no cookies, no
+    redirects, proxies from the environment (``HTTPS_PROXY``, ``NO_PROXY``...; looked up once per
+    origin: aiohttp's ``trust_env`` costs two thread hops per call, and reads ``.netrc``), TLS
+    verified against ``SSL_CERT_FILE``/``SSL_CERT_DIR`` when set, else certifi's roots (as httpx did)."""
+
+    def __init__(self, aiohttp: Any, headers: Mapping[str, str], size: int) -> None:
+        self._timeout = aiohttp.ClientTimeout
+        # Idle connections are dropped after 4 s, before the 5 s keep-alive of uvicorn (vLLM, SGLang,
+        # `grm-reward serve`) closes them: reusing one a server has just closed costs a retry.
+        connector = aiohttp.TCPConnector(
+            limit=size, limit_per_host=size, ssl=_ssl_context(), keepalive_timeout=_KEEPALIVE_S
+        )
+        self._session = aiohttp.ClientSession(headers=dict(headers), connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+        self._proxies: dict[str, tuple[Any, Any]] = {}
+
+    def _proxy(self, url: str) -> tuple[Any, Any]:
+        """(proxy URL, proxy auth) for ``url`` from the environment, or (None, None)."""
+        origin = url.partition("://")[0] + "://" + url.partition("://")[2].partition("/")[0]
+        found = self._proxies.get(origin)
+        if found is None:
+            from aiohttp.helpers import get_env_proxy_for_url
+            from yarl import URL
+
+            try:
+                found = get_env_proxy_for_url(URL(url))
+            except (LookupError, ValueError):
+                found = (None, None)
+            self._proxies[origin] = found
+        return found
+
+    async def send(self, method: str, url: str, content: bytes | None, timeout_s: float, connect_s: float) -> HTTPResponse:
+        timeout = self._timeout(total=timeout_s, sock_connect=connect_s)
+        headers = _JSON if content is not None else None
+        proxy, proxy_auth = self._proxy(url)
+        response = await self._session.request(
+            method, url, data=content, headers=headers, timeout=timeout, allow_redirects=False, proxy=proxy, proxy_auth=proxy_auth
+        )
+        try:
+            body = await response.read()
+        except BaseException:
+            response.close()  # cut off or cancelled mid-body: the connection is closed, never reused
+            raise
+        response.release()
+        return HTTPResponse(response.status, body, response.headers)
+
+    async def aclose(self) -> None:
+        await self._session.close()
+
+
+class _HandlerSession:
+    """A :data:`Transport` handler in place of the network (tests)."""
+
+    def __init__(self, handler: Transport, headers: Mapping[str, str]) -> None:
+        self._handler = handler
+        self._headers = {k.lower(): v for k, v in headers.items()}
+
+    async def send(self, method: str, url: str, content: bytes | None, timeout_s: float, connect_s: float) -> HTTPResponse:
+        headers = {**self._headers, **({"content-type": _JSON["Content-Type"]} if content is not None else {})}
+        path = "/" + url.split("://", 1)[-1].partition("/")[2].partition("?")[0]
+        answer = self._handler(HTTPRequest(method, url, path, headers, content or b""))
+        return await answer if inspect.isawaitable(answer) else answer
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def _close_at_loop_end(session: _Session) -> AsyncGenerator[None, None]:
+    """Suspended for the life of its loop: the loop's ``shutdown_asyncgens`` (``asyncio.run``,
+    uvicorn, :class:`~grm_reward._sync.LoopThread`) or its garbage collection closes the session."""
+    try:
+        yield
+    finally:
+        await session.aclose()
+
+
 @dataclass
 class _LoopState:
-    """An HTTP client and a concurrency bound, per event loop (an httpx client must not cross loops)."""
+    """A session and a concurrency bound, per event loop (a session must not cross loops)."""
 
-    client: Any
+    session: _Session
     slots: asyncio.Semaphore
+    closer: AsyncGenerator[None, None]
 
 
 class HTTPEndpoint:
     """Calls to one server under an :class:`HTTPPolicy`.
 
-    ``transport`` (an httpx transport, e.g. ``MockTransport``) replaces the network and gets a
+    ``transport`` (a :data:`Transport` handler) replaces the network and gets a
     private :class:`ServerHealth`; real URLs share theirs through :func:`server_health`. ``stats``
     (a dict of counters) receives ``http_requests``, ``retries``, ``retries_denied``,
     ``breaker_rejections``, ``breaker_waits``, ``hedges`` (duplicates sent) and ``hedge_wins``
@@ -320,7 +476,13 @@ class HTTPEndpoint:
         auth_hint: str = "",
         health: ServerHealth | None = None,
     ) -> None:
-        import_httpx()
+        aiohttp = import_aiohttp()
+        self._aiohttp = aiohttp
+        # What the network raises, most specific first (a TimeoutError is caught before these).
+        self._fatal_errors: tuple[type[BaseException], ...] = (aiohttp.InvalidURL, aiohttp.ClientSSLError)
+        self._connect_errors: tuple[type[BaseException], ...] = (ConnectionRefusedError, aiohttp.ClientConnectorError)
+        self._network_errors: tuple[type[BaseException], ...] = (aiohttp.ClientError, OSError)
+        self._get_errors = (TimeoutError, *self._network_errors)
         self.base_url = base_url.rstrip("/")
         self.policy = policy
         self.headers = dict(headers or {})
@@ -376,18 +538,18 @@ class HTTPEndpoint:
                 failure.attempts = attempt
                 last = failure
             else:
-                self.health.record_success()
+                self.health.record_success(self.policy)
                 return body
             if last.retryable:
-                self.health.record_failure(str(last), last.retry_after)
+                self.health.record_failure(str(last), last.retry_after, self.policy)
             else:
-                self.health.record_success()  # the server answered: it is up
+                self.health.record_success(self.policy)  # the server answered: it is up
                 raise self.map_failure(last) from last
             if self.health.open and remaining() is not None:
                 continue  # the breaker, not the retry budget, paces what follows: wait for a probe
             if attempt > self.policy.max_retries:
                 raise self.map_failure(last) from last
-            if not self.health.try_retry():
+            if not self.health.try_retry(self.policy):
                 self.stats["retries_denied"] += 1
                 raise self.map_failure(last, note="the retry budget of this server is spent") from last
             delay = self.backoff(attempt, last.retry_after)
@@ -399,48 +561,54 @@ class HTTPEndpoint:
             self.stats["retries"] += 1
             await self._sleep(delay)
 
-    async def get_json(self, path: str, *, timeout_s: float) -> dict[str, Any]:
-        """One bounded GET (no retries, not counted by the breaker): readiness and discovery."""
-        httpx = import_httpx()
-        url = self.base_url + path
-        client = self._loop_state().client
+    async def get(self, url: str, *, timeout_s: float) -> HTTPResponse:
+        """One bounded GET of ``url`` (no retries, not counted by the breaker): readiness and discovery.
+        :class:`GenerationError` when no answer comes; any status is returned."""
+        session = self._loop_state().session
         try:
-            response = await asyncio.wait_for(client.get(url, timeout=httpx.Timeout(timeout_s)), timeout_s)
-        except (asyncio.TimeoutError, httpx.HTTPError) as exc:
+            return await asyncio.wait_for(session.send("GET", url, None, timeout_s + 1.0, timeout_s), timeout_s)
+        except self._get_errors as exc:
             raise GenerationError(f"GET {url} failed: {type(exc).__name__}: {exc}") from exc
+
+    async def get_json(self, path: str, *, timeout_s: float) -> dict[str, Any]:
+        """One bounded GET of a JSON object (see :meth:`get`); a failure status is a GenerationError."""
+        url = self.base_url + path
+        response = await self.get(url, timeout_s=timeout_s)
         if not response.is_success:
-            raise GenerationError(f"GET {url} answered HTTP {response.status_code}")
-        return _json_object(response, url)
+            raise GenerationError(f"GET {url} answered HTTP {response.status}")
+        try:
+            return _json_object(response, url)
+        except HTTPFailure as exc:
+            raise GenerationError(str(exc)) from exc
 
     async def _attempt(self, url: str, content: bytes, validate: Validate | None) -> dict[str, Any]:
         """One call (hedged, see :meth:`_race`), its total time bounded by the timeout in force
         (:meth:`call_timeout`); raises :class:`HTTPFailure`."""
-        httpx = import_httpx()
         left = remaining()
         if left is not None and left <= 0:
             raise DeadlineExceededError(f"the deadline passed before calling {self.label} {url}")
         limit, cut_by_deadline = self.call_timeout(left)
         state = self._loop_state()
-        # httpx's own timer runs a little longer than the bound below, so only one of them fires: when both
-        # did at once, httpcore could leave the cut connection ACTIVE in the pool (a leaked slot).
-        timeout = httpx.Timeout(limit + 1.0, connect=min(self.policy.connect_timeout_s, limit))
+        # The client's own timer runs a little longer than the bound below, so only ours fires and
+        # the cut is one cancellation (which closes the connection), never a half-cut pooled one.
+        timeout = (limit + 1.0, min(self.policy.connect_timeout_s, limit))
         try:
             # The whole call (queueing for a slot and any hedge included) is bounded; cancelling it
             # closes its connections.
             response = await asyncio.wait_for(self._race(state, url, content, timeout), limit)
-        except (asyncio.TimeoutError, httpx.TimeoutException) as exc:
+        except TimeoutError as exc:
             if cut_by_deadline:
                 raise DeadlineExceededError(
                     f"{self.label} {url} did not answer within the caller's deadline ({limit:.2f} s)"
                 ) from exc
             raise HTTPFailure(url, f"no answer within {limit:.1f} s ({type(exc).__name__})", kind="timeout") from exc
-        except httpx.ConnectError as exc:
-            raise HTTPFailure(url, f"{type(exc).__name__}: {exc}", kind="connect") from exc
-        except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:  # resets, cut-off bodies
-            raise HTTPFailure(url, f"{type(exc).__name__}: {exc}", kind="network") from exc
-        except httpx.HTTPError as exc:  # bad URL, unsupported protocol: retrying cannot help
+        except self._fatal_errors as exc:  # bad URL, TLS verification: retrying cannot help
             raise HTTPFailure(url, f"{type(exc).__name__}: {exc}", retryable=False) from exc
-        status = response.status_code
+        except self._connect_errors as exc:  # refused, DNS, unreachable
+            raise HTTPFailure(url, f"{type(exc).__name__}: {exc}", kind="connect") from exc
+        except self._network_errors as exc:  # resets, cut-off bodies, garbage that is not HTTP
+            raise HTTPFailure(url, f"{type(exc).__name__}: {exc}", kind="network") from exc
+        status = response.status
         if not response.is_success:
             retryable = status in (408, 429) or (status >= 500 and status not in (501, 505))
             raise HTTPFailure(
@@ -460,33 +628,33 @@ class HTTPEndpoint:
         """(seconds, whether the deadline set it): the least of ``timeout_s``, the latency-derived
         timeout (:meth:`ServerHealth.latency_timeout`) and the time ``left`` before the deadline."""
         limit = self.policy.timeout_s
-        learned = self.health.latency_timeout()
+        learned = self.health.latency_timeout(self.policy)
         if learned is not None:
             limit = min(limit, learned)
         if left is not None and left < limit:
             return left, True
         return limit, False
 
-    async def _race(self, state: _LoopState, url: str, content: bytes, timeout: Any) -> Any:
+    async def _race(self, state: _LoopState, url: str, content: bytes, timeout: tuple[float, float]) -> HTTPResponse:
         """Send the call; if it runs past the hedge delay, send one duplicate (the same bytes: the same
         seed, so the same sample). The first successful response wins and the other call is cancelled,
         which closes its connection; if both fail, the first failure is the outcome."""
 
         sent: list[float] = []  # when each call got its slot and went out (monotonic clock)
 
-        async def send() -> Any:
+        async def send() -> HTTPResponse:
             async with state.slots:
                 self.stats["http_requests"] += 1
                 started = time.monotonic()
                 sent.append(started)
-                response = await state.client.post(url, content=content, headers=_JSON, timeout=timeout)
+                response = await state.session.send("POST", url, content, *timeout)
                 if response.is_success:
                     self.health.record_latency(time.monotonic() - started, started)
                 return response
 
-        tasks: list[asyncio.Future[Any]] = [asyncio.ensure_future(send())]
+        tasks: list[asyncio.Future[HTTPResponse]] = [asyncio.ensure_future(send())]
         try:
-            delay = self.health.hedge_delay()
+            delay = self.health.hedge_delay(self.policy)
             if delay is not None:
                 # Counted from when the call went out (not while it queued for a slot). Past the delay,
                 # hedge once a call sent half a delay later was answered first (this one is stuck: a
@@ -495,13 +663,13 @@ class HTTPEndpoint:
                 while not tasks[0].done():
                     elapsed = time.monotonic() - sent[0] if sent else 0.0
                     if elapsed >= 2 * delay or (elapsed >= delay and self.health.overtaken(sent[0] + delay / 2)):
-                        if self.health.try_hedge():
+                        if self.health.try_hedge(self.policy):
                             self.stats["hedges"] += 1
                             tasks.append(asyncio.ensure_future(send()))
                         break
                     await asyncio.wait(tasks, timeout=max(delay - elapsed, delay / 4))
-            outcome: asyncio.Future[Any] | None = None
-            pending: set[asyncio.Future[Any]] = set(tasks)
+            outcome: asyncio.Future[HTTPResponse] | None = None
+            pending: set[asyncio.Future[HTTPResponse]] = set(tasks)
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in sorted(done, key=tasks.index):
@@ -555,30 +723,33 @@ class HTTPEndpoint:
         loop = asyncio.get_running_loop()
         state = self._states.get(loop)
         if state is None:
-            httpx = import_httpx()
+            for old in [old for old in self._states if old.is_closed()]:
+                del self._states[old]  # its state refers to its loop: it would never be dropped
             size = self.policy.max_concurrency
-            client = httpx.AsyncClient(
-                headers=self.headers,
-                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
-                transport=self._transport,
+            session: _Session = (
+                _HandlerSession(self._transport, self.headers)
+                if self._transport is not None
+                else _AiohttpSession(self._aiohttp, self.headers, size)
             )
-            state = _LoopState(client, asyncio.Semaphore(size))
+            closer = _close_at_loop_end(session)
+            with contextlib.suppress(StopIteration):  # run it to its yield: now the loop's end closes the session
+                closer.asend(None).send(None)
+            state = _LoopState(session, asyncio.Semaphore(size), closer)
             self._states[loop] = state
         return state
 
     async def aclose(self) -> None:
-        """Close the client of the running loop (clients of other loops are dropped)."""
+        """Close the session of the running loop (the others close when their loops end)."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
         state = self._states.pop(loop, None)
-        self._states.clear()
         if state is not None:
-            await state.client.aclose()
+            await state.closer.aclose()
 
 
-def _json_object(response: Any, url: str) -> dict[str, Any]:
+def _json_object(response: HTTPResponse, url: str) -> dict[str, Any]:
     try:
         data = response.json()
     except (ValueError, RecursionError) as exc:  # cut-off JSON, an HTML page, bad UTF-8, absurd nesting
@@ -588,7 +759,7 @@ def _json_object(response: Any, url: str) -> dict[str, Any]:
     return data
 
 
-def _server_message(response: Any) -> str:
+def _server_message(response: HTTPResponse) -> str:
     """The error message a server put in its body (OpenAI, FastAPI and plain-text shapes)."""
     try:
         data = response.json()
@@ -603,6 +774,25 @@ def _server_message(response: Any) -> str:
                 value = data[key]
                 return value if isinstance(value, str) else json.dumps(value)[:500]
     return str(data)[:500]
+
+
+def _ssl_context() -> ssl.SSLContext:
+    """The verifying TLS context: ``SSL_CERT_FILE``/``SSL_CERT_DIR`` when set, else certifi's roots
+    where installed, else the system's (one per setting: building one reads the CA files)."""
+    key = (os.environ.get("SSL_CERT_FILE") or None, os.environ.get("SSL_CERT_DIR") or None)
+    with _SSL_LOCK:
+        context = _SSL_CONTEXTS.get(key)
+        if context is None:
+            cafile, capath = key
+            if cafile is None and capath is None:
+                try:
+                    import certifi
+
+                    cafile = certifi.where()
+                except ImportError:
+                    pass
+            context = _SSL_CONTEXTS[key] = ssl.create_default_context(cafile=cafile, capath=capath)
+        return context
 
 
 def _retry_after(value: str | None) -> float | None:

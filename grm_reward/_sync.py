@@ -8,6 +8,7 @@ inside a running loop (Jupyter, an async framework calling sync code).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -56,6 +57,9 @@ class LoopThread:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
         if loop is not None and thread is not None:
+            if loop.is_running() and threading.current_thread() is not thread:  # as asyncio.run: close async generators (HTTP sessions)
+                with contextlib.suppress(Exception):  # best effort: the loop is stopped below anyway
+                    asyncio.run_coroutine_threadsafe(loop.shutdown_asyncgens(), loop).result(timeout=10)
             loop.call_soon_threadsafe(loop.stop)
             thread.join(timeout=10)
             loop.close()

@@ -223,7 +223,7 @@ class HTTPMetaRM(MetaRewardModel):
             url,
             policy or HTTPPolicy(timeout_s=timeout_s),
             headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
-            transport=transport,  # an httpx transport, for tests
+            transport=transport,  # a _http.Transport handler, for tests
             label="meta RM server",
             auth_hint="; set the variable named by meta.api_key_env",
         )

@@ -1,4 +1,4 @@
-"""An in-process fake OpenAI-compatible server for `httpx.MockTransport` (tests only).
+"""An in-process fake OpenAI-compatible server: a `grm_reward._http.Transport` handler (tests only).
 
 It behaves like the servers the `openai` backend meets: ``n`` honoured (as vLLM does: choice
 ``j`` is the sample of seed ``seed + j``), ignored
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+from grm_reward._http import HTTPRequest, HTTPResponse
 
 
 def default_judge(body: dict[str, Any], seed: int | None, index: int) -> str:
@@ -38,29 +38,29 @@ class FakeOpenAIServer:
     version: str | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
-    headers: list[httpx.Headers] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
     cancelled: int = 0
 
-    def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self.handle)
+    def transport(self) -> Any:
+        return self.handle
 
-    def sync_transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self.handle_get)
+    def sync_transport(self) -> Any:
+        return self.handle_get
 
-    def handle_get(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith("/models"):
-            return httpx.Response(200, json={"object": "list", "data": self.models})
-        if request.url.path.endswith("/version") and self.version is not None:
-            return httpx.Response(200, json={"version": self.version})
-        return httpx.Response(404, json={"detail": "Not Found"})
+    def handle_get(self, request: HTTPRequest) -> HTTPResponse:
+        if request.path.endswith("/models"):
+            return HTTPResponse.of(200, json_body={"object": "list", "data": self.models})
+        if request.path.endswith("/version") and self.version is not None:
+            return HTTPResponse.of(200, json_body={"version": self.version})
+        return HTTPResponse.of(404, json_body={"detail": "Not Found"})
 
-    async def handle(self, request: httpx.Request) -> httpx.Response:
+    async def handle(self, request: HTTPRequest) -> HTTPResponse:
         body = json.loads(request.content)
         self.requests.append(body)
-        self.paths.append(request.url.path)
-        self.headers.append(request.headers)
+        self.paths.append(request.path)
+        self.headers.append(dict(request.headers))
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
@@ -77,15 +77,15 @@ class FakeOpenAIServer:
                     raise failure
                 status, headers = failure if isinstance(failure, tuple) else (failure, {})
                 message = "upstream busy" if status >= 429 else "bad request"
-                return httpx.Response(status, headers=headers, json={"error": {"message": message}})
-            return self._answer(request.url.path, body)
+                return HTTPResponse.of(status, headers=headers, json_body={"error": {"message": message}})
+            return self._answer(request.path, body)
         finally:
             self.in_flight -= 1
 
-    def _answer(self, path: str, body: dict[str, Any]) -> httpx.Response:
+    def _answer(self, path: str, body: dict[str, Any]) -> HTTPResponse:
         n = body.get("n", 1)
         if n != 1 and self.n_mode == "refuse":
-            return httpx.Response(400, json={"error": {"message": "n must be 1"}})
+            return HTTPResponse.of(400, json_body={"error": {"message": "n must be 1"}})
         count = n if self.n_mode == "honour" else 1
         seed = body.get("seed")
         chat = path.endswith("/chat/completions")
@@ -112,9 +112,9 @@ class FakeOpenAIServer:
                 choice["text"] = text
             choices.append(choice)
         completion_tokens = sum(len(_choice_text(c).split()) for c in choices)
-        return httpx.Response(
+        return HTTPResponse.of(
             200,
-            json={
+            json_body={
                 "id": "x",
                 "object": "chat.completion" if chat else "text_completion",
                 "choices": choices,

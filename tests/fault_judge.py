@@ -5,6 +5,7 @@
     judge.set_mode("hang")                # calls hang until set_mode(...) / release() / stop()
     judge.stop(); judge.restart()         # killed (every connection dropped), back on the same port
     judge.calls, judge.calls_by_mode, judge.disconnects, judge.max_in_flight
+    judge.connections, judge.open_connections, judge.headers  # TCP connections opened / open now; last headers
 
 Modes: ok, 500, 429 (with ``Retry-After: retry_after``), hang, reset (TCP RST), cutoff (a 200
 whose body stops mid-JSON), html (a 200 HTML page), no_choices (a 200 JSON without ``choices``),
@@ -64,6 +65,9 @@ class FaultJudge:
         self.gets = 0
         self.calls_by_mode: Counter[str] = Counter()
         self.disconnects = 0  # clients that left a call before its answer
+        self.connections = 0  # TCP connections accepted
+        self.open_connections = 0
+        self.headers: dict[str, str] = {}  # of the last request
         self.in_flight = 0
         self.max_in_flight = 0
         self.bodies: list[dict[str, Any]] = []  # bodies answered
@@ -75,6 +79,7 @@ class FaultJudge:
         self._thread: threading.Thread | None = None
         self._server: asyncio.base_events.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[Any]] = set()
         self._release: asyncio.Event | None = None
         self._started_once = False
 
@@ -161,9 +166,16 @@ class FaultJudge:
     async def _close(self) -> None:
         if self._server is not None:
             self._server.close()
+        left = self.disconnects  # calls cut by the kill are not clients that left
         for writer in list(self._writers):
             _abort(writer)
         self._writers.clear()
+        # Killed: let the handlers see their connection gone, so none outlives the loop ("Task was destroyed").
+        if self._handlers:
+            await asyncio.wait(set(self._handlers), timeout=2.0)
+        for task in self._handlers:
+            task.cancel()
+        self.disconnects = left
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -179,6 +191,12 @@ class FaultJudge:
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
+        self.connections += 1
+        self.open_connections += 1
         try:
             while True:
                 try:
@@ -188,12 +206,14 @@ class FaultJudge:
                 lines = head.decode("latin-1").split("\r\n")
                 method, target = lines[0].split(" ")[:2]
                 headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+                self.headers = headers
                 body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
                 if not await self._answer(method, target, body, reader, writer):
                     return
-        except (ConnectionError, asyncio.IncompleteReadError):
-            return
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            return  # (a cancelled handler returns: Python 3.11's start_server callback chokes on a cancelled task)
         finally:
+            self.open_connections -= 1
             self._writers.discard(writer)
             if not writer.is_closing():
                 writer.close()

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from grm_reward._http import HTTPEndpoint, HTTPFailure, HTTPPolicy, import_httpx
+from grm_reward._http import HTTPEndpoint, HTTPFailure, HTTPPolicy, Transport, import_aiohttp
 from grm_reward._tasks import gather_cancelling
 from grm_reward.backends._shared import (
     fill_budget,
@@ -63,7 +63,7 @@ class OpenAIBackend(Backend):
 
     ``server`` is the flavour (``"auto"`` is resolved by :meth:`from_config` through
     :func:`detect_server`); ``tokenizer`` is only needed to render prompts for ``/completions``.
-    ``transport`` (an ``httpx`` transport, e.g. ``httpx.MockTransport``) replaces the network.
+    ``transport`` (a :data:`~grm_reward._http.Transport` handler) replaces the network (tests).
     """
 
     name = "openai"
@@ -75,14 +75,14 @@ class OpenAIBackend(Backend):
         model: str | None = None,
         server: ServerFlavour = "generic",
         tokenizer: Any = None,
-        transport: Any = None,
+        transport: Transport | None = None,
         api_key: str | None = None,
         sleep: Callable[[float], Awaitable[Any]] | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
-        import_httpx()
+        import_aiohttp()
         self.options = options or OpenAIOptions()
         if server not in ("vllm", "vllm-legacy", "sglang", "generic"):
             raise ValueError(f"server flavour must be resolved before use, got {server!r}")
@@ -361,37 +361,59 @@ class OpenAIBackend(Backend):
 
 
 # --- server flavour ---------------------------------------------------------------------------------
-def detect_server(options: OpenAIOptions, *, api_key: str | None = None, transport: Any = None) -> ServerFlavour:
+def detect_server(options: OpenAIOptions, *, api_key: str | None = None, transport: Transport | None = None) -> ServerFlavour:
     """Which server is behind ``options.base_url``: who owns its models, and vLLM's version.
 
     vLLM and SGLang name themselves in ``GET /models`` (``owned_by``); vLLM older than 0.10.2
-    only knows ``guided_regex``. Anything else is treated as a generic server.
+    only knows ``guided_regex``. Anything else is treated as a generic server. Blocking (through
+    the HTTP layer, on a short-lived private loop, so it works inside a running loop too).
     """
-    httpx = import_httpx()
+    from grm_reward._sync import LoopThread
+
     base = options.base_url.rstrip("/")
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    with httpx.Client(headers=headers, timeout=min(options.connect_timeout_s, options.timeout_s), transport=transport) as client:
+    http = HTTPEndpoint(
+        base,
+        HTTPPolicy.from_options(options),
+        headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
+        transport=transport,
+    )
+    timeout = min(options.connect_timeout_s, options.timeout_s)
+
+    async def detect() -> ServerFlavour:
         try:
-            response = client.get(base + "/models")
-        except httpx.HTTPError as exc:
-            raise BackendUnavailableError(
-                f"cannot reach {base}/models to detect the server flavour ({exc}); start the server first, or set "
-                "openai.server to vllm, sglang or generic"
-            ) from exc
-        try:
-            models = response.json().get("data") if response.is_success else None
-        except ValueError:
-            models = None
-        owners = {str(m.get("owned_by", "")).lower() for m in models or [] if isinstance(m, dict)}
-        if "sglang" in owners:
-            return "sglang"
-        if "vllm" not in owners:
-            return "generic"
-        root = base[: -len("/v1")] if base.endswith("/v1") else base
-        try:
-            version = str(client.get(root + "/version").json().get("version", ""))
-        except (httpx.HTTPError, ValueError, AttributeError):
-            return "vllm"
+            return await _detect(http, base, timeout)
+        finally:
+            await http.aclose()
+
+    loop = LoopThread(name="grm-reward-detect")
+    try:
+        return loop.run(detect())
+    finally:
+        loop.close()
+
+
+async def _detect(http: HTTPEndpoint, base: str, timeout: float) -> ServerFlavour:
+    try:
+        response = await http.get(base + "/models", timeout_s=timeout)
+    except GRMError as exc:
+        raise BackendUnavailableError(
+            f"cannot reach {base}/models to detect the server flavour ({exc}); start the server first, or set "
+            "openai.server to vllm, sglang or generic"
+        ) from exc
+    try:
+        models = response.json().get("data") if response.is_success else None
+    except (ValueError, AttributeError):
+        models = None
+    owners = {str(m.get("owned_by", "")).lower() for m in models or [] if isinstance(m, dict)}
+    if "sglang" in owners:
+        return "sglang"
+    if "vllm" not in owners:
+        return "generic"
+    root = base[: -len("/v1")] if base.endswith("/v1") else base
+    try:
+        version = str((await http.get(root + "/version", timeout_s=timeout)).json().get("version", ""))
+    except (GRMError, ValueError, AttributeError):
+        return "vllm"
     numbers = tuple(int(x) for x in re.findall(r"\d+", version)[:3])
     return "vllm-legacy" if numbers and numbers < (0, 10, 2) else "vllm"
 

@@ -157,18 +157,21 @@ def test_hedging_never_exceeds_the_deadline_and_both_connections_close(judge: Fa
 def test_the_timeout_comes_from_observed_latency_not_the_fixed_cap(judge: FaultJudge) -> None:
     backend = make_backend(judge, hedge=False, max_retries=0, latency_timeout_floor_s=0.3)
 
-    async def main() -> float:
+    async def main() -> tuple[float, float]:
         await warm_up(backend)
+        learned, by_deadline = backend.http.call_timeout(None)  # max(floor, factor x p99 of the warm-up calls)
+        assert not by_deadline
         judge.set_mode("hang")
         started = time.monotonic()
         with pytest.raises(GenerationError, match="timed out"):
             await generate(backend)
-        return time.monotonic() - started
+        return learned, time.monotonic() - started
 
-    elapsed = run(main, backend)
-    assert elapsed < 10 * 0.3  # timeout_s stays 300: the learned timeout cut it
-    limit, by_deadline = backend.http.call_timeout(None)
-    assert limit == 0.3 and not by_deadline
+    learned, elapsed = run(main, backend)
+    # timeout_s stays 300: the learned timeout cut the hanging call (on a loaded machine the warm-up's
+    # p99 may lift it above the 0.3 s floor, so the bound is the learned value, not the floor)
+    assert 0.3 <= learned < 30
+    assert elapsed < learned + 3.0
     assert backend.http.call_timeout(0.1) == (0.1, True)
 
 

@@ -15,7 +15,7 @@ from grm_reward.backends.base import GenerationRequest
 from grm_reward.backends.openai import OpenAIBackend
 from grm_reward.config import OpenAIOptions
 from grm_reward.deadlines import deadline_scope
-from grm_reward.errors import DeadlineExceededError, JudgeUnavailableError
+from grm_reward.errors import BackendUnavailableError, DeadlineExceededError, JudgeUnavailableError
 from grm_reward.meta_rm import HTTPMetaRM
 from tests.fault_judge import FaultJudge
 
@@ -382,11 +382,9 @@ def test_openrlhf_forwarder_retries_and_maps_errors(judge: FaultJudge) -> None:
 
 # --- hostile input and hostile answers --------------------------------------------------------------------
 def mock_backend(handler, **options: object) -> OpenAIBackend:
-    import httpx
-
     return OpenAIBackend(
         OpenAIOptions(base_url="http://judge.test/v1", **{**FAST, "max_retries": 1, **options}),
-        transport=httpx.MockTransport(handler),
+        transport=handler,
     )
 
 
@@ -405,13 +403,13 @@ def test_a_lone_surrogate_is_an_input_error_not_a_crash_or_a_call() -> None:
     "body", [b"\xff\xfe{not utf-8", b"[" * 100_000 + b"]" * 100_000, b'{"choices": "nope"}', b'{"choices": []}']
 )
 def test_garbage_200_answers_are_retried_then_reported(body: bytes) -> None:
-    import httpx
+    from grm_reward._http import HTTPRequest, HTTPResponse
 
     calls = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: HTTPRequest) -> HTTPResponse:
         calls.append(request)
-        return httpx.Response(200, content=body, headers={"Content-Type": "application/json"})
+        return HTTPResponse(200, body, {"content-type": "application/json"})
 
     backend = mock_backend(handler)
     with pytest.raises(GenerationError, match="after 2 attempts"):
@@ -428,13 +426,79 @@ def test_absurd_retry_after_headers_are_bounded(header: str, expected: float) ->
 
 
 def test_meta_rm_answer_with_nan_ratings_is_retried() -> None:
-    import httpx
+    from grm_reward._http import HTTPResponse
 
     answers = iter([{"data": [{"index": 0, "probs": [float("nan")]}]}, {"data": [{"index": 0, "probs": [0.5]}]}])
     meta = HTTPMetaRM(
         "http://meta.test/classify",
-        transport=httpx.MockTransport(lambda r: httpx.Response(200, content=__import__("json").dumps(next(answers)))),
+        transport=lambda r: HTTPResponse.of(200, json_body=next(answers)),
         policy=HTTPPolicy(**FAST),
     )
     conversation = ({"role": "user", "content": "u"}, {"role": "assistant", "content": "a"})
     assert asyncio.run(meta.rate([conversation])) == [0.5]
+
+
+# --- the client under the layer (issue 13 item 5: aiohttp) ------------------------------------------------
+def test_keep_alive_reuses_connections_within_the_pool_bound(judge: FaultJudge) -> None:
+    backend = make_backend(judge, max_concurrency=4, api_key="k3y")
+
+    async def main() -> None:
+        for _ in range(5):  # 5 waves of 8 calls: the 4 pooled connections carry all 40
+            await asyncio.gather(*(generate(backend) for _ in range(8)))
+
+    run(main, backend)
+    assert judge.calls == 40 and judge.connections <= 4 and judge.max_in_flight <= 4
+    assert judge.headers["authorization"] == "Bearer k3y" and judge.headers["content-type"] == "application/json"
+
+
+def test_a_session_left_open_is_closed_when_its_loop_ends(judge: FaultJudge) -> None:
+    import gc
+    import warnings
+
+    backend = make_backend(judge)
+    rm = GenerativeRewardModel(GRMConfig(backend="openai", k=1, openai={"base_url": judge.url, **FAST}))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asyncio.run(generate(backend))  # no aclose: asyncio.run's end closes the session
+        rm.score("q", ["a", "b"])
+        rm._loop.close()  # the model's private loop thread, without the model's close()
+        del backend, rm
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+    give_up = time.monotonic() + 5
+    while judge.open_connections and time.monotonic() < give_up:
+        time.sleep(0.01)  # the server thread sees the closes
+    assert judge.connections >= 2 and judge.open_connections == 0
+
+
+def test_each_client_of_a_server_keeps_its_own_thresholds(judge: FaultJudge) -> None:
+    # The breaker state of a URL is shared, but a later client's policy is not overruled by the first one's.
+    first = make_backend(judge, breaker_failures=50)
+    second = make_backend(judge, breaker_failures=2, max_retries=5)
+    assert first.http.health is second.http.health
+    judge.set_mode("500")
+    with pytest.raises(JudgeUnavailableError, match="circuit open"):
+        run(lambda: generate(second), second)
+    assert judge.calls == 2  # its own breaker_failures=2, not the first client's 50 (6 calls)
+
+
+def test_detect_server_goes_through_the_layer_inside_a_running_loop(judge: FaultJudge) -> None:
+    from grm_reward.backends.openai import detect_server
+
+    async def main() -> str:  # as the server's start-up calls it: from inside a running loop
+        return detect_server(OpenAIOptions(base_url=judge.url), api_key="k3y")
+
+    assert asyncio.run(main()) == "vllm" and judge.gets >= 1
+    assert judge.headers["authorization"] == "Bearer k3y"
+    judge.stop()
+    with pytest.raises(BackendUnavailableError, match="cannot reach"):
+        detect_server(OpenAIOptions(base_url=judge.url, connect_timeout_s=1.0))
+
+
+def test_a_proxy_from_the_environment_is_used(judge: FaultJudge, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", judge.root)  # the fault judge answers absolute-form targets as a proxy would
+    backend = OpenAIBackend(OpenAIOptions(base_url="http://judge.invalid/v1", **FAST))
+    texts = run(lambda: generate(backend), backend)
+    assert "Scores:" in texts[0] and judge.calls == 1

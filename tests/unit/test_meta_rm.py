@@ -76,24 +76,24 @@ def test_meta_input_shows_responses_in_the_samples_order() -> None:
 
 
 def test_http_meta_rm_speaks_the_classify_protocol() -> None:
-    import httpx
+    from grm_reward._http import HTTPRequest, HTTPResponse
 
     seen = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: HTTPRequest) -> HTTPResponse:
         body = json.loads(request.content)
         seen.append((request.headers.get("authorization"), body))
         data = [{"index": i, "probs": [0.1 * (i + 1)]} for i in reversed(range(len(body["input"])))]
-        return httpx.Response(200, json={"data": data})
+        return HTTPResponse.of(200, json_body={"data": data})
 
-    meta = HTTPMetaRM("http://judge/classify", model="m", api_key="s3cret", transport=httpx.MockTransport(handler))
+    meta = HTTPMetaRM("http://judge/classify", model="m", api_key="s3cret", transport=handler)
     conversation = ({"role": "user", "content": "u"}, {"role": "assistant", "content": "a"})
     ratings = asyncio.run(meta.rate([conversation, conversation]))
     assert ratings == pytest.approx([0.1, 0.2])  # matched by index, not position
     assert seen[0][0] == "Bearer s3cret" and seen[0][1]["model"] == "m" and len(seen[0][1]["input"]) == 2
 
-    def broken(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(500, text="boom")
+    def broken(request: HTTPRequest) -> HTTPResponse:
+        return HTTPResponse.of(500, text="boom")
 
     from grm_reward import GenerationError
     from grm_reward._http import HTTPPolicy
@@ -101,7 +101,7 @@ def test_http_meta_rm_speaks_the_classify_protocol() -> None:
     calls = []
     meta = HTTPMetaRM(
         "http://judge/classify",
-        transport=httpx.MockTransport(lambda r: calls.append(r) or broken(r)),
+        transport=lambda r: calls.append(r) or broken(r),
         policy=HTTPPolicy(max_retries=2, backoff_base_s=0.001),
     )
     with pytest.raises(GenerationError, match="classify answered HTTP 500 after 3 attempts"):

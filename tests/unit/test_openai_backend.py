@@ -1,11 +1,10 @@
-"""The `openai` backend against an in-process fake server (httpx.MockTransport)."""
+"""The `openai` backend against an in-process fake server (a `grm_reward._http.Transport` handler)."""
 
 from __future__ import annotations
 
 import asyncio
 import math
 
-import httpx
 import pytest
 
 from grm_reward import (
@@ -16,7 +15,7 @@ from grm_reward import (
     GRMConfig,
     PromptTooLongError,
 )
-from grm_reward._http import _retry_after
+from grm_reward._http import HTTPRequest, HTTPResponse, _retry_after
 from grm_reward.backends import create_backend
 from grm_reward.backends.base import FORCED_SCORES_PREFIX, GenerationRequest, ScoreFillRequest
 from grm_reward.backends.openai import OpenAIBackend, _apportion, detect_server
@@ -144,14 +143,14 @@ def test_429_until_retries_run_out() -> None:
 
 
 def test_connection_errors_and_timeouts_are_retried_then_mapped() -> None:
-    refused = httpx.ConnectError("connection refused")
+    refused = ConnectionRefusedError("connection refused")
     server = FakeOpenAIServer(failures=[refused, refused])
     [out] = generate(backend(server), request(n=1))
     assert out.samples and len(server.requests) == 3
     server = FakeOpenAIServer(failures=[refused] * 5)
     with pytest.raises(GenerationError, match=r"cannot connect .* is the server running"):
         generate(backend(server, max_retries=1), request(n=1))
-    server = FakeOpenAIServer(failures=[httpx.ReadTimeout("slow")] * 5)
+    server = FakeOpenAIServer(failures=[TimeoutError("slow")] * 5)
     with pytest.raises(GenerationError, match="timed out after 2 attempts"):
         generate(backend(server, max_retries=1), request(n=1))
 
@@ -166,27 +165,27 @@ def test_connection_errors_and_timeouts_are_retried_then_mapped() -> None:
     ],
 )
 def test_client_errors_are_not_retried_and_map_onto_the_tree(status, message, error, match) -> None:
-    async def handler(request: httpx.Request) -> httpx.Response:
+    async def handler(request: HTTPRequest) -> HTTPResponse:
         calls.append(request)
-        return httpx.Response(status, json={"error": {"message": message}})
+        return HTTPResponse.of(status, json_body={"error": {"message": message}})
 
-    calls: list[httpx.Request] = []
-    b = OpenAIBackend(OpenAIOptions(base_url="http://judge.test/v1"), transport=httpx.MockTransport(handler))
+    calls: list[HTTPRequest] = []
+    b = OpenAIBackend(OpenAIOptions(base_url="http://judge.test/v1"), transport=handler)
     with pytest.raises(error, match=match):
         generate(b, request(n=1))
     assert len(calls) == 1
 
 
 def test_malformed_answers_are_retried_then_generation_errors() -> None:
-    calls: list[httpx.Request] = []
+    calls: list[HTTPRequest] = []
 
     async def handler(request):
         calls.append(request)
-        return httpx.Response(200, text="<html>oops</html>")
+        return HTTPResponse.of(200, text="<html>oops</html>")
 
     b = OpenAIBackend(
         OpenAIOptions(base_url="http://judge.test/v1", max_retries=2, backoff_base_s=0.001),
-        transport=httpx.MockTransport(handler),
+        transport=handler,
     )
     with pytest.raises(GenerationError, match="not JSON"):
         generate(b, request(n=1))
@@ -280,9 +279,9 @@ def test_usage_apportioning() -> None:
 
 def test_missing_usage_is_counted_not_invented() -> None:
     async def handler(request):
-        return httpx.Response(200, json={"choices": [{"index": 0, "message": {"content": "hi"}}]})
+        return HTTPResponse.of(200, json_body={"choices": [{"index": 0, "message": {"content": "hi"}}]})
 
-    b = OpenAIBackend(OpenAIOptions(base_url="http://judge.test/v1"), transport=httpx.MockTransport(handler))
+    b = OpenAIBackend(OpenAIOptions(base_url="http://judge.test/v1"), transport=handler)
     [out] = generate(b, request(n=1))
     assert out.prompt_tokens == 0 and out.samples[0].completion_tokens == 0
     assert b.stats.extra["usage_missing"] == 1
@@ -421,10 +420,10 @@ def test_detect_server(owner, version, expected) -> None:
 
 def test_detect_server_when_unreachable() -> None:
     def refuse(request):
-        raise httpx.ConnectError("refused")
+        raise ConnectionRefusedError("refused")
 
     with pytest.raises(BackendUnavailableError, match=r"set openai\.server"):
-        detect_server(OpenAIOptions(base_url="http://judge.test/v1"), transport=httpx.MockTransport(refuse))
+        detect_server(OpenAIOptions(base_url="http://judge.test/v1"), transport=refuse)
 
 
 def test_from_config_does_not_touch_the_network_for_plain_generation() -> None:
