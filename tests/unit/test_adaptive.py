@@ -263,7 +263,7 @@ def test_server_answers_say_how_many_samples_were_drawn() -> None:
     def steady(call: JudgeCall) -> str:
         return "Scores: \\boxed{" + ", ".join("9" if r == "good" else "2" for r in call.responses) + "}"
 
-    config = GRMConfig(k=16, server={"batch_window_s": 0.005}, adaptive={"enabled": True, "target": "best"})
+    config = GRMConfig(k=16, batching={"window_s": 0.005}, adaptive={"enabled": True, "target": "best"})
     with TestClient(build_app(config, backend=ScriptedBackend(steady))) as client:
         body = {"requests": [{"prompt": "q", "responses": ["good", "bad"]}], "include_samples": False}
         [result] = client.post("/v1/rewards", json=body).json()["results"]
