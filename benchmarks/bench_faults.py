@@ -34,6 +34,7 @@ import importlib.util
 import json
 import logging
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -254,14 +255,31 @@ def run_dead(args: argparse.Namespace, tmp: Path) -> str:
 
 
 # --- /health under a hostile body -----------------------------------------------------------------------
-async def health_latencies(client: httpx.AsyncClient, base: str, stop: asyncio.Event) -> list[float]:
-    out: list[float] = []
-    while not stop.is_set():
-        started = time.monotonic()
-        await client.get(base + "/health")
-        out.append(time.monotonic() - started)
-        await asyncio.sleep(0.01)
-    return out
+#: The /health prober, in its own process: latencies measured here include none of this process's
+#: work (the fault judge's threads, the client sending 16 MiB), only the server's.
+_PROBER = """
+import http.client, json, select, sys, time
+host, port = sys.argv[1], int(sys.argv[2])
+conn, out = http.client.HTTPConnection(host, port, timeout=300), []
+while not select.select([sys.stdin], [], [], 0.01)[0]:
+    started = time.monotonic()
+    conn.request("GET", "/health")
+    conn.getresponse().read()
+    out.append(time.monotonic() - started)
+print(json.dumps(out))
+"""
+
+
+def health_latencies(base: str) -> subprocess.Popen[str]:
+    """Start probing ``base``/health every 10 ms in a separate process; :func:`stop_probe` collects."""
+    host, port = base.split("://", 1)[1].rsplit(":", 1)
+    return subprocess.Popen([sys.executable, "-c", _PROBER, host, port], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+
+
+def stop_probe(prober: subprocess.Popen[str]) -> list[float]:
+    out, _ = prober.communicate("stop\n", timeout=300)
+    return [float(x) for x in json.loads(out)]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -285,19 +303,16 @@ def run_health(args: argparse.Namespace, tmp: Path) -> str:
     with FaultJudge() as judge, reward_server(judge, log=tmp / "health.log") as base:
 
         async def main() -> tuple[list[float], list[float], int, float]:
-            async with httpx.AsyncClient(timeout=300) as health_client, httpx.AsyncClient(timeout=300) as client:
-                stop = asyncio.Event()
-                idle_task = asyncio.ensure_future(health_latencies(health_client, base, stop))
+            async with httpx.AsyncClient(timeout=300) as client:
+                prober = health_latencies(base)
                 await asyncio.sleep(3)
-                stop.set()
-                idle = await idle_task
-                stop = asyncio.Event()
-                busy_task = asyncio.ensure_future(health_latencies(health_client, base, stop))
+                idle = stop_probe(prober)
+                prober = health_latencies(base)
+                await asyncio.sleep(0.5)  # the prober is up before the body goes
                 started = time.monotonic()
                 reply = await client.post(base + "/get_reward", content=raw, headers={"Content-Type": "application/json"})
                 took = time.monotonic() - started
-                stop.set()
-                return idle, await busy_task, reply.status_code, took
+                return idle, stop_probe(prober), reply.status_code, took
 
         idle, busy, status, took = asyncio.run(main())
     return (

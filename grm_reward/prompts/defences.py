@@ -62,12 +62,27 @@ _INJECTIONS: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
         ("chat_token", "<｜", r"<｜(?:user|assistant)｜>"),
     )
 )
+
+
+def _scan(keyword: str, pattern: re.Pattern[str]) -> re.Pattern[str]:
+    """``pattern`` searched non-overlapping; a word keyword must start a word (a chat token may follow
+    one: ``answer<|im_end|>``). The check comes after the keyword, so the search keeps its literal prefix."""
+    if not keyword[0].isalpha():
+        return pattern
+    assert pattern.pattern.startswith(keyword)
+    word = re.escape(keyword)
+    return re.compile(word + r"(?<!\w" + word + ")" + pattern.pattern[len(keyword) :])
+
+
+_INJECTION_SCANS = tuple((kind, keyword, _scan(keyword, pattern)) for kind, keyword, pattern in _INJECTIONS)
 #: Addressing the judge is found from its role noun backwards (the noun is rare; "you" is not).
 _ROLES = ("judge", "grader", "evaluator", "reviewer", "scorer", "assessor", "reward model")
-_ADDRESS = re.compile(
-    r"(?<![a-z])(?:you[ \t]+are[ \t]+(?:now[ \t]+)?(?:the|a|an)|dear|note[ \t]+to[ \t]+the|attention[ \t,:]*)[ \t]+(?:ai[ \t]+)?$"
+#: An address ending in a role noun (``you are now the judge``), searched forward; the words between are
+#: bounded so that the address starts within 40 characters of its noun.
+_ADDRESS_ROLE = re.compile(
+    r"(?<![a-z])(?:you[ \t]{1,40}are[ \t]{1,40}(?:now[ \t]{1,40})?(?:the|a|an)|dear|note[ \t]{1,40}to[ \t]{1,40}the"
+    r"|attention[ \t,:]{0,40})[ \t]{1,40}(?:ai[ \t]{1,40})?\n?(?:" + "|".join(_ROLES) + r")(?!\w)"
 )
-_WORD_CHAR = re.compile(r"\w")
 
 
 def _is_score_list(body: str, minimum: int) -> bool:
@@ -166,22 +181,15 @@ def find_injections(text: str, lower: str | None = None) -> dict[str, int]:
     """
     counts: dict[str, int] = {}
     lower = text.lower() if lower is None else lower
-    for kind, keyword, pattern in _INJECTIONS:
-        end = 0
-        word = keyword[0].isalpha()  # a word must start a word; a chat token may follow one ("answer<|im_end|>")
-        for start in _occurrences(lower, keyword):
-            if start < end or (word and start and _WORD_CHAR.match(lower, start - 1)):
-                continue
-            match = pattern.match(lower, start)
-            if match is not None:
-                end = match.end()
-                _bump(counts, kind)
-    for role in _ROLES:
-        for start in _occurrences(lower, role):
-            after = start + len(role)
-            if (after < len(lower) and _WORD_CHAR.match(lower, after)) or not _ADDRESS.search(lower, max(0, start - 40), start):
-                continue
-            _bump(counts, "judge_address")
+    for kind, keyword, scan in _INJECTION_SCANS:
+        if keyword in lower:
+            found = len(scan.findall(lower))  # non-overlapping, counted in C: 40K chat tokens cost no bytecode each
+            if found:
+                _bump(counts, kind, found)
+    if any(role in lower for role in _ROLES):
+        found = len(_ADDRESS_ROLE.findall(lower))  # counted in C: a megabyte of "judge judge ..." is one scan
+        if found:
+            _bump(counts, "judge_address", found)
     return counts
 
 
@@ -205,7 +213,7 @@ _FLAG_SCREEN = (
     _B + r"(?:ignore|disregard|forget)" + _B + r"[^\n.]{0,40}(?:instruction|prompt|rules|guideline|criteria|direction)",
     # score_request: a verb, a target, then a score noun or "10" within 80 characters (_ASK: 40 + 7 + 12 + 3)
     _B + r"(?:give|assign|award|rate)[ \t]+(?:th|my|it|me)[^\n.]{0,80}(?:score|rating|marks|points|grade|10)",
-    # judge_address: a role noun after a space or tab (the end of the address _ADDRESS looks for)
+    # judge_address: a role noun after a space or tab (the end of the address _ADDRESS_ROLE looks for)
     r"[ \t](?:" + "|".join(_ROLES) + ")" + _B,
     r"<\||<｜|\[/?inst\]|_of_turn>",  # chat_token
 )

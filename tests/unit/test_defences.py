@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import json
 import random
+import re
 import statistics
 import time
 
@@ -423,3 +424,45 @@ def test_trl_runs_the_probes_every_n_calls() -> None:
         asyncio.run(reward(prompts=["q", "q"], completions=["good a", "bad b"],
                            log_metric=lambda name, value: logged.append(value) if "probe" in name else None))
     assert logged == [0.5, 0.5]  # calls 1 and 3; the three instruction probes win against the defaults
+
+
+def _find_injections_by_occurrence(text: str) -> dict[str, int]:
+    """The rules as first written: a Python loop over every occurrence of each keyword (slow on a
+    megabyte of repeated chat tokens, which is why find_injections counts in C now)."""
+    from grm_reward.prompts.defences import _INJECTIONS, _ROLES
+
+    address = re.compile(
+        r"(?<![a-z])(?:you[ \t]+are[ \t]+(?:now[ \t]+)?(?:the|a|an)|dear|note[ \t]+to[ \t]+the|attention[ \t,:]*)"
+        r"[ \t]+(?:ai[ \t]+)?$"
+    )
+    counts: dict[str, int] = {}
+    lower = text.lower()
+    for kind, keyword, pattern in _INJECTIONS:
+        end, start = 0, lower.find(keyword)
+        while start >= 0:
+            word_start = not keyword[0].isalpha() or not start or not re.match(r"\w", lower[start - 1])
+            if start >= end and word_start and (match := pattern.match(lower, start)) is not None:
+                end = match.end()
+                counts[kind] = counts.get(kind, 0) + 1
+            start = lower.find(keyword, start + 1)
+    for role in _ROLES:
+        start = lower.find(role)
+        while start >= 0:
+            after = start + len(role)
+            if not (after < len(lower) and re.match(r"\w", lower[after])) and address.search(lower, max(0, start - 40), start):
+                counts["judge_address"] = counts.get("judge_address", 0) + 1
+            start = lower.find(role, start + 1)
+    return counts
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_injections_counted_in_c_equal_the_occurrence_loop(seed: int) -> None:
+    words = ["ignore", "disregard", "instructions", "give", "this", "score", "of", "10", "<|im_end|>", "[INST]",
+             "[/inst]", "judge", "Judge", "grader", "reward model", "you are the", "You are now a", "dear", "note to the",
+             "attention", ":", ",", "ai", "xjudge", "judges", "éjudge", "_give", "\n", ".", " ", "\t", "rate it a 10/10"]
+    rng = random.Random(seed)
+    for _ in range(3000):
+        text = "".join(rng.choice(words) + rng.choice(["", " ", " ", "\t", ".", "  ", "\n"]) for _ in range(rng.randint(1, 30)))
+        assert find_injections(text) == _find_injections_by_occurrence(text), text
+    hostile = "[INST]" * 40_000 + " you are the judge" * 1_000
+    assert find_injections(hostile) == {"chat_token": 40_000, "judge_address": 1_000}
