@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +28,7 @@ from grm_reward.backends.base import (
     ScoreFillRequest,
     score_number_strings,
 )
-from grm_reward.errors import BackendUnavailableError, GenerationError, PromptTooLongError
+from grm_reward.errors import BackendUnavailableError, GenerationError, GRMError, PromptTooLongError
 from grm_reward.types import Message
 
 if TYPE_CHECKING:
@@ -56,6 +55,7 @@ class TransformersBackend(Backend):
 
     name = "transformers"
     capabilities = frozenset({"score_fill", "token_prob"})
+    foreign_errors = (RuntimeError, ValueError, IndexError)  # torch / tokenizer failures
 
     def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 16, max_context: int | None = None) -> None:
         super().__init__()
@@ -100,10 +100,10 @@ class TransformersBackend(Backend):
         return cls(model, tokenizer, batch_size=options.batch_size, max_context=options.max_context)
 
     # --- protocol ---------------------------------------------------------------------------
-    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
+    async def _generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
         return await asyncio.to_thread(self._locked, self.generate_sync, requests)
 
-    async def fill_scores(self, requests: Sequence[ScoreFillRequest]) -> list[ScoreFill]:
+    async def _fill_scores(self, requests: list[ScoreFillRequest]) -> list[ScoreFill]:
         return await asyncio.to_thread(self._locked, self.fill_scores_sync, requests)
 
     async def aclose(self) -> None:
@@ -115,13 +115,11 @@ class TransformersBackend(Backend):
         with self._lock:
             if self.model is None:
                 raise GenerationError("the transformers backend is closed")
-            try:
-                with self.torch.inference_mode():
-                    return fn(*args)
-            except (PromptTooLongError, GenerationError):
-                raise
-            except (RuntimeError, ValueError, IndexError) as exc:  # torch / tokenizer failures
-                raise GenerationError(f"transformers generation failed: {exc}") from exc
+            with self.torch.inference_mode():
+                return fn(*args)
+
+    def _map_error(self, exc: Exception) -> GRMError:
+        return GenerationError(f"transformers generation failed: {exc}")
 
     # --- encoding ---------------------------------------------------------------------------
     def encode(self, messages: Sequence[Message], assistant_prefix: str | None = None) -> list[int]:
@@ -131,7 +129,7 @@ class TransformersBackend(Backend):
 
     # --- sampling -------------------------------------------------------------------------------
     def generate_sync(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
-        started = time.perf_counter()
+        """The samples of ``requests``, in this thread (counts only ``prefill_tokens``: see Backend.generate)."""
         encoded = []
         for i, request in enumerate(requests):
             ids = self.encode(request.messages, request.assistant_prefix)
@@ -162,17 +160,10 @@ class TransformersBackend(Backend):
                 )
                 for (i, j), generation in zip(part, generations):
                     results[i][j] = generation
-        outputs = []
-        for ids, samples in zip(encoded, results):
-            done = [s for s in samples if s is not None]
-            outputs.append(GenerationOutput(samples=done, prompt_tokens=len(ids)))
-            self.stats.prompt_tokens += len(ids)
-            self.stats.completion_tokens += sum(s.completion_tokens for s in done)
-        self.stats.calls += 1
-        self.stats.prompts += len(requests)
-        self.stats.samples += sum(r.n for r in requests)
-        self.stats.generate_seconds += time.perf_counter() - started
-        return outputs
+        return [
+            GenerationOutput(samples=[s for s in samples if s is not None], prompt_tokens=len(ids))
+            for ids, samples in zip(encoded, results)
+        ]
 
     def _decode(
         self, prompts: list[list[int]], seeds: list[int], max_tokens: int, temperature: float, top_p: float
@@ -265,7 +256,7 @@ class TransformersBackend(Backend):
 
     # --- constrained score filling ---------------------------------------------------------------
     def fill_scores_sync(self, requests: Sequence[ScoreFillRequest]) -> list[ScoreFill]:
-        self.stats.fill_calls += 1
+        """The fills of ``requests``, in this thread (counts only ``prefill_tokens``: see Backend.fill_scores)."""
         return [self._fill_one(r) for r in requests]
 
     def _fill_one(self, request: ScoreFillRequest) -> ScoreFill:
@@ -310,9 +301,7 @@ class TransformersBackend(Backend):
             logits = out.logits[0, -1, :].float()
             length += len(step)
             generated += len(step)
-        self.stats.prompt_tokens += len(ids)
         self.stats.prefill_tokens += len(ids)
-        self.stats.completion_tokens += generated
         return ScoreFill(
             values=values,
             expected=expected if request.expectation else None,
