@@ -4,8 +4,9 @@ Our own decoding loop (rather than ``model.generate``) because a reward model ne
 things ``generate`` does not give together:
 
 - **shared prefill**: the prompt of a request is run through the model once (all but its last
-  token) and its KV cache is copied to the request's n sample rows; ``generate`` with
-  ``num_return_sequences`` repeats the prompt n times before prefill;
+  token) and its KV cache is copied to the request's n sample rows, and the prefix that prompts
+  share (instructions, query: every shown order of a listwise request) is run once for all of
+  them (``_prefix.prefill_levels``); ``generate`` repeats the prompt n times before prefill;
 - **per-sample seeds**: each row samples from its own ``torch.Generator``, so a sample depends
   on its seed only, not on what else shares the batch;
 - **constrained score filling** with exact number probabilities (``10`` may be two tokens).
@@ -18,6 +19,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from grm_reward.backends._prefix import PrefillLevel, padded_cost, prefill_levels
 from grm_reward.backends._shared import render_chat_prompt, torch_placement
 from grm_reward.backends.base import (
     Backend,
@@ -57,7 +59,15 @@ class TransformersBackend(Backend):
     capabilities = frozenset({"score_fill", "token_prob"})
     foreign_errors = (RuntimeError, ValueError, IndexError)  # torch / tokenizer failures
 
-    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 16, max_context: int | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        batch_size: int = 16,
+        max_context: int | None = None,
+        share_prefixes: bool = True,
+    ) -> None:
         super().__init__()
         torch = _import_torch()
         self.torch = torch
@@ -70,6 +80,8 @@ class TransformersBackend(Backend):
         if self.pad_id is None:
             self.pad_id = 0
         self.stop_ids = _stop_token_ids(model, tokenizer)
+        self.share_prefixes = share_prefixes
+        self.sliding_window = _sliding_window(model)
         self._lock = threading.Lock()  # one forward pass at a time; thread-safe across event loops
         self._number_tokens: dict[tuple[int, int], dict[str, list[int]]] = {}
 
@@ -97,7 +109,13 @@ class TransformersBackend(Backend):
             raise BackendUnavailableError(f"cannot load judge model {path!r}: {exc}") from exc
         if not spread:
             model.to(device)  # type: ignore[arg-type]
-        return cls(model, tokenizer, batch_size=options.batch_size, max_context=options.max_context)
+        return cls(
+            model,
+            tokenizer,
+            batch_size=options.batch_size,
+            max_context=options.max_context,
+            share_prefixes=options.share_prefixes,
+        )
 
     # --- protocol ---------------------------------------------------------------------------
     async def _generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
@@ -174,7 +192,7 @@ class TransformersBackend(Backend):
         unique: dict[tuple[int, ...], int] = {}
         row_prompt = [unique.setdefault(tuple(p), len(unique)) for p in prompts]
         uniques = [list(p) for p in unique]
-        cache, mask = self._prefill([p[:-1] for p in uniques])
+        cache, mask = self._prefill([p[:-1] for p in uniques], max_tokens)
         index = torch.tensor(row_prompt, device=self.device)
         if cache is not None:
             cache.batch_select_indices(index)
@@ -234,25 +252,59 @@ class TransformersBackend(Backend):
             generations.append(Generation(text=text, completion_tokens=len(tokens[row]), finish_reason=finish[row]))
         return generations
 
-    def _prefill(self, prompts: list[list[int]]) -> tuple[Any, torch.Tensor]:
-        """Run left-padded prompts through the model; returns (cache or None, attention mask)."""
+    def _prefill(self, prompts: list[list[int]], decode_tokens: int) -> tuple[Any, torch.Tensor]:
+        """Run the distinct ``prompts`` through the model; returns (cache or None, attention mask).
+
+        With ``share_prefixes`` the prefixes they share (instructions, query) are run once per level
+        of :func:`prefill_levels` and their KV cache rows copied to the prompts that continue them;
+        the gaps this leaves between segments are masked, and positions skip them, so each row
+        attends to exactly its own prompt. Without it, each prompt is run whole, left-padded.
+        """
         torch = self.torch
         from transformers import DynamicCache
 
-        width = max(len(p) for p in prompts)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long, device=self.device)
-        if width == 0:
-            return None, mask
-        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long, device=self.device)
-        for b, p in enumerate(prompts):
-            if p:
-                ids[b, width - len(p) :] = torch.tensor(p, device=self.device)
-                mask[b, width - len(p) :] = 1
-        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.model.config)
-        self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1)
-        self.stats.prefill_tokens += sum(len(p) for p in prompts)
+        levels = self._prefill_plan(prompts, decode_tokens)
+        mask = torch.zeros((1, 0), dtype=torch.long, device=self.device)
+        cache = None
+        for level in levels:
+            index = torch.tensor(level.parents, device=self.device)
+            mask = mask[index]
+            if cache is not None:
+                cache.batch_select_indices(index)  # copies a shared row to every prompt continuing it
+            width = max(len(s) for s in level.segments)
+            if width == 0:
+                continue
+            ids = torch.full((len(level.segments), width), self.pad_id, dtype=torch.long, device=self.device)
+            added = torch.zeros((len(level.segments), width), dtype=torch.long, device=self.device)
+            for b, segment in enumerate(level.segments):
+                if segment:
+                    ids[b, width - len(segment) :] = torch.tensor(segment, device=self.device)
+                    added[b, width - len(segment) :] = 1
+            mask = torch.cat([mask, added], dim=1)
+            positions = (mask.cumsum(dim=1) - 1).clamp(min=0)[:, -width:]
+            if cache is None:
+                cache = DynamicCache(config=self.model.config)
+            self.model(
+                input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+                logits_to_keep=1,
+            )
+            self.stats.prefill_tokens += sum(len(s) for s in level.segments)
         return cache, mask
+
+    def _prefill_plan(self, prompts: list[list[int]], decode_tokens: int) -> list[PrefillLevel]:
+        """Shared-prefix levels when they pay and are exact; else one level, each prompt whole."""
+        whole = [PrefillLevel([0] * len(prompts), prompts)]
+        if not self.share_prefixes or len(prompts) < 2:
+            return whole
+        levels = prefill_levels(prompts)
+        if len(levels) < 2 or padded_cost(levels) > padded_cost(whole):
+            return whole
+        # A sliding-window layer counts the gaps between segments as distance: share only while every
+        # row, gaps included, stays inside the window (then the window never cuts anything).
+        width = sum(max(len(s) for s in level.segments) for level in levels)
+        if self.sliding_window is not None and width + decode_tokens + 1 > self.sliding_window:
+            return whole
+        return levels
 
     # --- constrained score filling ---------------------------------------------------------------
     def fill_scores_sync(self, requests: Sequence[ScoreFillRequest]) -> list[ScoreFill]:
@@ -399,6 +451,14 @@ def _context_window(model: Any, tokenizer: Any) -> int:
             return value
     limit = getattr(tokenizer, "model_max_length", None)
     return limit if isinstance(limit, int) and 0 < limit < 10**7 else 4096
+
+
+def _sliding_window(model: Any) -> int | None:
+    """The smallest attention window of the model's layers, if any layer has one."""
+    config = model.config
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    window = getattr(text_config, "sliding_window", None)
+    return window if isinstance(window, int) and window > 0 else None
 
 
 def _stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
