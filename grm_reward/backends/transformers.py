@@ -296,7 +296,10 @@ class TransformersBackend(Backend):
         whole = [PrefillLevel([0] * len(prompts), prompts)]
         if not self.share_prefixes or len(prompts) < 2:
             return whole
-        levels = prefill_levels(prompts)
+        try:
+            levels = prefill_levels(prompts)
+        except RecursionError:  # a tree as deep as the batch is wide (nested prompts): not worth sharing
+            return whole
         if len(levels) < 2 or padded_cost(levels) > padded_cost(whole):
             return whole
         # A sliding-window layer counts the gaps between segments as distance: share only while every

@@ -83,3 +83,35 @@ def test_random_batches_are_spelled_exactly_and_no_token_runs_twice_where_shared
 def test_prompts_must_be_distinct() -> None:
     with pytest.raises(ValueError, match="distinct"):
         prefill_levels([[1, 2], [1, 2]])
+
+
+def plan_of(prompts, *, share=True, window=None, decode=8):
+    """The transformers backend's choice of plan, without a model (the choice needs none)."""
+    from grm_reward.backends.transformers import TransformersBackend
+
+    backend = TransformersBackend.__new__(TransformersBackend)
+    backend.share_prefixes, backend.sliding_window = share, window
+    return backend._prefill_plan(prompts, decode)
+
+
+def test_the_backend_shares_only_when_it_pays_and_stays_exact() -> None:
+    head = list(range(100))
+    prompts = [head + [200 + i] * 30 for i in range(4)]
+    assert len(plan_of(prompts)) == 2
+    assert len(plan_of(prompts, share=False)) == 1
+    assert len(plan_of(prompts[:1])) == 1
+    # A sliding window that the padded rows plus the generation would overrun: prefill whole.
+    assert len(plan_of(prompts, window=135)) == 1 and len(plan_of(prompts, window=140)) == 2
+    # Two families whose long parts fall on different levels: every row of a level is as wide as its
+    # widest segment, so the plan would run more padded positions than prefilling each prompt whole.
+    long_head = [[1] * 1000 + [10 + i] for i in range(4)]
+    long_tails = [[2] * 20 + [20 + i] * 1000 for i in range(4)]
+    lopsided = long_head + long_tails
+    assert len(prefill_levels(lopsided)) == 2 and len(plan_of(lopsided)) == 1
+
+
+def test_a_tree_as_deep_as_the_batch_falls_back_to_whole_prompts() -> None:
+    nested = [[1] * i for i in range(1, 700)]  # each prompt a prefix of the next: depth 699
+    with pytest.raises(RecursionError):
+        prefill_levels(nested)
+    assert plan_of(nested) == [PrefillLevel([0] * len(nested), nested)]
