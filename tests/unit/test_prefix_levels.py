@@ -48,7 +48,7 @@ def test_a_batch_of_requests_shares_the_template_head_and_each_request_its_query
 
 def test_prefixes_shorter_than_the_threshold_are_run_per_branch() -> None:
     short = [1] * (MIN_SHARED_TOKENS - 1)
-    prompts = [short + [2, 3], short + [4, 5]]
+    prompts = [[*short, 2, 3], [*short, 4, 5]]
     levels = prefill_levels(prompts)
     assert len(levels) == 1 and spelled(levels) == prompts
     assert prefill_levels(prompts, min_shared=1)[0].segments == [short]
