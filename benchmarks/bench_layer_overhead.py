@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Sequence
 
 from grm_reward import GenerativeRewardModel
 from grm_reward.backends import Backend, GenerationOutput, GenerationRequest, ScriptedBackend
@@ -45,7 +44,7 @@ class Recording(Backend):
         self.capabilities = inner.capabilities
         self.seen: list[GenerationRequest] = []
 
-    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
+    async def _generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
         self.seen.extend(requests)
         return await self.inner.generate(requests)
 

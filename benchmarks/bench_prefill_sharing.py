@@ -1,4 +1,5 @@
-"""Prefill sharing: prompt tokens run through the judge per request, k=8 in one request vs 8 requests.
+"""Prefill sharing: prompt tokens run through the judge, (1) k=8 samples in one request vs 8 requests,
+(2) a listwise GRPO group (k=4, G=8) with shared prefixes off (today) vs on.
 
 The transformers backend runs a prompt once (all but its last token) and copies its KV cache to
 the k sample rows; 8 independent generations prefill the prompt 8 times. Samples share a prompt
@@ -8,18 +9,29 @@ only when they show the responses in the same order, so the figure depends on th
 - 2 responses, ``shuffle=random``: about half the samples see each order (2 prefills);
 - 2 responses, ``shuffle=balanced``: exactly 2 orders.
 
+Every listwise sample shows the G responses in its own order, so its k prompts differ from the first
+response on; ``transformers.share_prefixes`` prefills the head they share (template, query) once
+and each order's tail after it (part 2: one request, and a batch of four groups of different
+prompts in one call, where the template head is shared across requests too; the sample texts must
+be identical either way).
+
 Measured from the backend's own counters (``BackendStats.prefill_tokens``) on the embedded judge,
 side by side with wall time, in one run.
 
-    python benchmarks/bench_prefill_sharing.py [--k 8] [--max-new-tokens 16]
+    python benchmarks/bench_prefill_sharing.py [--k 8] [--max-new-tokens 16] [--part samples|prefixes|all]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
 
+from bench_listwise_tokens import GROUP, PROMPT
+
 from grm_reward import GenerativeRewardModel, Request
+from grm_reward.backends import GenerationRequest
+from grm_reward.backends.transformers import TransformersBackend
 from grm_reward.config import GRMConfig
 
 QUESTION = "Explain briefly why the sky looks blue during the day and red at sunset."
@@ -39,27 +51,17 @@ def measure(rm: GenerativeRewardModel, requests: list[Request]) -> tuple[int, in
     return stats.prefill_tokens - before_prefill, stats.prompts - before_prompts, time.perf_counter() - started
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--k", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=16)
-    args = parser.parse_args()
-    base = GRMConfig(max_new_tokens=args.max_new_tokens, transformers={"device": "cpu", "batch_size": 32})
-
-    from grm_reward.backends.transformers import TransformersBackend
-
-    backend = TransformersBackend.from_config(base)
-    print(f"judge: embedded SmolLM2-135M-Instruct on CPU, k={args.k}, max_new_tokens={args.max_new_tokens}")
+def samples_part(backend: TransformersBackend, base: GRMConfig, k: int) -> None:
     print(f"{'case':<31}{'prompts':>8}{'prefilled tokens':>20}{'ratio':>8}{'wall s':>16}{'ratio':>8}")
     for label, responses, shuffle in (
         ("1 response", RESPONSES[:1], "random"),
         ("2 responses, shuffle=random", RESPONSES, "random"),
         ("2 responses, shuffle=balanced", RESPONSES, "balanced"),
     ):
-        shared = GenerativeRewardModel(base.updated(k=args.k, shuffle=shuffle), backend=backend)
+        shared = GenerativeRewardModel(base.updated(k=k, shuffle=shuffle), backend=backend)
         # Independent: k requests of one sample each (different seeds via different base seeds).
         single = [GenerativeRewardModel(base.updated(k=1, temperature=0.5, seed=s, shuffle=shuffle), backend=backend)
-                  for s in range(args.k)]
+                  for s in range(k)]
         measure(shared, [Request(QUESTION, responses)])  # warm up
         prefill_shared, prompts, wall_shared = measure(shared, [Request(QUESTION, responses)])
         prefill_indep, wall_indep = 0, 0.0
@@ -68,8 +70,52 @@ def main() -> None:
             prefill_indep, wall_indep = prefill_indep + p, wall_indep + w
         print(f"{label:<31}{prompts:>8}{prefill_shared:>10} / {prefill_indep:<8}{prefill_shared / prefill_indep:>8.3f}"
               f"{wall_shared:>7.1f} / {wall_indep:<6.1f}{wall_shared / wall_indep:>8.3f}")
-    print(f"columns: distinct prompts in the k={args.k} request; prompt tokens run through the model, one k-sample "
-          f"request / {args.k} one-sample requests; wall time, same split")
+    print(f"columns: distinct prompts in the k={k} request; prompt tokens run through the model, one k-sample "
+          f"request / {k} one-sample requests; wall time, same split")
+
+
+def prefixes_part(backend: TransformersBackend, base: GRMConfig, k: int) -> None:
+    """Listwise GRPO groups at k, G=8: shared prefixes off (today) vs on, same backend, same seeds."""
+    config = base.updated(k=k, temperature=0.5)
+    batch = [Request(PROMPT.replace("4 muffins", f"{m} muffins"), GROUP) for m in (4, 5, 6, 7)]
+    warm = GenerationRequest(messages=({"role": "user", "content": "Hello"},), n=1, seed=0, max_tokens=2, temperature=0)
+    asyncio.run(backend.generate([warm]))  # warm up the kernels before the first measured call
+    print(f"listwise GRPO group G={len(GROUP)}, k={k} (one prompt per shown order)")
+    print(f"{'case':<26}{'requests':>9}{'prefilled tokens per request':>32}{'ratio':>8}{'wall s':>16}{'ratio':>8}"
+          f"{'same texts':>12}")
+    for label, requests in (("one request", batch[:1]), ("4 groups in one call", batch)):
+        counts, walls, texts = {}, {}, {}
+        for share in (False, True):
+            backend.share_prefixes = share
+            rm = GenerativeRewardModel(config, backend=backend)
+            before = backend.stats.prefill_tokens
+            started = time.perf_counter()
+            results = rm.score_batch(requests)
+            walls[share] = time.perf_counter() - started
+            counts[share] = (backend.stats.prefill_tokens - before) / len(requests)
+            texts[share] = [s.text for r in results for s in r.samples]
+        backend.share_prefixes = True
+        print(f"{label:<26}{len(requests):>9}{counts[True]:>15.0f} / {counts[False]:<14.0f}"
+              f"{counts[True] / counts[False]:>8.3f}{walls[True]:>7.1f} / {walls[False]:<6.1f}"
+              f"{walls[True] / walls[False]:>8.3f}{texts[True] == texts[False]!s:>12}")
+    print("columns: prompt tokens run through the model per request, shared prefixes on / off (off is the "
+          "prefill before shared prefixes); wall time of the score_batch call, same split")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--k", type=int, default=8, help="samples per request in part 1")
+    parser.add_argument("--listwise-k", type=int, default=4, help="samples per listwise request in part 2")
+    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--part", choices=("samples", "prefixes", "all"), default="all")
+    args = parser.parse_args()
+    base = GRMConfig(max_new_tokens=args.max_new_tokens, transformers={"device": "cpu", "batch_size": 32})
+    backend = TransformersBackend.from_config(base)
+    print(f"judge: embedded SmolLM2-135M-Instruct on CPU, max_new_tokens={args.max_new_tokens}")
+    if args.part in ("samples", "all"):
+        samples_part(backend, base, args.k)
+    if args.part in ("prefixes", "all"):
+        prefixes_part(backend, base, args.listwise_k)
 
 
 if __name__ == "__main__":

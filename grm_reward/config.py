@@ -60,6 +60,13 @@ class TransformersOptions(_Section):
     max_context: int | None = Field(
         None, ge=16, description="Context window of the judge in tokens; default: read from the model config."
     )
+    share_prefixes: bool = Field(
+        True,
+        description=(
+            "Prefill the token prefix that the judge prompts of a batch share (instructions, query) once and copy "
+            "its KV cache to every shown order, then prefill each order's own tail; same tokens as without."
+        ),
+    )
 
 
 class OpenAIOptions(_Section):

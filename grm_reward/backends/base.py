@@ -1,9 +1,10 @@
 """The backend protocol: prompts in, n samples per prompt out, with token counts.
 
-The core never asks which backend it holds. A backend implements :meth:`Backend.generate`
-(required) and, when it can read logits or constrain decoding, :meth:`Backend.fill_scores`
-(the format guarantee and token-probability scores); it declares the latter in
-``capabilities`` so a config that needs it fails at start-up, not mid-run.
+The core never asks which backend it holds. :meth:`Backend.generate` and :meth:`Backend.fill_scores`
+are written once, here: they validate, time, count :class:`BackendStats` and map the engine's own
+(foreign) errors onto ours once. A backend implements the hooks ``_generate`` (required) and, when
+it can read logits or constrain decoding, ``_fill_scores`` (the format guarantee and
+token-probability scores), declared in ``capabilities`` so a config that needs it fails at start-up.
 
 One :class:`GenerationRequest` asks for ``n`` samples of one prompt: engines that can share the
 prompt's prefill between its samples (vLLM ``SamplingParams(n=...)``, OpenAI ``n``, our
@@ -15,11 +16,12 @@ from __future__ import annotations
 
 import abc
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
-from grm_reward.errors import BackendCapabilityError
+from grm_reward.errors import BackendCapabilityError, BackendProtocolError, GenerationError, GRMError
 from grm_reward.types import Message
 
 __all__ = [
@@ -138,23 +140,89 @@ class BackendStats:
 
 
 class Backend(abc.ABC):
-    """A generation engine for the judge."""
+    """A generation engine for the judge: implement ``_generate`` (and ``_fill_scores``)."""
 
     #: Short name used in logs and metrics.
     name: str = "backend"
     #: Optional abilities beyond ``generate``.
     capabilities: frozenset[Capability] = frozenset()
+    #: The engine's own exceptions that :meth:`generate` / :meth:`fill_scores` map with :meth:`_map_error`;
+    #: anything else that is not a :class:`GRMError` (a bug, a test's own exception) passes unchanged.
+    foreign_errors: ClassVar[tuple[type[Exception], ...]] = (Exception,)
 
     def __init__(self) -> None:
         self.stats = BackendStats()
 
-    @abc.abstractmethod
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
-        """Sample ``request.n`` texts for every request; one output per request, in order."""
+        """Sample ``request.n`` texts for every request; one output per request, in order.
+
+        Counts the call, its time, prompts, samples and tokens; ``prefill_tokens`` is the hook's to
+        count, as only the engine knows what it actually ran.
+        """
+        requests = list(requests)
+        for request in requests:
+            if not isinstance(request, GenerationRequest):
+                raise TypeError(f"generate takes GenerationRequest objects, got {type(request).__name__}")
+        if not requests:
+            return []
+        stats = self.stats
+        stats.calls += 1
+        started = time.perf_counter()
+        try:
+            outputs = await self._generate(requests)
+        except GRMError:
+            raise
+        except self.foreign_errors as exc:
+            raise self._map_error(exc) from exc
+        finally:
+            stats.generate_seconds += time.perf_counter() - started
+        if len(outputs) != len(requests):
+            raise BackendProtocolError(
+                f"backend {self.name!r} returned {len(outputs)} outputs for {len(requests)} requests"
+            )
+        for i, (request, output) in enumerate(zip(requests, outputs)):
+            if len(output.samples) != request.n:
+                raise BackendProtocolError(
+                    f"backend {self.name!r} returned {len(output.samples)} samples, {request.n} were asked for "
+                    f"(generation request {i})"
+                )
+        stats.prompts += len(requests)
+        stats.samples += sum(r.n for r in requests)
+        for output in outputs:
+            stats.prompt_tokens += output.prompt_tokens
+            stats.completion_tokens += sum(s.completion_tokens for s in output.samples)
+        return outputs
 
     async def fill_scores(self, requests: Sequence[ScoreFillRequest]) -> list[ScoreFill]:
         """Constrained score filling (format guarantee / token probabilities), where supported."""
+        if "score_fill" not in self.capabilities:
+            raise BackendCapabilityError(f"the {self.name!r} backend cannot fill scores under a constraint")
+        requests = list(requests)
+        self.stats.fill_calls += 1
+        try:
+            fills = await self._fill_scores(requests)
+        except GRMError:
+            raise
+        except self.foreign_errors as exc:
+            raise self._map_error(exc) from exc
+        if len(fills) != len(requests):
+            raise BackendProtocolError(f"backend {self.name!r} returned {len(fills)} fills for {len(requests)} requests")
+        for fill in fills:
+            self.stats.prompt_tokens += fill.prompt_tokens
+            self.stats.completion_tokens += fill.completion_tokens
+        return fills
+
+    @abc.abstractmethod
+    async def _generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
+        """The engine's sampling: one output per request (never empty), ``request.n`` samples each."""
+
+    async def _fill_scores(self, requests: list[ScoreFillRequest]) -> list[ScoreFill]:
+        """The engine's score filling; only called when ``"score_fill"`` is among ``capabilities``."""
         raise BackendCapabilityError(f"the {self.name!r} backend cannot fill scores under a constraint")
+
+    def _map_error(self, exc: Exception) -> GRMError:
+        """One of :attr:`foreign_errors` as a grm-reward error (most specific first in overrides)."""
+        return GenerationError(f"{self.name} generation failed: {type(exc).__name__}: {exc}")
 
     async def probe(self) -> str | None:
         """Whether the engine can judge now: None when ready, else the reason it cannot.

@@ -67,6 +67,8 @@ class OpenAIBackend(Backend):
     """
 
     name = "openai"
+    #: Transport errors are mapped where they happen, in the HTTP layer (grm_reward._http).
+    foreign_errors = ()
 
     def __init__(
         self,
@@ -141,29 +143,11 @@ class OpenAIBackend(Backend):
         return cls(options, model=config.model, server=server, tokenizer=tokenizer, api_key=api_key)
 
     # --- protocol ---------------------------------------------------------------------------
-    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
-        started = time.perf_counter()
-        self.stats.calls += 1
-        try:
-            outputs = await gather_cancelling(self._generate_one(r) for r in requests)
-        finally:
-            self.stats.generate_seconds += time.perf_counter() - started
-        self.stats.prompts += len(requests)
-        self.stats.samples += sum(r.n for r in requests)
-        for output in outputs:
-            self.stats.prompt_tokens += output.prompt_tokens
-            self.stats.completion_tokens += sum(s.completion_tokens for s in output.samples)
-        return outputs
+    async def _generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
+        return await gather_cancelling(self._generate_one(r) for r in requests)
 
-    async def fill_scores(self, requests: Sequence[ScoreFillRequest]) -> list[ScoreFill]:
-        if "score_fill" not in self.capabilities:
-            return await super().fill_scores(requests)
-        self.stats.fill_calls += 1
-        fills = await gather_cancelling(self._fill_one(r) for r in requests)
-        for fill in fills:
-            self.stats.prompt_tokens += fill.prompt_tokens
-            self.stats.completion_tokens += fill.completion_tokens
-        return fills
+    async def _fill_scores(self, requests: list[ScoreFillRequest]) -> list[ScoreFill]:
+        return await gather_cancelling(self._fill_one(r) for r in requests)
 
     async def probe(self) -> str | None:
         """None when the judge server answers ``GET /models`` now; else why not (cached ~1.5 s).

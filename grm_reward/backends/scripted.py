@@ -87,6 +87,8 @@ class ScriptedBackend(Backend):
     """
 
     name = "scripted"
+    #: The judge function's exceptions are the test's own: they pass unchanged.
+    foreign_errors = ()
 
     def __init__(
         self,
@@ -112,10 +114,9 @@ class ScriptedBackend(Backend):
         self.record = record
         self.requests: list[GenerationRequest] = []
 
-    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
+    async def _generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
         if self.delay:
             await asyncio.sleep(self.delay)
-        self.stats.calls += 1
         outputs = []
         for request in requests:
             if self.record:
@@ -128,18 +129,13 @@ class ScriptedBackend(Backend):
                 call = JudgeCall(prompt, request.messages, responses, seed, j, request.assistant_prefix)
                 text = self._judge(call)
                 samples.append(Generation(text=text, completion_tokens=len(text.split())))
-            self.stats.prompts += 1
-            self.stats.samples += request.n
-            self.stats.prompt_tokens += prompt_tokens
             self.stats.prefill_tokens += prompt_tokens
-            self.stats.completion_tokens += sum(s.completion_tokens for s in samples)
             outputs.append(GenerationOutput(samples=samples, prompt_tokens=prompt_tokens))
         return outputs
 
-    async def fill_scores(self, requests: Sequence[ScoreFillRequest]) -> list[ScoreFill]:
+    async def _fill_scores(self, requests: list[ScoreFillRequest]) -> list[ScoreFill]:
         if self._fill is None:
-            return await super().fill_scores(requests)
-        self.stats.fill_calls += 1
+            return await super()._fill_scores(requests)
         results = []
         for request in requests:
             prompt = _last_user_text(request.messages)

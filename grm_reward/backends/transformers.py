@@ -4,8 +4,9 @@ Our own decoding loop (rather than ``model.generate``) because a reward model ne
 things ``generate`` does not give together:
 
 - **shared prefill**: the prompt of a request is run through the model once (all but its last
-  token) and its KV cache is copied to the request's n sample rows; ``generate`` with
-  ``num_return_sequences`` repeats the prompt n times before prefill;
+  token) and its KV cache is copied to the request's n sample rows, and the prefix that prompts
+  share (instructions, query: every shown order of a listwise request) is run once for all of
+  them (``_prefix.prefill_levels``); ``generate`` repeats the prompt n times before prefill;
 - **per-sample seeds**: each row samples from its own ``torch.Generator``, so a sample depends
   on its seed only, not on what else shares the batch;
 - **constrained score filling** with exact number probabilities (``10`` may be two tokens).
@@ -15,10 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from grm_reward.backends._prefix import PrefillLevel, padded_cost, prefill_levels
 from grm_reward.backends._shared import render_chat_prompt, torch_placement
 from grm_reward.backends.base import (
     Backend,
@@ -29,7 +30,7 @@ from grm_reward.backends.base import (
     ScoreFillRequest,
     score_number_strings,
 )
-from grm_reward.errors import BackendUnavailableError, GenerationError, PromptTooLongError
+from grm_reward.errors import BackendUnavailableError, GenerationError, GRMError, PromptTooLongError
 from grm_reward.types import Message
 
 if TYPE_CHECKING:
@@ -56,8 +57,17 @@ class TransformersBackend(Backend):
 
     name = "transformers"
     capabilities = frozenset({"score_fill", "token_prob"})
+    foreign_errors = (RuntimeError, ValueError, IndexError)  # torch / tokenizer failures
 
-    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 16, max_context: int | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        batch_size: int = 16,
+        max_context: int | None = None,
+        share_prefixes: bool = True,
+    ) -> None:
         super().__init__()
         torch = _import_torch()
         self.torch = torch
@@ -70,6 +80,8 @@ class TransformersBackend(Backend):
         if self.pad_id is None:
             self.pad_id = 0
         self.stop_ids = _stop_token_ids(model, tokenizer)
+        self.share_prefixes = share_prefixes
+        self.sliding_window = _sliding_window(model)
         self._lock = threading.Lock()  # one forward pass at a time; thread-safe across event loops
         self._number_tokens: dict[tuple[int, int], dict[str, list[int]]] = {}
 
@@ -97,13 +109,19 @@ class TransformersBackend(Backend):
             raise BackendUnavailableError(f"cannot load judge model {path!r}: {exc}") from exc
         if not spread:
             model.to(device)  # type: ignore[arg-type]
-        return cls(model, tokenizer, batch_size=options.batch_size, max_context=options.max_context)
+        return cls(
+            model,
+            tokenizer,
+            batch_size=options.batch_size,
+            max_context=options.max_context,
+            share_prefixes=options.share_prefixes,
+        )
 
     # --- protocol ---------------------------------------------------------------------------
-    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
+    async def _generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
         return await asyncio.to_thread(self._locked, self.generate_sync, requests)
 
-    async def fill_scores(self, requests: Sequence[ScoreFillRequest]) -> list[ScoreFill]:
+    async def _fill_scores(self, requests: list[ScoreFillRequest]) -> list[ScoreFill]:
         return await asyncio.to_thread(self._locked, self.fill_scores_sync, requests)
 
     async def aclose(self) -> None:
@@ -115,13 +133,11 @@ class TransformersBackend(Backend):
         with self._lock:
             if self.model is None:
                 raise GenerationError("the transformers backend is closed")
-            try:
-                with self.torch.inference_mode():
-                    return fn(*args)
-            except (PromptTooLongError, GenerationError):
-                raise
-            except (RuntimeError, ValueError, IndexError) as exc:  # torch / tokenizer failures
-                raise GenerationError(f"transformers generation failed: {exc}") from exc
+            with self.torch.inference_mode():
+                return fn(*args)
+
+    def _map_error(self, exc: Exception) -> GRMError:
+        return GenerationError(f"transformers generation failed: {exc}")
 
     # --- encoding ---------------------------------------------------------------------------
     def encode(self, messages: Sequence[Message], assistant_prefix: str | None = None) -> list[int]:
@@ -131,7 +147,7 @@ class TransformersBackend(Backend):
 
     # --- sampling -------------------------------------------------------------------------------
     def generate_sync(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
-        started = time.perf_counter()
+        """The samples of ``requests``, in this thread (counts only ``prefill_tokens``: see Backend.generate)."""
         encoded = []
         for i, request in enumerate(requests):
             ids = self.encode(request.messages, request.assistant_prefix)
@@ -162,17 +178,10 @@ class TransformersBackend(Backend):
                 )
                 for (i, j), generation in zip(part, generations):
                     results[i][j] = generation
-        outputs = []
-        for ids, samples in zip(encoded, results):
-            done = [s for s in samples if s is not None]
-            outputs.append(GenerationOutput(samples=done, prompt_tokens=len(ids)))
-            self.stats.prompt_tokens += len(ids)
-            self.stats.completion_tokens += sum(s.completion_tokens for s in done)
-        self.stats.calls += 1
-        self.stats.prompts += len(requests)
-        self.stats.samples += sum(r.n for r in requests)
-        self.stats.generate_seconds += time.perf_counter() - started
-        return outputs
+        return [
+            GenerationOutput(samples=[s for s in samples if s is not None], prompt_tokens=len(ids))
+            for ids, samples in zip(encoded, results)
+        ]
 
     def _decode(
         self, prompts: list[list[int]], seeds: list[int], max_tokens: int, temperature: float, top_p: float
@@ -183,7 +192,7 @@ class TransformersBackend(Backend):
         unique: dict[tuple[int, ...], int] = {}
         row_prompt = [unique.setdefault(tuple(p), len(unique)) for p in prompts]
         uniques = [list(p) for p in unique]
-        cache, mask = self._prefill([p[:-1] for p in uniques])
+        cache, mask = self._prefill([p[:-1] for p in uniques], max_tokens)
         index = torch.tensor(row_prompt, device=self.device)
         if cache is not None:
             cache.batch_select_indices(index)
@@ -243,29 +252,66 @@ class TransformersBackend(Backend):
             generations.append(Generation(text=text, completion_tokens=len(tokens[row]), finish_reason=finish[row]))
         return generations
 
-    def _prefill(self, prompts: list[list[int]]) -> tuple[Any, torch.Tensor]:
-        """Run left-padded prompts through the model; returns (cache or None, attention mask)."""
+    def _prefill(self, prompts: list[list[int]], decode_tokens: int) -> tuple[Any, torch.Tensor]:
+        """Run the distinct ``prompts`` through the model; returns (cache or None, attention mask).
+
+        With ``share_prefixes`` the prefixes they share (instructions, query) are run once per level
+        of :func:`prefill_levels` and their KV cache rows copied to the prompts that continue them;
+        the gaps this leaves between segments are masked, and positions skip them, so each row
+        attends to exactly its own prompt. Without it, each prompt is run whole, left-padded.
+        """
         torch = self.torch
         from transformers import DynamicCache
 
-        width = max(len(p) for p in prompts)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long, device=self.device)
-        if width == 0:
-            return None, mask
-        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long, device=self.device)
-        for b, p in enumerate(prompts):
-            if p:
-                ids[b, width - len(p) :] = torch.tensor(p, device=self.device)
-                mask[b, width - len(p) :] = 1
-        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.model.config)
-        self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1)
-        self.stats.prefill_tokens += sum(len(p) for p in prompts)
+        levels = self._prefill_plan(prompts, decode_tokens)
+        mask = torch.zeros((1, 0), dtype=torch.long, device=self.device)
+        cache = None
+        for level in levels:
+            index = torch.tensor(level.parents, device=self.device)
+            mask = mask[index]
+            if cache is not None:
+                cache.batch_select_indices(index)  # copies a shared row to every prompt continuing it
+            width = max(len(s) for s in level.segments)
+            if width == 0:
+                continue
+            ids = torch.full((len(level.segments), width), self.pad_id, dtype=torch.long, device=self.device)
+            added = torch.zeros((len(level.segments), width), dtype=torch.long, device=self.device)
+            for b, segment in enumerate(level.segments):
+                if segment:
+                    ids[b, width - len(segment) :] = torch.tensor(segment, device=self.device)
+                    added[b, width - len(segment) :] = 1
+            mask = torch.cat([mask, added], dim=1)
+            positions = (mask.cumsum(dim=1) - 1).clamp(min=0)[:, -width:]
+            if cache is None:
+                cache = DynamicCache(config=self.model.config)
+            self.model(
+                input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+                logits_to_keep=1,
+            )
+            self.stats.prefill_tokens += sum(len(s) for s in level.segments)
         return cache, mask
+
+    def _prefill_plan(self, prompts: list[list[int]], decode_tokens: int) -> list[PrefillLevel]:
+        """Shared-prefix levels when they pay and are exact; else one level, each prompt whole."""
+        whole = [PrefillLevel([0] * len(prompts), prompts)]
+        if not self.share_prefixes or len(prompts) < 2:
+            return whole
+        try:
+            levels = prefill_levels(prompts)
+        except RecursionError:  # a tree as deep as the batch is wide (nested prompts): not worth sharing
+            return whole
+        if len(levels) < 2 or padded_cost(levels) > padded_cost(whole):
+            return whole
+        # A sliding-window layer counts the gaps between segments as distance: share only while every
+        # row, gaps included, stays inside the window (then the window never cuts anything).
+        width = sum(max(len(s) for s in level.segments) for level in levels)
+        if self.sliding_window is not None and width + decode_tokens + 1 > self.sliding_window:
+            return whole
+        return levels
 
     # --- constrained score filling ---------------------------------------------------------------
     def fill_scores_sync(self, requests: Sequence[ScoreFillRequest]) -> list[ScoreFill]:
-        self.stats.fill_calls += 1
+        """The fills of ``requests``, in this thread (counts only ``prefill_tokens``: see Backend.fill_scores)."""
         return [self._fill_one(r) for r in requests]
 
     def _fill_one(self, request: ScoreFillRequest) -> ScoreFill:
@@ -310,9 +356,7 @@ class TransformersBackend(Backend):
             logits = out.logits[0, -1, :].float()
             length += len(step)
             generated += len(step)
-        self.stats.prompt_tokens += len(ids)
         self.stats.prefill_tokens += len(ids)
-        self.stats.completion_tokens += generated
         return ScoreFill(
             values=values,
             expected=expected if request.expectation else None,
@@ -410,6 +454,14 @@ def _context_window(model: Any, tokenizer: Any) -> int:
             return value
     limit = getattr(tokenizer, "model_max_length", None)
     return limit if isinstance(limit, int) and 0 < limit < 10**7 else 4096
+
+
+def _sliding_window(model: Any) -> int | None:
+    """The smallest attention window of the model's layers, if any layer has one."""
+    config = model.config
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    window = getattr(text_config, "sliding_window", None)
+    return window if isinstance(window, int) and window > 0 else None
 
 
 def _stop_token_ids(model: Any, tokenizer: Any) -> set[int]:

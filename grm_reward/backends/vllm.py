@@ -22,7 +22,6 @@ docs/backends.md lists what was and was not run.
 from __future__ import annotations
 
 import inspect
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -133,61 +132,36 @@ class VLLMBackend(Backend):
         return cls(engine, api=api, top_logprobs=config.vllm.top_logprobs, max_model_len=config.vllm.max_model_len)
 
     # --- protocol ---------------------------------------------------------------------------
-    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
-        started = time.perf_counter()
-        self.stats.calls += 1
-        try:
-            tokenizer = await self._get_tokenizer()
-            prompts = [self._encode(tokenizer, r.messages, r.assistant_prefix, r.max_tokens, i) for i, r in enumerate(requests)]
-            outputs = await gather_cancelling(
-                self._run(
-                    ids,
-                    self.api.sampling(
-                        n=r.n,
-                        temperature=r.temperature,
-                        top_p=r.top_p,
-                        seed=r.seed,  # vLLM seeds child j with seed + j: the core's seed rule
-                        max_tokens=r.max_tokens,
-                    ),
-                )
-                for r, ids in zip(requests, prompts)
+    async def _generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
+        tokenizer = await self._get_tokenizer()
+        prompts = [self._encode(tokenizer, r.messages, r.assistant_prefix, r.max_tokens, i) for i, r in enumerate(requests)]
+        outputs = await gather_cancelling(
+            self._run(
+                ids,
+                self.api.sampling(
+                    n=r.n,
+                    temperature=r.temperature,
+                    top_p=r.top_p,
+                    seed=r.seed,  # vLLM seeds child j with seed + j: the core's seed rule
+                    max_tokens=r.max_tokens,
+                ),
             )
-        except GRMError:
-            raise
-        except Exception as exc:
-            raise _map_error(exc) from exc
-        finally:
-            self.stats.generate_seconds += time.perf_counter() - started
+            for r, ids in zip(requests, prompts)
+        )
         results = []
-        for request, ids, output in zip(requests, prompts, outputs):
+        for ids, output in zip(prompts, outputs):
             completions = sorted(output.outputs, key=lambda c: c.index)
-            if len(completions) != request.n:
-                raise GenerationError(f"vLLM returned {len(completions)} samples, {request.n} were asked for")
             samples = [
                 Generation(text=c.text, completion_tokens=len(c.token_ids), finish_reason=c.finish_reason or "stop")
                 for c in completions
             ]
             results.append(GenerationOutput(samples=samples, prompt_tokens=len(ids)))
-            self.stats.prompt_tokens += len(ids)
             self.stats.prefill_tokens += len(ids)  # an upper bound: prefix caching may skip part of it
-            self.stats.completion_tokens += sum(s.completion_tokens for s in samples)
-        self.stats.prompts += len(requests)
-        self.stats.samples += sum(r.n for r in requests)
         return results
 
-    async def fill_scores(self, requests: Sequence[ScoreFillRequest]) -> list[ScoreFill]:
-        self.stats.fill_calls += 1
-        try:
-            tokenizer = await self._get_tokenizer()
-            fills = await gather_cancelling(self._fill_one(tokenizer, r) for r in requests)
-        except GRMError:
-            raise
-        except Exception as exc:
-            raise _map_error(exc) from exc
-        for fill in fills:
-            self.stats.prompt_tokens += fill.prompt_tokens
-            self.stats.completion_tokens += fill.completion_tokens
-        return fills
+    async def _fill_scores(self, requests: list[ScoreFillRequest]) -> list[ScoreFill]:
+        tokenizer = await self._get_tokenizer()
+        return await gather_cancelling(self._fill_one(tokenizer, r) for r in requests)
 
     async def aclose(self) -> None:
         shutdown = getattr(self.engine, "shutdown", None)
@@ -195,6 +169,15 @@ class VLLMBackend(Backend):
             result = shutdown()
             if inspect.isawaitable(result):
                 await result
+
+    def _map_error(self, exc: Exception) -> GRMError:
+        """vLLM's exceptions onto grm-reward's (matched by message/name: vllm is not imported here)."""
+        message = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, ValueError) and ("maximum model length" in str(exc) or "too long" in str(exc)):
+            return PromptTooLongError(f"vLLM rejected the judge prompt as too long: {exc}")
+        if type(exc).__name__ == "EngineDeadError":
+            return GenerationError(f"the vLLM engine died ({message}); restart the process")
+        return GenerationError(f"vLLM generation failed: {message}")
 
     # --- internals ----------------------------------------------------------------------------
     async def _fill_one(self, tokenizer: Any, request: ScoreFillRequest) -> ScoreFill:
@@ -313,13 +296,3 @@ def _alternatives(tokenizer: Any, completion: Any) -> list[tuple[str, float]]:
             text = tokenizer.decode([token_id])
         alternatives.append((str(text), float(logprob.logprob)))
     return alternatives
-
-
-def _map_error(exc: Exception) -> GRMError:
-    """vLLM's exceptions onto grm-reward's (matched by message/name: vllm is not imported here)."""
-    message = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, ValueError) and ("maximum model length" in str(exc) or "too long" in str(exc)):
-        return PromptTooLongError(f"vLLM rejected the judge prompt as too long: {exc}")
-    if type(exc).__name__ == "EngineDeadError":
-        return GenerationError(f"the vLLM engine died ({message}); restart the process")
-    return GenerationError(f"vLLM generation failed: {message}")

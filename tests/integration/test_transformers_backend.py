@@ -112,3 +112,43 @@ def test_prompt_too_long_is_a_clear_error(backend) -> None:
     long = ({"role": "user", "content": "word " * 9000},)
     with pytest.raises(PromptTooLongError, match="exceeds the judge's context"):
         backend.generate_sync([request(long)])
+
+
+# --- shared prefixes (issue 12 item 4) --------------------------------------------------------------------
+HEAD = "You judge answers. Read the question and the answers, then score each answer from 1 to 10.\nQuestion: 2 + 2?\n"
+ANSWERS = ["Four.", "It is 4 because two plus two makes four.", "5", "2 + 2 = 4, a basic fact of arithmetic."]
+
+
+def shown(order):
+    """A listwise-shaped prompt: the same head, then the answers in ``order`` (distinct first answers)."""
+    text = HEAD + "".join(f"[Answer {p + 1}] {ANSWERS[i]}\n" for p, i in enumerate(order)) + "Scores:"
+    return ({"role": "user", "content": text},)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_shared_prefix_generation_gives_the_tokens_of_unshared_generation(backend, temperature) -> None:
+    from grm_reward.backends._prefix import prefill_levels
+
+    orders = [(0, 1, 2, 3), (2, 0, 3, 1), (1, 3, 0, 2)]
+    requests = [
+        GenerationRequest(messages=shown(o), n=2, seed=10 + 2 * j, max_tokens=6, temperature=temperature)
+        for j, o in enumerate(orders)
+    ]
+    prompts = [backend.encode(shown(o)) for o in orders]
+    texts, prefilled = {}, {}
+    try:
+        for share in (False, True):
+            backend.share_prefixes = share
+            before = backend.stats.prefill_tokens
+            texts[share] = [[s.text for s in out.samples] for out in backend.generate_sync(requests)]
+            prefilled[share] = backend.stats.prefill_tokens - before
+    finally:
+        backend.share_prefixes = True
+    assert texts[True] == texts[False]
+    rows = 2 * len(orders)  # each sample row runs its prompt's last token itself
+    assert prefilled[False] == sum(len(p) - 1 for p in prompts) + rows
+    levels = prefill_levels([p[:-1] for p in prompts])
+    shared = sum(len(s) for level in levels for s in level.segments)
+    assert len(levels) == 2 and prefilled[True] == shared + rows
+    head = len(levels[0].segments[0])
+    assert shared == head + sum(len(p) - 1 - head for p in prompts) < prefilled[False] - rows
