@@ -94,7 +94,7 @@ def prefixes_part(backend: TransformersBackend, base: GRMConfig, k: int) -> None
             walls[share] = time.perf_counter() - started
             counts[share] = (backend.stats.prefill_tokens - before) / len(requests)
             texts[share] = [s.text for r in results for s in r.samples]
-        backend.share_prefixes = True
+        backend.share_prefixes = False  # the default
         print(f"{label:<26}{len(requests):>9}{counts[True]:>15.0f} / {counts[False]:<14.0f}"
               f"{counts[True] / counts[False]:>8.3f}{walls[True]:>7.1f} / {walls[False]:<6.1f}"
               f"{walls[True] / walls[False]:>8.3f}{texts[True] == texts[False]!s:>12}")

@@ -61,10 +61,11 @@ class TransformersOptions(_Section):
         None, ge=16, description="Context window of the judge in tokens; default: read from the model config."
     )
     share_prefixes: bool = Field(
-        True,
+        False,
         description=(
             "Prefill the token prefix that the judge prompts of a batch share (instructions, query) once and copy "
-            "its KV cache to every shown order, then prefill each order's own tail; same tokens as without."
+            "its KV cache to every shown order, then prefill each order's own tail; same tokens as without. Off by "
+            "default: a batch of several requests measured slower on CPU (docs/backends.md)."
         ),
     )
 

@@ -136,6 +136,7 @@ def test_shared_prefix_generation_gives_the_tokens_of_unshared_generation(backen
     ]
     prompts = [backend.encode(shown(o)) for o in orders]
     texts, prefilled = {}, {}
+    default = backend.share_prefixes
     try:
         for share in (False, True):
             backend.share_prefixes = share
@@ -143,7 +144,7 @@ def test_shared_prefix_generation_gives_the_tokens_of_unshared_generation(backen
             texts[share] = [[s.text for s in out.samples] for out in backend.generate_sync(requests)]
             prefilled[share] = backend.stats.prefill_tokens - before
     finally:
-        backend.share_prefixes = True
+        backend.share_prefixes = default
     assert texts[True] == texts[False]
     rows = 2 * len(orders)  # each sample row runs its prompt's last token itself
     assert prefilled[False] == sum(len(p) - 1 for p in prompts) + rows
