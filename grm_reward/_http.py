@@ -27,6 +27,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Protocol
 
+from grm_reward._sync import run_cpu
 from grm_reward.deadlines import remaining
 from grm_reward.errors import (
     BackendUnavailableError,
@@ -532,7 +533,7 @@ class HTTPEndpoint:
             if _text_chars(payload) > _ENCODE_INLINE_CHARS:
                 # ~3 ms per 500K characters, and the calls of a batch start in one turn of the loop:
                 # sixty such encodings inline froze the loop (the server's /health) for ~0.2 s
-                content = await asyncio.to_thread(_encode_json, payload)
+                content = await run_cpu(_encode_json, payload)
             else:
                 content = _encode_json(payload)
         except (UnicodeEncodeError, ValueError, TypeError, RecursionError) as exc:
