@@ -17,7 +17,7 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple, TypeVar
 
-from grm_reward._sync import LoopThread
+from grm_reward._sync import LoopThread, run_cpu
 from grm_reward.adaptive import drawn_k_meta, round_sizes, settled, voter_scores
 from grm_reward.backends import create_backend
 from grm_reward.backends.base import (
@@ -332,7 +332,7 @@ class GenerativeRewardModel:
         if cfg.reuse.dedup or cfg.reuse.result_cache:  # fingerprints: off the event loop for big batches, as planning
             big = sum(request.text_chars for request in coerced) > _PLAN_INLINE_CHARS
             dedup = functools.partial(dedup_batch, coerced, responses=cfg.reuse.dedup)
-            batch = await asyncio.to_thread(dedup) if big else dedup()
+            batch = await run_cpu(dedup) if big else dedup()
         unique = coerced if batch is None else batch.unique
         results: list[RewardResult | None] = [None] * len(unique)
         keys: list[str] = []
@@ -466,7 +466,7 @@ class GenerativeRewardModel:
         # Planning (fingerprints, defences, rendering) is CPU work linear in the text: a large batch is
         # planned in a worker thread so the event loop (the server's /health, other requests) stays free.
         big = sum(request.text_chars for request in coerced) > _PLAN_INLINE_CHARS
-        return await asyncio.to_thread(plan_all) if big else plan_all()
+        return await run_cpu(plan_all) if big else plan_all()
 
     async def _judge(
         self, plans: list[Plan], *, temperature: float, windows: Sequence[range] | None = None

@@ -34,6 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from grm_reward import deadlines
+from grm_reward._sync import prestart_worker_threads, run_cpu
 from grm_reward.batching import MicroBatcher
 from grm_reward.config import GRMConfig
 from grm_reward.errors import (
@@ -129,7 +130,7 @@ def create_app(service: RewardService, *, lifespan: Any = None) -> FastAPI:
             _authorize(request, options.api_key)
             raw = await _read_body(request, options.max_body_bytes)
             body_read.set()
-            parsed = await asyncio.to_thread(_decode, raw, parse)  # JSON + validation: CPU, off the loop
+            parsed = await run_cpu(_decode, raw, parse)  # JSON + validation: CPU, off the loop
             return await handler(parsed)
 
         try:
@@ -202,6 +203,7 @@ def build_app(config: GRMConfig, *, backend: Any = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await prestart_worker_threads()  # decoding and planning run in them: none may start mid-request
         await rm.awarmup()  # load the model, open the judge's HTTP clients on this loop: before the first request
         reason = await service.readiness()
         logger.info("grm-reward judge loaded: %s", "ready" if reason is None else f"not ready yet: {reason}")

@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from grm_reward._sync import run_cpu
 from grm_reward._tasks import gather_cancelling
 from grm_reward.adapters.openrlhf import build_request, openrlhf_response
 from grm_reward.batching import MicroBatcher
@@ -113,7 +114,7 @@ class RewardService:
     async def get_reward(self, body: GetRewardRequest) -> GetRewardResponse:
         """OpenRLHF's /get_reward: one reward per query; an empty batch gets empty lists."""
         self._check_count(len(body.query), "queries")
-        requests = await asyncio.to_thread(self._openrlhf_requests, body)  # splitting: CPU, off the loop
+        requests = await run_cpu(self._openrlhf_requests, body)  # splitting: CPU, off the loop
         results = await self._score(requests)
         answer = openrlhf_response(
             results, score_range=self.config.score_range, failure_reward=self.config.numeric_failure_reward
@@ -123,7 +124,7 @@ class RewardService:
     async def rewards(self, body: RewardsRequest) -> RewardsResponse:
         """The native API: per request, rewards and judgements, or the error that request met."""
         self._check_count(len(body.requests), "requests")
-        requests = await asyncio.to_thread(self._native_requests, body)
+        requests = await run_cpu(self._native_requests, body)
         outcomes = await self._score(requests, per_item=True)
         results: list[RewardOut | ItemError] = []
         for outcome in outcomes:

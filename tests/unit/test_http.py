@@ -502,3 +502,34 @@ def test_a_proxy_from_the_environment_is_used(judge: FaultJudge, monkeypatch: py
     backend = OpenAIBackend(OpenAIOptions(base_url="http://judge.invalid/v1", **FAST))
     texts = run(lambda: generate(backend), backend)
     assert "Scores:" in texts[0] and judge.calls == 1
+
+
+def test_a_large_payload_is_encoded_off_the_event_loop(judge: FaultJudge, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the calls of a batch start in one turn of the loop: encoding sixty 500K-character prompts inline
+    # held the server's loop (its /health) for ~0.2 s
+    import threading
+
+    from grm_reward import _http
+
+    threads: list[tuple[int, int]] = []
+    encode = _http._encode_json
+
+    def recording(payload):  # type: ignore[no-untyped-def]
+        threads.append((len(str(payload)), threading.get_ident()))
+        return encode(payload)
+
+    monkeypatch.setattr(_http, "_encode_json", recording)
+    backend = make_backend(judge)
+    big = GenerationRequest(
+        messages=[{"role": "user", "content": "é" * (_http._ENCODE_INLINE_CHARS + 1)}], n=1, seed=5, max_tokens=8, temperature=0.5
+    )
+
+    async def main() -> int:
+        await generate(backend, request())
+        await generate(backend, big)
+        return threading.get_ident()
+
+    loop_thread = run(main, backend)
+    small_call, big_call = [t for _, t in threads][-2:]
+    assert small_call == loop_thread and big_call != loop_thread
+    assert judge.calls >= 2  # both were sent, the big one's body intact (the judge parsed it)
