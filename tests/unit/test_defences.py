@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import pickle
 import random
 import re
 import statistics
@@ -208,9 +209,17 @@ def test_a_lone_surrogate_does_not_blind_the_screen() -> None:
 def test_the_fast_clean_record_equals_the_constructor() -> None:
     assert [f.name for f in dataclasses.fields(DefenceRecord)] == ["neutralised", "flagged", "chars"]
     record = _clean_record(17)
-    assert record == DefenceRecord(chars=17) and record.neutralised is not _clean_record(17).neutralised
+    assert record == DefenceRecord(chars=17) and record.to_dict() == DefenceRecord(chars=17).to_dict()
     with pytest.raises(dataclasses.FrozenInstanceError):
         record.chars = 3  # type: ignore[misc]
+    # clean records are shared: no holder may change the counts another holder reads
+    for change in (lambda: record.flagged.__setitem__("x", 1), lambda: record.neutralised.update(x=1),
+                   lambda: record.flagged.setdefault("x", 1)):
+        with pytest.raises(TypeError):
+            change()
+    assert _clean_record(17).flagged == {} and _clean_record(17) == DefenceRecord(chars=17)
+    copied = pickle.loads(pickle.dumps(record))  # Ray and the CLI's workers pickle results
+    assert copied == record and type(copied.flagged) is dict
 
 
 # --- the proof with the gullible judge -------------------------------------------------------------------
