@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
-from grm_reward.config import GRMConfig
+from grm_reward.config import SERVING_SECTIONS, GRMConfig
 from grm_reward.planning import fingerprint
 from grm_reward.types import Request, RewardResult
 
@@ -32,7 +32,6 @@ __all__ = [
 V = TypeVar("V")
 
 #: Settings that never change a result: serving, fleet, and the caches' own sizes.
-_NOT_RESULT_SETTINGS = frozenset({"server", "ray", "reuse"})
 
 
 class LRUStore(Generic[V]):
@@ -83,7 +82,7 @@ def _digest(*parts: object) -> str:
 def config_identity(config: GRMConfig, judge: str) -> str:
     """Everything a reward depends on besides the request: ``judge`` (the engine's name) and every
     setting except serving, fleet and cache sizes."""
-    return _digest(judge, config.model_dump(mode="json", exclude=set(_NOT_RESULT_SETTINGS)))
+    return _digest(judge, config.model_dump(mode="json", exclude=set(SERVING_SECTIONS)))
 
 
 def result_key(identity: str, request_fingerprint: str) -> str:

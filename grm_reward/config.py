@@ -569,6 +569,11 @@ class AdaptiveOptions(_Section):
     )
 
 
+#: Sections that decide how requests are served (HTTP, batching, the fleet, caches), never what a judge
+#: samples for a request or what its reward is: left out of the result cache's and the eval store's keys.
+SERVING_SECTIONS = frozenset({"server", "batching", "ray", "reuse"})
+
+
 class GRMConfig(BaseModel):
     """Configuration of a :class:`~grm_reward.GenerativeRewardModel`.
 

@@ -90,9 +90,10 @@ def parse_judgement(text: str, num_responses: int, score_range: tuple[int, int] 
     if not isinstance(text, str):  # defensive: backends hand us str, but never crash on data
         text = "" if text is None else str(text)
     order = list(range(num_responses))
-    principles = parse_principles(text)
+    spans = _section_spans(text)  # read once: principles and critique both need them
+    principles = _principles(text, spans)
     block = find_score_block(text)
-    critique = _critique(text, block)
+    critique = _critique(text, block, spans)
     if not text.strip():
         return Judgement(text=text, scores=None, order=order, reason="empty: the judge returned no text")
     if block is None:
@@ -244,13 +245,16 @@ def parse_principles(text: str) -> list[Principle]:
     """The judge's principles from its "Specific Criteria:" section, with weights when written."""
     if not isinstance(text, str):
         return []
-    spans = _section_spans(text)
+    return _principles(text, _section_spans(text))
+
+
+def _principles(text: str, spans: dict[str, tuple[int, int]]) -> list[Principle]:
     if "criteria" not in spans:
         return []
     body_start = spans["criteria"][1]
     ends = [s for name, (s, _) in spans.items() if name != "criteria" and s > body_start]
-    labels = [m.start() for m in _LABEL.finditer(text, body_start)]
-    end = min(ends + labels + [len(text)])
+    label = _LABEL.search(text, body_start)
+    end = min([*ends, len(text) if label is None else label.start()])
     body = text[body_start:end].strip()
     if not body:
         return []
@@ -284,14 +288,13 @@ def parse_principles(text: str) -> list[Principle]:
     return principles
 
 
-def _critique(text: str, block: ScoreBlock | None) -> str:
+def _critique(text: str, block: ScoreBlock | None, spans: dict[str, tuple[int, int]]) -> str:
     """The analysis: the "Analysis:" section (or the text before the scores) up to the scores."""
-    if not isinstance(text, str) or not text:
+    if not text:
         return ""
     end = len(text)
     if block is not None:
         end = block.label_start if block.label_start is not None else block.start
-    spans = _section_spans(text)
     if "analysis" in spans and spans["analysis"][1] <= end:
         start = spans["analysis"][1]
     elif "criteria" in spans:

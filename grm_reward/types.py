@@ -287,20 +287,31 @@ def find_lone_surrogate(data: Any) -> str | None:
     >>> find_lone_surrogate({"query": ["ok", {"a": ["\\ud800"]}]})
     'query.1.a.0'
     """
-    stack: list[tuple[str, Any]] = [("", data)]
+    # A path is (parent path, key) or None, spelled out only when a surrogate is found (every request
+    # passes here: building a dotted string per value cost more than the check itself).
+    stack: list[tuple[Any, Any]] = [(None, data)]
     while stack:
-        where, value = stack.pop()
+        path, value = stack.pop()
         if isinstance(value, str):
             if not _is_text(value):
-                return where or "body"
+                return _dotted(path) or "body"
         elif isinstance(value, Mapping):
             for key, item in value.items():
                 if isinstance(key, str) and not _is_text(key):
+                    where = _dotted(path)
                     return f"{where}.<key>" if where else "<key>"
-                stack.append((f"{where}.{key}" if where else str(key), item))
+                stack.append(((path, key), item))
         elif isinstance(value, (list, tuple)):
-            stack.extend((f"{where}.{i}" if where else str(i), item) for i, item in reversed(list(enumerate(value))))
+            stack.extend(((path, i), item) for i, item in reversed(list(enumerate(value))))
     return None
+
+
+def _dotted(path: Any) -> str:
+    keys: list[str] = []
+    while path is not None:
+        path, key = path
+        keys.append(str(key))
+    return ".".join(reversed(keys))
 
 
 def _is_text(value: str) -> bool:

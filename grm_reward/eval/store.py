@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from grm_reward.config import GRMConfig
+from grm_reward.config import SERVING_SECTIONS, GRMConfig
 from grm_reward.eval.items import EvalItem, ItemSamples, Protocol, View
 from grm_reward.prompts import PROMPT_VERSION
 from grm_reward.types import Judgement, Principle, Usage
@@ -44,7 +44,8 @@ _FORMAT = 1
 
 def sampling_key(config: GRMConfig, protocol: Protocol) -> str:
     """A short hash of every setting that changes the samples."""
-    settings = {k: v for k, v in public_settings(config, drop_secrets=True).items() if k not in REWARD_ONLY_FIELDS}
+    ignored = REWARD_ONLY_FIELDS | SERVING_SECTIONS
+    settings = {k: v for k, v in public_settings(config, drop_secrets=True).items() if k not in ignored}
     payload = json.dumps([settings, PROMPT_VERSION, protocol, _FORMAT], sort_keys=True)
     return hashlib.blake2b(payload.encode("utf-8"), digest_size=6).hexdigest()
 

@@ -381,3 +381,17 @@ def test_docs_cli_describes_every_eval_flag_and_exit_status() -> None:
             assert f"`{flag}" in section or f"`{flag} " in section or f", `{flag}" in section, flag
     for status in ("| 0 |", "| 1 |", "| 2 |", "| 130 |"):
         assert status in section
+
+
+def test_serving_settings_do_not_change_the_sampling_key() -> None:
+    """A store written behind a server or with other batching is resumed, not sampled again; a
+    setting that changes the samples still gives a new key."""
+    from grm_reward.eval.store import sampling_key
+
+    base = sampling_key(GRMConfig(k=2), "list")
+    serving = GRMConfig(
+        k=2, server={"port": 9999}, batching={"max_batch_requests": 3}, ray={"replicas": 3}, reuse={"result_cache": 0}
+    )
+    assert sampling_key(serving, "list") == base
+    assert sampling_key(GRMConfig(k=3), "list") != base
+    assert sampling_key(GRMConfig(k=2, seed=1), "list") != base
