@@ -215,8 +215,9 @@ class ServerHealth:
         self._sorted: list[float] | None = None
         self._hedges: deque[float] = deque()
         self._youngest_answered = float("-inf")
-        # First sends (not hedges) outstanding: token -> when it went out (inf while it waits for a slot)
-        self._outstanding: dict[int, float] = {}
+        # First sends (not hedges) out, in the order they went out: token -> when; and those waiting for a slot
+        self._out: dict[int, float] = {}
+        self._waiting = 0
         self._tokens = itertools.count()
 
     def record_latency(self, seconds: float, started: float | None = None) -> None:
@@ -232,26 +233,29 @@ class ServerHealth:
         return self._youngest_answered > since
 
     def call_waiting(self) -> int:
-        """Track a call that waits for a slot (it counts as the youngest call); its token."""
+        """Track a call that waits for a slot (then :meth:`call_sent`, at last :meth:`call_over`); its token."""
         with self._lock:
-            token = next(self._tokens)
-            self._outstanding[token] = float("inf")
-            return token
+            self._waiting += 1
+            return next(self._tokens)
 
     def call_sent(self, token: int, started: float) -> None:
+        """The call went out at ``started`` (monotonic clock; calls are reported in the order they go out)."""
         with self._lock:
-            if token in self._outstanding:
-                self._outstanding[token] = started
+            self._waiting -= 1
+            self._out[token] = started
 
     def call_over(self, token: int) -> None:
         with self._lock:
-            self._outstanding.pop(token, None)
+            if self._out.pop(token, None) is None:
+                self._waiting -= 1  # it never got a slot
 
     def drained(self) -> bool:
-        """Whether every call to this server still out (or waiting for a slot) was overtaken: a call
-        sent after it has been answered. The batch has drained; it waits on stragglers only."""
+        """Whether every call to this server still out was overtaken (a call sent after it has been
+        answered) and none waits for a slot: the batch has drained to stragglers. O(1)."""
         with self._lock:
-            return bool(self._outstanding) and max(self._outstanding.values()) < self._youngest_answered
+            if self._waiting or not self._out:
+                return False
+            return next(reversed(self._out.values())) < self._youngest_answered
 
     def percentile(self, q: float, policy: HTTPPolicy | None = None) -> float | None:
         """The ``q``-th percentile (0-100) of recent latencies; None until ``latency_min_samples``."""
@@ -708,7 +712,6 @@ class HTTPEndpoint:
 
         health = self.health
         sent: list[float] = []  # when each call went out (the first one: once it got its slot)
-        token = health.call_waiting()
 
         async def post() -> HTTPResponse:
             self.stats["http_requests"] += 1
@@ -724,8 +727,10 @@ class HTTPEndpoint:
                 health.call_sent(token, time.monotonic())
                 return await post()
 
-        tasks: list[asyncio.Future[HTTPResponse]] = [asyncio.ensure_future(send())]
+        tasks: list[asyncio.Future[HTTPResponse]] = []
+        token = health.call_waiting()
         try:
+            tasks.append(asyncio.ensure_future(send()))
             delay = health.hedge_delay(self.policy)
             if delay is not None:
                 # Counted from when the call went out (not while it queued for a slot). Past the delay,
