@@ -136,7 +136,14 @@ class OpenAIOptions(_Section):
     backoff_max_s: float = Field(
         30.0, ge=0, description="Longest delay between retries (a server's Retry-After header is honoured up to timeout_s)."
     )
-    max_concurrency: int = Field(64, ge=1, description="Most HTTP requests in flight at once (also the connection pool size).")
+    max_concurrency: int = Field(
+        64,
+        ge=1,
+        description=(
+            "Most HTTP requests in flight at once, hedges not counted (hedge_budget bounds them; the connection pool "
+            "is twice this with hedging on, so a hedge never waits for a slot its stuck call holds)."
+        ),
+    )
     retry_budget: float = Field(
         0.2,
         ge=0.0,
