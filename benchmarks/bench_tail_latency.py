@@ -4,7 +4,9 @@ Workload: 64 GRPO groups x 4 responses judged listwise (one judge call per group
 scored at once through ``GenerativeRewardModel.ascore_batch`` and the `openai` backend, 32 judge
 calls in flight, against ``tests/fault_judge.py`` answering in 0.05 s in its own process. Each
 configuration gets a fresh judge process, one warm-up round (latencies become known), then the
-measured round, side by side in one run. Run: ``python benchmarks/bench_tail_latency.py``.
+measured round, side by side in one run; ``--repeats`` interleaved rounds of the short runs, medians
+shown (the ratio of each repeat's hang run to its no-hang run too). Run:
+``python benchmarks/bench_tail_latency.py``.
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hang", type=float, default=60.0, help="seconds the one stuck call hangs")
     parser.add_argument("--skip-today", action="store_true", help="skip the run with today's policy (it waits --hang s)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of the short runs (medians shown)")
     args = parser.parse_args()
     hang_at = [GROUPS // 2]  # one group's call in the middle of the round
     slow_tenth = list(range(0, GROUPS, 10))  # 10 % of the calls (7 of 64)
@@ -105,20 +108,32 @@ def main() -> None:
         "10% calls at 2 s, hedging (default)": ({}, slow_tenth, 2.0),
         "10% calls at 2 s, no hedging": ({"hedge": False}, slow_tenth, 2.0),
     }
-    if not args.skip_today:
-        runs["one call hangs, policy before issue 13"] = (TODAY, hang_at, args.hang)
-    results = {name: scenario(*spec) for name, spec in runs.items()}
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in runs}
+    for _ in range(max(1, args.repeats)):  # interleaved: a change of load hits every run alike
+        for name, spec in runs.items():
+            results[name].append(scenario(*spec))
+    if not args.skip_today:  # once: it waits --hang s
+        results["one call hangs, policy before issue 13"] = [scenario(TODAY, hang_at, args.hang)]
     base = results["no hang, hedging (default)"]
+    reference = base[0]["rewards"]
     print(f"{GROUPS} groups x {RESPONSES} responses listwise, judge {LATENCY}s per call, {IN_FLIGHT} calls in flight")
+    print(f"medians of {len(base)} interleaved repeats (calls, hedges, lost: totals)")
     print(f"{'run':<40} {'wall s':>7} {'vs no hang':>10} {'p50 s':>6} {'p99 s':>6} {'calls':>5} {'hedges':>6} {'lost':>4} {'same':>5}")
-    for name, r in results.items():
-        lost = sum(x is None for x in r["rewards"])
-        same = r["rewards"] == base["rewards"]
+    base_wall = statistics.median(r["wall"] for r in base)
+    for name, rs in results.items():
+        wall = statistics.median(r["wall"] for r in rs)
+        lost = sum(x is None for r in rs for x in r["rewards"])
+        same = all(r["rewards"] == reference for r in rs)
         print(
-            f"{name:<40} {r['wall']:7.2f} {r['wall'] / base['wall']:9.2f}x {r['p50']:6.2f} {r['p99']:6.2f} "
-            f"{r['http_requests']:5d} {r['hedges']:6d} {lost:4d} {same!s:>5}"
+            f"{name:<40} {wall:7.2f} {wall / base_wall:9.2f}x {statistics.median(r['p50'] for r in rs):6.2f} "
+            f"{statistics.median(r['p99'] for r in rs):6.2f} {sum(r['http_requests'] for r in rs):5d} "
+            f"{sum(r['hedges'] for r in rs):6d} {lost:4d} {same!s:>5}"
         )
-    print(f"extra judge calls from hedging under normal load: {base['hedges']}/{GROUPS} = {base['hedges'] / GROUPS:.1%}")
+    hung = results["one call hangs, hedging (default)"]
+    ratios = ", ".join(f"{h['wall'] / b['wall']:.2f}x" for h, b in zip(hung, base, strict=True))
+    print(f"one call hangs / no hang, per repeat: {ratios}")
+    extra = sum(r["hedges"] for r in base)
+    print(f"extra judge calls from hedging under normal load: {extra}/{GROUPS * len(base)} = {extra / (GROUPS * len(base)):.1%}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import email.utils
 import inspect
+import itertools
 import json
 import os
 import random
@@ -144,6 +145,7 @@ class HTTPPolicy:
     hedge_percentile: float = 95.0
     hedge_factor: float = 2.0
     hedge_min_delay_s: float = 0.1
+    hedge_tail_factor: float = 1.5
     hedge_budget: float = 0.05
     latency_min_samples: int = 20
     latency_timeout_factor: float = 10.0
@@ -189,7 +191,8 @@ class ServerHealth:
     the first success closes it. Latency: the last ``LATENCY_WINDOW`` successful calls; once
     ``latency_min_samples`` are known, a call still running after :meth:`hedge_delay` while a call
     sent half a delay after it was answered (it was overtaken: the judge is not just busy), or after
-    twice the delay regardless, gets one duplicate (at most ``hedge_budget`` x the calls in the
+    twice the delay regardless, or after :meth:`tail_delay` once the server's calls have
+    :meth:`drained` to stragglers, gets one duplicate (at most ``hedge_budget`` x the calls in the
     window, plus ``HEDGE_BUDGET_FLOOR``); a call's timeout shrinks to :meth:`latency_timeout`.
 
     The state is shared by every client of the server; the thresholds are each caller's: every
@@ -212,6 +215,10 @@ class ServerHealth:
         self._sorted: list[float] | None = None
         self._hedges: deque[float] = deque()
         self._youngest_answered = float("-inf")
+        # First sends (not hedges) out, in the order they went out: token -> when; and those waiting for a slot
+        self._out: dict[int, float] = {}
+        self._waiting = 0
+        self._tokens = itertools.count()
 
     def record_latency(self, seconds: float, started: float | None = None) -> None:
         """Record how long a successful call took (``started``: when it was sent, monotonic clock)."""
@@ -224,6 +231,31 @@ class ServerHealth:
     def overtaken(self, since: float) -> bool:
         """Whether a call sent after ``since`` (monotonic clock) has already been answered."""
         return self._youngest_answered > since
+
+    def call_waiting(self) -> int:
+        """Track a call that waits for a slot (then :meth:`call_sent`, at last :meth:`call_over`); its token."""
+        with self._lock:
+            self._waiting += 1
+            return next(self._tokens)
+
+    def call_sent(self, token: int, started: float) -> None:
+        """The call went out at ``started`` (monotonic clock; calls are reported in the order they go out)."""
+        with self._lock:
+            self._waiting -= 1
+            self._out[token] = started
+
+    def call_over(self, token: int) -> None:
+        with self._lock:
+            if self._out.pop(token, None) is None:
+                self._waiting -= 1  # it never got a slot
+
+    def drained(self) -> bool:
+        """Whether every call to this server still out was overtaken (a call sent after it has been
+        answered) and none waits for a slot: the batch has drained to stragglers. O(1)."""
+        with self._lock:
+            if self._waiting or not self._out:
+                return False
+            return next(reversed(self._out.values())) < self._youngest_answered
 
     def percentile(self, q: float, policy: HTTPPolicy | None = None) -> float | None:
         """The ``q``-th percentile (0-100) of recent latencies; None until ``latency_min_samples``."""
@@ -243,6 +275,15 @@ class ServerHealth:
             return None
         high = self.percentile(policy.hedge_percentile, policy)
         return None if high is None else max(policy.hedge_min_delay_s, high * policy.hedge_factor)
+
+    def tail_delay(self, policy: HTTPPolicy | None = None) -> float | None:
+        """Seconds after which a call still running gets a duplicate once the server's calls have
+        :meth:`drained`: max(floor, ``hedge_tail_factor`` x median latency); None: off or not known yet."""
+        policy = policy or self.policy
+        if not policy.hedge or policy.hedge_tail_factor <= 0:
+            return None
+        median = self.percentile(50.0, policy)
+        return None if median is None else max(policy.hedge_min_delay_s, median * policy.hedge_tail_factor)
 
     def latency_timeout(self, policy: HTTPPolicy | None = None) -> float | None:
         """A call's timeout from observed latency: max(floor, factor x p99); None until known or off."""
@@ -663,38 +704,60 @@ class HTTPEndpoint:
         return limit, False
 
     async def _race(self, state: _LoopState, url: str, content: bytes, timeout: tuple[float, float]) -> HTTPResponse:
-        """Send the call; if it runs past the hedge delay, send one duplicate (the same bytes: the same
-        seed, so the same sample). The first successful response wins and the other call is cancelled,
-        which closes its connection; if both fail, the first failure is the outcome."""
+        """Send the call; if it straggles (see :class:`ServerHealth`), send one duplicate (the same
+        bytes: the same seed, so the same sample). The duplicate takes no slot (the hedge budget bounds
+        it), so it never queues behind calls that a stuck one holds up. The first successful response
+        wins and the other call is cancelled, which closes its connection; if both fail, the first
+        failure is the outcome."""
 
-        sent: list[float] = []  # when each call got its slot and went out (monotonic clock)
+        health = self.health
+        sent: list[float] = []  # when each call went out (the first one: once it got its slot)
+
+        async def post() -> HTTPResponse:
+            self.stats["http_requests"] += 1
+            started = time.monotonic()
+            sent.append(started)
+            response = await state.session.send("POST", url, content, *timeout)
+            if response.is_success:
+                health.record_latency(time.monotonic() - started, started)
+            return response
 
         async def send() -> HTTPResponse:
             async with state.slots:
-                self.stats["http_requests"] += 1
-                started = time.monotonic()
-                sent.append(started)
-                response = await state.session.send("POST", url, content, *timeout)
-                if response.is_success:
-                    self.health.record_latency(time.monotonic() - started, started)
-                return response
+                health.call_sent(token, time.monotonic())
+                return await post()
 
-        tasks: list[asyncio.Future[HTTPResponse]] = [asyncio.ensure_future(send())]
+        tasks: list[asyncio.Future[HTTPResponse]] = []
+        token = health.call_waiting()
         try:
-            delay = self.health.hedge_delay(self.policy)
+            tasks.append(asyncio.ensure_future(send()))
+            delay = health.hedge_delay(self.policy)
             if delay is not None:
                 # Counted from when the call went out (not while it queued for a slot). Past the delay,
                 # hedge once a call sent half a delay later was answered first (this one is stuck: a
-                # busy client or judge delays every call alike), or at twice the delay regardless.
-                await asyncio.wait(tasks, timeout=delay)
+                # busy client or judge delays every call alike), or at twice the delay regardless; past
+                # the (shorter) tail delay, once every call still out was overtaken (the batch waits
+                # on stragglers only: the judge has nothing else of ours to do).
+                tail = health.tail_delay(self.policy)
+                tail = float("inf") if tail is None else tail
+                first = min(tail, delay)
+                await asyncio.wait(tasks, timeout=first)
                 while not tasks[0].done():
                     elapsed = time.monotonic() - sent[0] if sent else 0.0
-                    if elapsed >= 2 * delay or (elapsed >= delay and self.health.overtaken(sent[0] + delay / 2)):
-                        if self.health.try_hedge(self.policy):
+                    if (
+                        elapsed >= 2 * delay
+                        or (elapsed >= delay and health.overtaken(sent[0] + delay / 2))
+                        or (elapsed >= tail and health.drained())
+                    ):
+                        if health.try_hedge(self.policy):
                             self.stats["hedges"] += 1
-                            tasks.append(asyncio.ensure_future(send()))
+                            tasks.append(asyncio.ensure_future(post()))
                         break
-                    await asyncio.wait(tasks, timeout=max(delay - elapsed, delay / 4))
+                    if elapsed < first:
+                        wait = first - elapsed
+                    else:  # poll: the batch drains, or a younger call is answered, at any moment
+                        wait = min([max(first / 8, 0.001)] + [t - elapsed for t in (delay, 2 * delay) if t > elapsed])
+                    await asyncio.wait(tasks, timeout=wait)
             outcome: asyncio.Future[HTTPResponse] | None = None
             pending: set[asyncio.Future[HTTPResponse]] = set(tasks)
             while pending:
@@ -708,6 +771,7 @@ class HTTPEndpoint:
             assert outcome is not None
             return outcome.result()  # every call failed: the first failure (raised or answered)
         finally:
+            health.call_over(token)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)  # the loser's connection is closed now
@@ -753,10 +817,12 @@ class HTTPEndpoint:
             for old in [old for old in self._states if old.is_closed()]:
                 del self._states[old]  # its state refers to its loop: it would never be dropped
             size = self.policy.max_concurrency
+            # Hedges take no slot: the pool has room for one per call (the hedge budget bounds them).
+            pool = 2 * size if self.policy.hedge else size
             session: _Session = (
                 _HandlerSession(self._transport, self.headers)
                 if self._transport is not None
-                else _AiohttpSession(self._aiohttp, self.headers, size)
+                else _AiohttpSession(self._aiohttp, self.headers, pool)
             )
             closer = _close_at_loop_end(session)
             with contextlib.suppress(StopIteration):  # run it to its yield: now the loop's end closes the session

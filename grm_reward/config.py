@@ -136,7 +136,14 @@ class OpenAIOptions(_Section):
     backoff_max_s: float = Field(
         30.0, ge=0, description="Longest delay between retries (a server's Retry-After header is honoured up to timeout_s)."
     )
-    max_concurrency: int = Field(64, ge=1, description="Most HTTP requests in flight at once (also the connection pool size).")
+    max_concurrency: int = Field(
+        64,
+        ge=1,
+        description=(
+            "Most HTTP requests in flight at once, hedges not counted (hedge_budget bounds them; the connection pool "
+            "is twice this with hedging on, so a hedge never waits for a slot its stuck call holds)."
+        ),
+    )
     retry_budget: float = Field(
         0.2,
         ge=0.0,
@@ -203,6 +210,17 @@ class OpenAIOptions(_Section):
     )
     hedge_min_delay_s: float = Field(
         0.1, ge=0.0, description="Floor of the hedge delay: jitter of a very fast judge never triggers hedges."
+    )
+    hedge_tail_factor: float = Field(
+        1.5,
+        ge=0.0,
+        description=(
+            "Tail hedge: once every call to the server still out was overtaken (a call sent after it was answered: "
+            "the batch waits on stragglers only), a call running longer than this x the median latency (at least "
+            "hedge_min_delay_s) is hedged then, not at p95 x hedge_factor. The judge has nothing else of ours to do, "
+            "and the median is not lifted by slow first calls as p95 is; 1.5 lets the last calls of a healthy batch "
+            "finish unhedged. Within hedge_budget; 0 turns it off."
+        ),
     )
     hedge_budget: float = Field(
         0.05,

@@ -82,6 +82,47 @@ def test_the_hedge_budget_is_a_share_of_recent_calls_and_none_while_the_circuit_
     assert health.open and not health.try_hedge()
 
 
+
+def test_the_tail_delay_is_a_multiple_of_the_median_so_slow_first_calls_do_not_lift_it() -> None:
+    policy = HTTPPolicy(latency_min_samples=4, hedge_tail_factor=1.5, hedge_min_delay_s=0.05)
+    health = ServerHealth("http://judge", policy)
+    for _ in range(3):
+        health.record_latency(0.16)  # the cold first wave: new connections
+    assert health.tail_delay() is None  # too few known
+    for _ in range(17):
+        health.record_latency(0.08)
+    assert health.tail_delay() == pytest.approx(1.5 * 0.08)  # the median, not p95 (0.16)
+    assert health.hedge_delay() == pytest.approx(2.0 * 0.16)
+    fast = ServerHealth("http://judge", policy)
+    for _ in range(4):
+        fast.record_latency(0.001)
+    assert fast.tail_delay() == 0.05  # the floor
+    for off in (HTTPPolicy(latency_min_samples=1, hedge_tail_factor=0.0), HTTPPolicy(latency_min_samples=1, hedge=False)):
+        health = ServerHealth("http://judge", off)
+        health.record_latency(0.1)
+        assert health.tail_delay() is None
+
+
+def test_drained_only_once_every_call_still_out_was_overtaken() -> None:
+    health = ServerHealth("http://judge", HTTPPolicy())
+    assert not health.drained()  # nothing out
+    stuck, queued = health.call_waiting(), health.call_waiting()
+    health.call_sent(stuck, 10.0)
+    health.record_latency(0.05, started=11.0)  # a younger call was answered...
+    assert not health.drained()  # ...but one still waits for a slot: the batch has not drained
+    health.call_sent(queued, 12.0)
+    assert not health.drained()  # it is out now, younger than every answer
+    health.record_latency(0.05, started=12.5)
+    assert health.drained()  # every call out was overtaken: only stragglers left
+    late = health.call_waiting()
+    health.call_sent(late, 13.0)
+    assert not health.drained()  # fresh traffic
+    for token in (late, queued):
+        health.call_over(token)
+    assert health.drained()
+    health.call_over(stuck)
+    assert not health.drained()
+
 # --- against a real judge server -----------------------------------------------------------------------
 def test_a_straggling_call_is_hedged_with_the_same_body_and_the_same_sample(judge: FaultJudge) -> None:
     reference = make_backend(judge)  # (too few latencies known yet to hedge)
@@ -103,6 +144,38 @@ def test_a_straggling_call_is_hedged_with_the_same_body_and_the_same_sample(judg
     assert straggler == hedge  # one body, byte for byte: same seed, same n
     assert b'"seed": 7' in hedge or b'"seed":7' in hedge
 
+
+
+def test_the_last_straggler_of_a_batch_is_hedged_once_the_batch_drains(judge: FaultJudge) -> None:
+    # the regular delay (p95 x 200) is far off: only the tail rule can hedge in time
+    backend = make_backend(judge, max_concurrency=4, hedge_factor=200.0)
+
+    async def main() -> tuple[float, float]:
+        await warm_up(backend)
+        regular = backend.http.health.hedge_delay(backend.http.policy)
+        assert regular is not None
+        judge.stragglers = {judge.calls + 5}  # the first call of the second wave hangs for 60 s
+        started = time.monotonic()
+        await asyncio.gather(*(generate(backend, request(seed=s)) for s in range(8)))
+        return time.monotonic() - started, regular
+
+    elapsed, regular = run(main, backend)
+    assert elapsed < min(regular, 5.0)  # hedged once the other 7 were answered, not after p95 x 200
+    assert backend.stats.extra["hedges"] == 1 and backend.stats.extra["hedge_wins"] == 1
+    assert judge.calls == WARM + 8 + 1
+
+
+def test_a_hedge_does_not_wait_for_the_slot_its_straggler_holds(judge: FaultJudge) -> None:
+    backend = make_backend(judge, max_concurrency=1)
+
+    async def main() -> list[str]:
+        await warm_up(backend)
+        judge.stragglers = {judge.calls + 1}
+        return await asyncio.wait_for(generate(backend), timeout=10)  # not the straggler's 60 s
+
+    texts = run(main, backend)
+    assert len(texts) == 1 and "Scores:" in texts[0]
+    assert backend.stats.extra["hedges"] == 1 and backend.stats.extra["hedge_wins"] == 1
 
 def test_the_cancelled_loser_frees_its_connection_at_once(judge: FaultJudge) -> None:
     backend = make_backend(judge, max_concurrency=2)
