@@ -9,8 +9,10 @@ Measures, side by side in one run, on the embedded judge (transformers backend, 
 
 and prints ``score / raw`` (goal: <= 1.05). Runs alternate (score, raw, score, raw, ...) so drift
 on a noisy machine hits both; it reports the ratio of the fastest runs (noise only adds time) and
-the median of the paired ratios. A second figure, measured with
-an instant scripted backend, is the layer's own Python cost per judge sample in microseconds.
+the median of the paired ratios. Two runs minutes apart differ by more than the layer costs on a
+shared machine, so it also times, inside each ``score`` run, the part spent outside the backend's
+``generate``: the layer's own share of that very run, which load cannot move between sides. A
+last figure, with an instant scripted backend, is the layer's Python cost per judge sample.
 
     python benchmarks/bench_layer_overhead.py [--requests 4] [--k 4] [--max-new-tokens 32] [--repeats 3]
 """
@@ -43,26 +45,34 @@ class Recording(Backend):
         self.name = inner.name
         self.capabilities = inner.capabilities
         self.seen: list[GenerationRequest] = []
+        self.inner_seconds = 0.0  # wall time inside the wrapped backend's generate
 
     async def _generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
         self.seen.extend(requests)
-        return await self.inner.generate(requests)
+        started = time.perf_counter()
+        try:
+            return await self.inner.generate(requests)
+        finally:
+            self.inner_seconds += time.perf_counter() - started
 
 
-def layer_python_cost(k: int, rounds: int = 200) -> float:
-    """Microseconds of our own code per judge sample, with an instant scripted judge."""
+def layer_python_cost(k: int, blocks: int = 40, rounds: int = 10) -> float:
+    """Microseconds of our own code per judge sample, with an instant scripted judge: CPU time, the
+    fastest of ``blocks`` blocks (other jobs on a shared machine only ever add time)."""
     rm = GenerativeRewardModel(
         backend=ScriptedBackend(["Specific Criteria: a (Weight: 50%)\nAnalysis: ok\nScores: \\boxed{6, 7}"]),
         k=k,
     )
     requests = [(p, r) for p, r in PROMPTS]
     rm.score_batch(requests)  # warm up
-    started = time.perf_counter()
-    for _ in range(rounds):
-        rm.score_batch(requests)
-    elapsed = time.perf_counter() - started
+    best = float("inf")
+    for _ in range(blocks):
+        started = time.process_time()
+        for _ in range(rounds):
+            rm.score_batch(requests)
+        best = min(best, time.process_time() - started)
     rm.close()
-    return elapsed / (rounds * len(requests) * k) * 1e6
+    return best / (rounds * len(requests) * k) * 1e6
 
 
 def main() -> None:
@@ -94,11 +104,13 @@ def main() -> None:
     rm.score_batch(requests)
     recorded = list(backend.seen)
 
-    score_times, raw_times, score_cpu, raw_cpu = [], [], [], []
+    score_times, raw_times, score_cpu, raw_cpu, outside = [], [], [], [], []
     for _ in range(args.repeats):
+        backend.inner_seconds = 0.0
         started, cpu = time.perf_counter(), time.process_time()
         results = rm.score_batch(requests)
         score_times.append(time.perf_counter() - started)
+        outside.append(score_times[-1] - backend.inner_seconds)
         score_cpu.append(time.process_time() - cpu)
         started, cpu = time.perf_counter(), time.process_time()
         # On the thread the score path runs on: torch keeps a thread pool per calling thread, and
@@ -121,7 +133,11 @@ def main() -> None:
           f"(runs: {', '.join(f'{r:.3f}' for r in ratios)}; goal <= 1.05)")
     print(f"layer overhead ratio score/raw in CPU time: best-of-runs {min(score_cpu) / min(raw_cpu):.3f}, "
           f"median of runs {statistics.median(score_cpu) / statistics.median(raw_cpu):.3f}")
-    print(f"layer's own Python cost: {layer_python_cost(args.k):.1f} us per judge sample (scripted instant judge)")
+    shares = [o / t for o, t in zip(outside, score_times)]
+    print(f"inside each score_batch run, time outside the backend's generate: "
+          f"{', '.join(f'{o * 1e3:.1f} ms' for o in outside)} = {max(shares) * 100:.3f} % of the run at most "
+          f"(ratio {1 + max(shares):.4f}; goal <= 1.05)")
+    print(f"layer's own Python cost: {layer_python_cost(args.k):.1f} us per judge sample (scripted instant judge, CPU time, fastest block)")
 
 
 if __name__ == "__main__":
