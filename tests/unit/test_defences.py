@@ -167,7 +167,7 @@ def _unscreened(text: str, rewrite: bool, flag: bool) -> tuple[str, DefenceRecor
     return shown, DefenceRecord(neutralised=neutralised, flagged=flagged, chars=len(text))
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", range(8))
 def test_the_screen_changes_no_result(seed: int) -> None:
     # Random texts built from keywords, near misses and case look-alikes, in mixed case: whatever the
     # screen lets through or skips, each response's shown text and record equal the rules' own.
@@ -197,6 +197,18 @@ def test_case_look_alikes_are_neutralised_inside_a_request(text: str, kinds: dic
     shown, records = defend_request(Request(prompt="q", responses=["A clean answer.", text]))
     assert records[0] == DefenceRecord(chars=len("A clean answer.")) and records[1].neutralised == kinds
     assert shown.responses[1] != text
+
+
+def test_only_kelvin_and_dotted_i_lower_case_onto_ascii() -> None:
+    # The screen reads non-ASCII text as given (case folding), the rules its Python lower case: they agree
+    # because only these two characters lower-case onto ASCII letters (see _may_match); the fuzz above
+    # draws both.
+    onto_ascii = {
+        chr(cp) for cp in range(0x80, 0x110000)
+        if not 0xD800 <= cp <= 0xDFFF and chr(cp).lower() != chr(cp) and any(ord(c) < 0x80 for c in chr(cp).lower())
+    }
+    assert onto_ascii == {"\u0130", "\u212a"}
+    assert set(_LOOKALIKE_LETTERS["i"] + _LOOKALIKE_LETTERS["k"]) >= onto_ascii
 
 
 def test_a_lone_surrogate_does_not_blind_the_screen() -> None:
