@@ -472,6 +472,19 @@ def test_a_session_left_open_is_closed_when_its_loop_ends(judge: FaultJudge) -> 
     assert judge.connections >= 2 and judge.open_connections == 0
 
 
+def test_forget_server_drops_the_shared_state_of_one_url_or_of_all() -> None:
+    # A new server on a reused address (the fault judge's restarts, the autouse fixture) starts afresh.
+    from grm_reward._http import forget_server, server_health
+
+    a, b = server_health("http://a.test/v1/", HTTPPolicy()), server_health("http://b.test", HTTPPolicy())
+    assert server_health("http://a.test/v1", HTTPPolicy()) is a  # one state per URL, trailing slash or not
+    forget_server("http://a.test/v1/")
+    assert server_health("http://a.test/v1", HTTPPolicy()) is not a
+    assert server_health("http://b.test", HTTPPolicy()) is b
+    forget_server()
+    assert server_health("http://b.test", HTTPPolicy()) is not b
+
+
 def test_each_client_of_a_server_keeps_its_own_thresholds(judge: FaultJudge) -> None:
     # The breaker state of a URL is shared, but a later client's policy is not overruled by the first one's.
     first = make_backend(judge, breaker_failures=50)
