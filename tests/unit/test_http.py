@@ -419,10 +419,11 @@ def test_garbage_200_answers_are_retried_then_reported(body: bytes) -> None:
 
 @pytest.mark.parametrize(("header", "expected"), [("inf", 300.0), ("nan", 0.0), ("-5", 0.0), ("1e400", 300.0)])
 def test_absurd_retry_after_headers_are_bounded(header: str, expected: float) -> None:
-    from grm_reward._http import HTTPEndpoint, _retry_after
+    from grm_reward._http import HTTPEndpoint
+    from grm_reward._http.failures import parse_retry_after
 
     endpoint = HTTPEndpoint("http://x.test", HTTPPolicy(timeout_s=300.0), transport=object())
-    assert endpoint.backoff(1, _retry_after(header)) == expected
+    assert endpoint.backoff(1, parse_retry_after(header)) == expected
 
 
 def test_meta_rm_answer_with_nan_ratings_is_retried() -> None:
@@ -471,6 +472,19 @@ def test_a_session_left_open_is_closed_when_its_loop_ends(judge: FaultJudge) -> 
     assert judge.connections >= 2 and judge.open_connections == 0
 
 
+def test_forget_server_drops_the_shared_state_of_one_url_or_of_all() -> None:
+    # A new server on a reused address (the fault judge's restarts, the autouse fixture) starts afresh.
+    from grm_reward._http import forget_server, server_health
+
+    a, b = server_health("http://a.test/v1/", HTTPPolicy()), server_health("http://b.test", HTTPPolicy())
+    assert server_health("http://a.test/v1", HTTPPolicy()) is a  # one state per URL, trailing slash or not
+    forget_server("http://a.test/v1/")
+    assert server_health("http://a.test/v1", HTTPPolicy()) is not a
+    assert server_health("http://b.test", HTTPPolicy()) is b
+    forget_server()
+    assert server_health("http://b.test", HTTPPolicy()) is not b
+
+
 def test_each_client_of_a_server_keeps_its_own_thresholds(judge: FaultJudge) -> None:
     # The breaker state of a URL is shared, but a later client's policy is not overruled by the first one's.
     first = make_backend(judge, breaker_failures=50)
@@ -509,19 +523,19 @@ def test_a_large_payload_is_encoded_off_the_event_loop(judge: FaultJudge, monkey
     # held the server's loop (its /health) for ~0.2 s
     import threading
 
-    from grm_reward import _http
+    from grm_reward._http import sessions  # encode_json reads both names here, at call time
 
     threads: list[tuple[int, int]] = []
-    encode = _http._encode_json
+    encode = sessions._encode_json
 
     def recording(payload):  # type: ignore[no-untyped-def]
         threads.append((len(str(payload)), threading.get_ident()))
         return encode(payload)
 
-    monkeypatch.setattr(_http, "_encode_json", recording)
+    monkeypatch.setattr(sessions, "_encode_json", recording)
     backend = make_backend(judge)
     big = GenerationRequest(
-        messages=[{"role": "user", "content": "é" * (_http._ENCODE_INLINE_CHARS + 1)}], n=1, seed=5, max_tokens=8, temperature=0.5
+        messages=[{"role": "user", "content": "é" * (sessions._ENCODE_INLINE_CHARS + 1)}], n=1, seed=5, max_tokens=8, temperature=0.5
     )
 
     async def main() -> int:

@@ -15,7 +15,8 @@ from grm_reward import (
     GRMConfig,
     PromptTooLongError,
 )
-from grm_reward._http import HTTPRequest, HTTPResponse, _retry_after
+from grm_reward._http import HTTPRequest, HTTPResponse
+from grm_reward._http.failures import parse_retry_after
 from grm_reward.backends import create_backend
 from grm_reward.backends.base import FORCED_SCORES_PREFIX, GenerationRequest, ScoreFillRequest
 from grm_reward.backends.openai import OpenAIBackend, _apportion, detect_server
@@ -132,7 +133,7 @@ def test_retry_after_is_honoured() -> None:
     delays: list[float] = []
     generate(backend(server, delays=delays), request(n=1))
     assert delays == [2.0, 0.25]
-    assert _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0 and _retry_after("soon") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0 and parse_retry_after("soon") is None
 
 
 def test_429_until_retries_run_out() -> None:
