@@ -19,7 +19,9 @@ Measured from the backend's own counters (``BackendStats.prefill_tokens``) on th
 side by side with wall and CPU time (of this process), in one run.
 
     python benchmarks/bench_prefill_sharing.py [--k 8] [--max-new-tokens 16] [--part samples|prefixes|all]
-        [--threads 1] [--on-first]
+        [--threads 1] [--on-first] [--profile]
+
+``--profile`` times each forward pass (rows x positions, keys) of the four-group call, on and off.
 """
 
 from __future__ import annotations
@@ -105,6 +107,40 @@ def prefixes_part(backend: TransformersBackend, base: GRMConfig, k: int, on_firs
           "prefill before shared prefixes); wall and CPU time of the score_batch call, same split")
 
 
+def profile_part(backend: TransformersBackend, base: GRMConfig, k: int) -> None:
+    """Each forward pass of the four-group call (prefill levels, then decode steps), on and off."""
+    config = base.updated(k=k, temperature=0.5)
+    batch = [Request(PROMPT.replace("4 muffins", f"{m} muffins"), GROUP) for m in (4, 5, 6, 7)]
+    model = backend.model
+    passes: list[tuple[int, int, int, float]] = []
+
+    class Timed:  # the model, each call timed
+        def __call__(self, **inputs):
+            started = time.perf_counter()
+            out = model(**inputs)
+            rows, positions = inputs["input_ids"].shape
+            passes.append((rows, positions, inputs["attention_mask"].shape[1], time.perf_counter() - started))
+            return out
+
+        def __getattr__(self, name):
+            return getattr(model, name)
+
+    default = backend.share_prefixes
+    for share in (False, True):
+        passes.clear()
+        backend.share_prefixes, backend.model = share, Timed()
+        try:
+            started = time.perf_counter()
+            GenerativeRewardModel(config, backend=backend).score_batch(batch)
+            wall = time.perf_counter() - started
+        finally:
+            backend.share_prefixes, backend.model = default, model
+        print(f"shared prefixes {'on' if share else 'off'}: {wall:.1f} s; passes (rows x positions, keys: s)")
+        for rows, positions, keys, seconds in passes:
+            print(f"  {rows:>3} x {positions:<5} {keys:>5} keys: {seconds:6.2f}"
+                  f"{'' if positions == 1 else f'  {1000 * seconds / (rows * positions):5.1f} ms/position'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--k", type=int, default=8, help="samples per request in part 1")
@@ -113,6 +149,7 @@ def main() -> None:
     parser.add_argument("--part", choices=("samples", "prefixes", "all"), default="all")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     parser.add_argument("--on-first", action="store_true", help="part 2: run shared prefixes on before off")
+    parser.add_argument("--profile", action="store_true", help="time each forward pass of the four-group call")
     args = parser.parse_args()
     import torch
 
@@ -122,6 +159,9 @@ def main() -> None:
     backend = TransformersBackend.from_config(base)
     print(f"judge: embedded SmolLM2-135M-Instruct on CPU, max_new_tokens={args.max_new_tokens}, "
           f"torch threads {torch.get_num_threads()}")
+    if args.profile:
+        profile_part(backend, base, args.listwise_k)
+        return
     if args.part in ("samples", "all"):
         samples_part(backend, base, args.k)
     if args.part in ("prefixes", "all"):
