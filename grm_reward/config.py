@@ -66,7 +66,7 @@ class TransformersOptions(_Section):
             "Prefill the token prefix that the judge prompts of a batch share (instructions, query) once and copy "
             "its KV cache to every shown order, then prefill each order's own tail; same tokens as without. On by "
             "default: the plan is chosen by its cost (padding and cache width counted), and four listwise GRPO "
-            "groups in one call prefill 0.46x the tokens in 0.4-0.5x the time on CPU (docs/backends.md)."
+            "groups in one call prefill 0.46x the tokens in 0.39-0.55x the time on CPU (docs/backends.md)."
         ),
     )
 
