@@ -16,9 +16,12 @@ prompts in one call, where the template head is shared across requests too; the 
 be identical either way).
 
 Measured from the backend's own counters (``BackendStats.prefill_tokens``) on the embedded judge,
-side by side with wall time, in one run.
+side by side with wall and CPU time (of this process), in one run.
 
     python benchmarks/bench_prefill_sharing.py [--k 8] [--max-new-tokens 16] [--part samples|prefixes|all]
+        [--threads 1] [--on-first] [--profile]
+
+``--profile`` times each forward pass (rows x positions, keys) of the four-group call, on and off.
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ def samples_part(backend: TransformersBackend, base: GRMConfig, k: int) -> None:
           f"request / {k} one-sample requests; wall time, same split")
 
 
-def prefixes_part(backend: TransformersBackend, base: GRMConfig, k: int) -> None:
+def prefixes_part(backend: TransformersBackend, base: GRMConfig, k: int, on_first: bool = False) -> None:
     """Listwise GRPO groups at k, G=8: shared prefixes off (today) vs on, same backend, same seeds."""
     config = base.updated(k=k, temperature=0.5)
     batch = [Request(PROMPT.replace("4 muffins", f"{m} muffins"), GROUP) for m in (4, 5, 6, 7)]
@@ -82,24 +85,60 @@ def prefixes_part(backend: TransformersBackend, base: GRMConfig, k: int) -> None
     asyncio.run(backend.generate([warm]))  # warm up the kernels before the first measured call
     print(f"listwise GRPO group G={len(GROUP)}, k={k} (one prompt per shown order)")
     print(f"{'case':<26}{'requests':>9}{'prefilled tokens per request':>32}{'ratio':>8}{'wall s':>16}{'ratio':>8}"
-          f"{'same texts':>12}")
+          f"{'CPU s':>16}{'ratio':>8}{'same texts':>12}")
+    default = backend.share_prefixes
     for label, requests in (("one request", batch[:1]), ("4 groups in one call", batch)):
-        counts, walls, texts = {}, {}, {}
-        for share in (False, True):
+        counts, walls, cpus, texts = {}, {}, {}, {}
+        for share in (True, False) if on_first else (False, True):
             backend.share_prefixes = share
             rm = GenerativeRewardModel(config, backend=backend)
             before = backend.stats.prefill_tokens
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             results = rm.score_batch(requests)
-            walls[share] = time.perf_counter() - started
+            walls[share], cpus[share] = time.perf_counter() - started, time.process_time() - cpu_started
             counts[share] = (backend.stats.prefill_tokens - before) / len(requests)
             texts[share] = [s.text for r in results for s in r.samples]
-        backend.share_prefixes = False  # the default
+        backend.share_prefixes = default
         print(f"{label:<26}{len(requests):>9}{counts[True]:>15.0f} / {counts[False]:<14.0f}"
               f"{counts[True] / counts[False]:>8.3f}{walls[True]:>7.1f} / {walls[False]:<6.1f}"
-              f"{walls[True] / walls[False]:>8.3f}{texts[True] == texts[False]!s:>12}")
+              f"{walls[True] / walls[False]:>8.3f}{cpus[True]:>7.1f} / {cpus[False]:<6.1f}"
+              f"{cpus[True] / cpus[False]:>8.3f}{texts[True] == texts[False]!s:>12}")
     print("columns: prompt tokens run through the model per request, shared prefixes on / off (off is the "
-          "prefill before shared prefixes); wall time of the score_batch call, same split")
+          "prefill before shared prefixes); wall and CPU time of the score_batch call, same split")
+
+
+def profile_part(backend: TransformersBackend, base: GRMConfig, k: int) -> None:
+    """Each forward pass of the four-group call (prefill levels, then decode steps), on and off."""
+    config = base.updated(k=k, temperature=0.5)
+    batch = [Request(PROMPT.replace("4 muffins", f"{m} muffins"), GROUP) for m in (4, 5, 6, 7)]
+    model = backend.model
+    passes: list[tuple[int, int, int, float]] = []
+
+    class Timed:  # the model, each call timed
+        def __call__(self, **inputs):
+            started = time.perf_counter()
+            out = model(**inputs)
+            rows, positions = inputs["input_ids"].shape
+            passes.append((rows, positions, inputs["attention_mask"].shape[1], time.perf_counter() - started))
+            return out
+
+        def __getattr__(self, name):
+            return getattr(model, name)
+
+    default = backend.share_prefixes
+    for share in (False, True):
+        passes.clear()
+        backend.share_prefixes, backend.model = share, Timed()
+        try:
+            started = time.perf_counter()
+            GenerativeRewardModel(config, backend=backend).score_batch(batch)
+            wall = time.perf_counter() - started
+        finally:
+            backend.share_prefixes, backend.model = default, model
+        print(f"shared prefixes {'on' if share else 'off'}: {wall:.1f} s; passes (rows x positions, keys: s)")
+        for rows, positions, keys, seconds in passes:
+            print(f"  {rows:>3} x {positions:<5} {keys:>5} keys: {seconds:6.2f}"
+                  f"{'' if positions == 1 else f'  {1000 * seconds / (rows * positions):5.1f} ms/position'}")
 
 
 def main() -> None:
@@ -108,14 +147,25 @@ def main() -> None:
     parser.add_argument("--listwise-k", type=int, default=4, help="samples per listwise request in part 2")
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--part", choices=("samples", "prefixes", "all"), default="all")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    parser.add_argument("--on-first", action="store_true", help="part 2: run shared prefixes on before off")
+    parser.add_argument("--profile", action="store_true", help="time each forward pass of the four-group call")
     args = parser.parse_args()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
     base = GRMConfig(max_new_tokens=args.max_new_tokens, transformers={"device": "cpu", "batch_size": 32})
     backend = TransformersBackend.from_config(base)
-    print(f"judge: embedded SmolLM2-135M-Instruct on CPU, max_new_tokens={args.max_new_tokens}")
+    print(f"judge: embedded SmolLM2-135M-Instruct on CPU, max_new_tokens={args.max_new_tokens}, "
+          f"torch threads {torch.get_num_threads()}")
+    if args.profile:
+        profile_part(backend, base, args.listwise_k)
+        return
     if args.part in ("samples", "all"):
         samples_part(backend, base, args.k)
     if args.part in ("prefixes", "all"):
-        prefixes_part(backend, base, args.listwise_k)
+        prefixes_part(backend, base, args.listwise_k, args.on_first)
 
 
 if __name__ == "__main__":

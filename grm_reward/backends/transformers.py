@@ -6,7 +6,7 @@ things ``generate`` does not give together:
 - **shared prefill**: the prompt of a request is run through the model once (all but its last
   token) and its KV cache is copied to the request's n sample rows, and the prefix that prompts
   share (instructions, query: every shown order of a listwise request) is run once for all of
-  them (``_prefix.prefill_levels``); ``generate`` repeats the prompt n times before prefill;
+  them (``_prefix.cheapest_plan``); ``generate`` repeats the prompt n times before prefill;
 - **per-sample seeds**: each row samples from its own ``torch.Generator``, so a sample depends
   on its seed only, not on what else shares the batch;
 - **constrained score filling** with exact number probabilities (``10`` may be two tokens).
@@ -19,7 +19,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from grm_reward.backends._prefix import PrefillLevel, padded_cost, prefill_levels
+from grm_reward.backends._prefix import PrefillLevel, cheapest_plan
 from grm_reward.backends._shared import render_chat_prompt, torch_placement
 from grm_reward.backends.base import (
     Backend,
@@ -82,6 +82,7 @@ class TransformersBackend(Backend):
         self.stop_ids = _stop_token_ids(model, tokenizer)
         self.share_prefixes = share_prefixes
         self.sliding_window = _sliding_window(model)
+        self.token_cost = _token_cost(model)
         self._lock = threading.Lock()  # one forward pass at a time; thread-safe across event loops
         self._number_tokens: dict[tuple[int, int], dict[str, list[int]]] = {}
 
@@ -192,11 +193,8 @@ class TransformersBackend(Backend):
         unique: dict[tuple[int, ...], int] = {}
         row_prompt = [unique.setdefault(tuple(p), len(unique)) for p in prompts]
         uniques = [list(p) for p in unique]
-        cache, mask = self._prefill([p[:-1] for p in uniques], max_tokens)
         index = torch.tensor(row_prompt, device=self.device)
-        if cache is not None:
-            cache.batch_select_indices(index)
-        mask = mask[index]
+        cache, mask = self._prefill([p[:-1] for p in uniques], max_tokens, index)
         current = torch.tensor([uniques[r][-1] for r in row_prompt], device=self.device)
         self.stats.prefill_tokens += len(prompts)  # each row runs the prompt's last token itself
 
@@ -252,13 +250,15 @@ class TransformersBackend(Backend):
             generations.append(Generation(text=text, completion_tokens=len(tokens[row]), finish_reason=finish[row]))
         return generations
 
-    def _prefill(self, prompts: list[list[int]], decode_tokens: int) -> tuple[Any, torch.Tensor]:
-        """Run the distinct ``prompts`` through the model; returns (cache or None, attention mask).
+    def _prefill(self, prompts: list[list[int]], decode_tokens: int, rows: torch.Tensor) -> tuple[Any, torch.Tensor]:
+        """Run the distinct ``prompts`` through the model; returns (cache or None, attention mask) of
+        the decode ``rows`` (``rows[r]``: the prompt row ``r`` continues).
 
         With ``share_prefixes`` the prefixes they share (instructions, query) are run once per level
-        of :func:`prefill_levels` and their KV cache rows copied to the prompts that continue them;
+        of :func:`cheapest_plan` and their KV cache rows copied to the prompts that continue them;
         the gaps this leaves between segments are masked, and positions skip them, so each row
-        attends to exactly its own prompt. Without it, each prompt is run whole, left-padded.
+        attends to exactly its own prompt; the gaps are then dropped (:meth:`_compact`). Without it,
+        each prompt is run whole, left-padded.
         """
         torch = self.torch
         from transformers import DynamicCache
@@ -289,7 +289,35 @@ class TransformersBackend(Backend):
                 logits_to_keep=1,
             )
             self.stats.prefill_tokens += sum(len(s) for s in level.segments)
-        return cache, mask
+        if len(levels) > 1 and cache is not None:
+            return cache, self._compact(cache, mask, rows)
+        if cache is not None:
+            cache.batch_select_indices(rows)
+        return cache, mask[rows]
+
+    def _compact(self, cache: Any, mask: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Select ``rows`` of the cache without the gaps the levels left between segments: each row's
+        own columns, in order, left-padded to the longest prompt, as a whole prefill leaves them (keys
+        keep the positions they were run at). Every decode step attends over, and ``DynamicCache``
+        copies, the whole width. Returns the rows' mask; one gather per layer."""
+        from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+        layers = getattr(cache, "layers", None)
+        if not layers or not all(type(layer) in (DynamicLayer, DynamicSlidingWindowLayer) for layer in layers):
+            cache.batch_select_indices(rows)  # a cache we cannot rearrange: keep the gaps (still exact)
+            return mask[rows]
+        width = int(mask.sum(dim=1).max())
+        # Per prompt: its gap columns first, then its own columns in order (a stable sort of the 0/1 mask).
+        columns = self.torch.sort(mask, dim=1, stable=True).indices[:, mask.shape[1] - width :][rows]
+        for layer in layers:
+            if not layer.is_initialized:
+                continue
+            # [rows, width, heads, dim] -> [rows, heads, width, dim]: a view; the next update copies it anyway.
+            layer.keys = layer.keys[rows[:, None], :, columns].transpose(1, 2)
+            layer.values = layer.values[rows[:, None], :, columns].transpose(1, 2)
+            if isinstance(layer, DynamicSlidingWindowLayer):
+                layer.cumulative_length = width  # nothing was cut: the plan fits the window (_prefill_plan)
+        return mask[rows].gather(1, columns)
 
     def _prefill_plan(self, prompts: list[list[int]], decode_tokens: int) -> list[PrefillLevel]:
         """Shared-prefix levels when they pay and are exact; else one level, each prompt whole."""
@@ -297,10 +325,10 @@ class TransformersBackend(Backend):
         if not self.share_prefixes or len(prompts) < 2:
             return whole
         try:
-            levels = prefill_levels(prompts)
+            levels = cheapest_plan(prompts, token_cost=self.token_cost)
         except RecursionError:  # a tree as deep as the batch is wide (nested prompts): not worth sharing
             return whole
-        if len(levels) < 2 or padded_cost(levels) > padded_cost(whole):
+        if len(levels) < 2:
             return whole
         # A sliding-window layer counts the gaps between segments as distance: share only while every
         # row, gaps included, stays inside the window (then the window never cuts anything).
@@ -462,6 +490,21 @@ def _sliding_window(model: Any) -> int | None:
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     window = getattr(text_config, "sliding_window", None)
     return window if isinstance(window, int) and window > 0 else None
+
+
+def _token_cost(model: Any) -> float:
+    """The work of one token position's linear layers in query-key products of attention (about
+    3,000 on the embedded judge): the exchange rate of padding against cache width in the prefill plan."""
+    config = model.config
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    layers = getattr(text_config, "num_hidden_layers", None)
+    heads = getattr(text_config, "num_attention_heads", None)
+    hidden = getattr(text_config, "hidden_size", None)
+    head_dim = getattr(text_config, "head_dim", None) or (hidden // heads if hidden and heads else None)
+    if not (isinstance(layers, int) and isinstance(heads, int) and isinstance(head_dim, int)) or not layers * heads * head_dim:
+        return 3000.0
+    parameters = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
+    return max(float(parameters) / (2 * layers * heads * head_dim), 1.0)
 
 
 def _stop_token_ids(model: Any, tokenizer: Any) -> set[int]:

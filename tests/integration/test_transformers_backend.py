@@ -153,3 +153,60 @@ def test_shared_prefix_generation_gives_the_tokens_of_unshared_generation(backen
     assert len(levels) == 2 and prefilled[True] == shared + rows
     head = len(levels[0].segments[0])
     assert shared == head + sum(len(p) - 1 - head for p in prompts) < prefilled[False] - rows
+
+
+
+JUDGE = "You judge answers. Read the question and the answers, then score each answer from 1 to 10.\n"
+QUESTIONS = [
+    "Question: which city is the capital of France, and on which river does it stand?\n",
+    "Question: what is the boiling point of water at sea level, in degrees Celsius?\n",
+]
+LONG_ANSWERS = [
+    ["Paris is the capital of France, and it stands on the river Seine.", "Lyon, on the Rhone and the Saone, is the capital.",
+     "The capital is Paris; the Loire flows through it on its way to the sea."],
+    ["Water boils at 100 degrees Celsius at sea level.", "It boils at 90 degrees Celsius, a little less than body heat.",
+     "At sea level water boils at one hundred degrees Celsius, or 212 Fahrenheit."],
+]
+
+
+def judged(question, order):
+    answers = LONG_ANSWERS[question]
+    text = JUDGE + QUESTIONS[question] + "".join(f"[Answer {p + 1}] {answers[i]}\n" for p, i in enumerate(order))
+    return ({"role": "user", "content": text + "Scores:"},)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_a_batch_of_requests_gives_the_tokens_of_unshared_generation_with_a_merged_plan(backend, temperature) -> None:
+    """Two requests of different lengths in one batch, two orders of the first with the same first
+    answer: the plan merges a level of the tree away (that answer would pad the other rows), and the
+    cache is compacted to the longest prompt before decoding."""
+    import torch
+
+    from grm_reward.backends._prefix import prefill_levels
+
+    messages = [judged(0, o) for o in [(0, 1, 2), (0, 2, 1), (1, 2, 0)]] + [judged(1, o) for o in [(0, 1, 2), (2, 0, 1)]]
+    requests = [
+        GenerationRequest(messages=m, n=2, seed=30 + 2 * j, max_tokens=6, temperature=temperature)
+        for j, m in enumerate(messages)
+    ]
+    prompts = [backend.encode(m)[:-1] for m in messages]
+    default = backend.share_prefixes
+    texts = {}
+    try:
+        backend.share_prefixes = True
+        plan = backend._prefill_plan(prompts, 6)
+        rows = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 4, 4])
+        with torch.inference_mode():
+            cache, mask = backend._prefill(prompts, 6, rows)
+        for share in (False, True):
+            backend.share_prefixes = share
+            texts[share] = [[s.text for s in out.samples] for out in backend.generate_sync(requests)]
+    finally:
+        backend.share_prefixes = default
+    assert texts[True] == texts[False]
+    assert [len(level.segments) for level in prefill_levels(prompts)] == [1, 2, 4, 5]
+    assert [len(level.segments) for level in plan] == [1, 2, 5]  # the shared first answer merged away
+    width = max(map(len, prompts))  # as wide as the longest prompt, as a whole prefill leaves it
+    assert mask.shape[1] == cache.get_seq_length() == width
+    lengths = [len(prompts[r]) for r in rows.tolist()]
+    assert mask.tolist() == [[0] * (width - n) + [1] * n for n in lengths]

@@ -6,7 +6,14 @@ import random
 
 import pytest
 
-from grm_reward.backends._prefix import MIN_SHARED_TOKENS, PrefillLevel, padded_cost, prefill_levels
+from grm_reward.backends._prefix import (
+    MIN_SHARED_TOKENS,
+    PrefillLevel,
+    cheapest_plan,
+    padded_cost,
+    plan_cost,
+    prefill_levels,
+)
 
 
 def spelled(levels: list[PrefillLevel]) -> list[list[int]]:
@@ -90,7 +97,7 @@ def plan_of(prompts, *, share=True, window=None, decode=8):
     from grm_reward.backends.transformers import TransformersBackend
 
     backend = TransformersBackend.__new__(TransformersBackend)
-    backend.share_prefixes, backend.sliding_window = share, window
+    backend.share_prefixes, backend.sliding_window, backend.token_cost = share, window, 3000.0  # the embedded judge's
     return backend._prefill_plan(prompts, decode)
 
 
@@ -115,3 +122,58 @@ def test_a_tree_as_deep_as_the_batch_falls_back_to_whole_prompts() -> None:
     with pytest.raises(RecursionError):
         prefill_levels(nested)
     assert plan_of(nested) == [PrefillLevel([0] * len(nested), nested)]
+
+
+def listwise_batch(rng: random.Random, requests: int = 4, k: int = 4, g: int = 8) -> list[list[int]]:
+    """Judge prompts shaped like a backend batch of listwise requests: a template head, the request's
+    query, its G responses in k shown orders (two of them with the same first response), then the
+    order-independent rest of the template."""
+    head, tail = [rng.randrange(1000) for _ in range(300)], [7] * 25
+    prompts = []
+    for q in range(requests):
+        query = [2000 + 40 * q + t for t in range(30)]
+        responses = [[3000 + 200 * q + 20 * i + t for t in range(rng.randrange(20, 30))] for i in range(g)]
+        firsts = rng.sample(range(g), min(g, k - 1))
+        firsts = [firsts[0], *firsts][:k]  # orders 0 and 1 show the same response first, the others not
+        orders = [[first, *rng.sample([i for i in range(g) if i != first], g - 1)] for first in firsts]
+        for order in orders:
+            prompt = head + query + [t for i in order for t in responses[i]] + tail
+            if prompt not in prompts:  # the backend runs each distinct prompt once
+                prompts.append(prompt)
+    return prompts
+
+
+def test_four_listwise_requests_run_head_queries_then_whole_rests_without_padding() -> None:
+    prompts = listwise_batch(random.Random(7))
+    tree = prefill_levels(prompts)
+    assert [len(level.segments) for level in tree] == [1, 4, 12, 16]  # the pairs' first response shared too
+    plan = plan_of(prompts)
+    # Sharing the first response of a pair would pad the rest of the batch to it: merged away. The plan
+    # pads no more than the whole prompts do (the prompts of a request are equally long).
+    assert [len(level.segments) for level in plan] == [1, 4, 16] and spelled(plan) == prompts
+    whole = [PrefillLevel([0] * len(prompts), prompts)]
+    assert padded_cost(plan) - real_tokens(plan) == padded_cost(whole) - real_tokens(whole)
+    assert padded_cost(plan) < padded_cost(tree)
+    assert sum(max(map(len, level.segments)) for level in plan) == max(map(len, prompts))  # the cache width
+    assert plan_cost(plan, token_cost=3000.0) < plan_cost(tree, token_cost=3000.0)
+
+
+def test_the_cheapest_plan_spells_every_prompt_and_costs_no_more_than_the_tree_or_whole_prompts() -> None:
+    rng = random.Random(99)
+    for trial in range(200):
+        if trial % 4 == 0:
+            prompts = listwise_batch(rng, requests=rng.randrange(1, 4), k=rng.randrange(2, 5), g=rng.randrange(2, 6))
+        else:
+            stems = [[rng.randrange(50) for _ in range(rng.randrange(0, 80))] for _ in range(rng.randrange(1, 4))]
+            prompts = []
+            for _ in range(rng.randrange(1, 12)):
+                prompt = rng.choice(stems) + [rng.randrange(50) for _ in range(rng.randrange(0, 60))]
+                if prompt not in prompts:
+                    prompts.append(prompt)
+        token_cost = rng.choice([1.0, 300.0, 3000.0, 40000.0])
+        plan = cheapest_plan(prompts, token_cost=token_cost)
+        assert spelled(plan) == prompts
+        assert len(plan[-1].segments) == len(prompts)
+        cost = plan_cost(plan, token_cost=token_cost)
+        assert cost <= plan_cost(prefill_levels(prompts), token_cost=token_cost)
+        assert cost <= plan_cost([PrefillLevel([0] * len(prompts), prompts)], token_cost=token_cost)
