@@ -396,6 +396,14 @@ class ServerOptions(_Section):
             "its previous answer): half-sent requests cannot pile up and exhaust file descriptors."
         ),
     )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description=(
+            "Longest time a request body may take to arrive once its headers have (408 beyond, and the connection "
+            "is closed): a body sent slowly, or cut off and left open, cannot hold a connection for request_timeout_s."
+        ),
+    )
     keep_alive_s: int = Field(
         5, ge=1, description="Close a kept-alive connection that sends no new request for this many seconds (uvicorn)."
     )

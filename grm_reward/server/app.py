@@ -128,7 +128,7 @@ def create_app(service: RewardService, *, lifespan: Any = None) -> FastAPI:
 
         async def handle() -> BaseModel:
             _authorize(request, options.api_key)
-            raw = await _read_body(request, options.max_body_bytes)
+            raw = await _read_body(request, options.max_body_bytes, options.body_timeout_s)
             body_read.set()
             parsed = await run_cpu(_decode, raw, parse)  # JSON + validation: CPU, off the loop
             return await handler(parsed)
@@ -279,7 +279,7 @@ def _authorize(request: Request, api_key: str | None) -> None:
         )
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -288,6 +288,19 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise ClientError(400, "Content-Length is not a number") from None
         if size > limit:
             raise ClientError(413, f"body of {size} bytes exceeds the server's max_body_bytes={limit}")
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":  # a gzip body read as JSON was a 400 "not UTF-8" that named neither the cause nor the fix
+        raise ClientError(415, f"Content-Encoding {encoding!r} is not supported: send the JSON body uncompressed")
+    try:
+        return await asyncio.wait_for(_read_chunks(request, limit), timeout)
+    except asyncio.TimeoutError:  # slowloris, or a body cut off with the connection left open
+        raise ClientError(
+            408, f"the request body did not arrive within the server's body_timeout_s={timeout:g}",
+            headers={"Connection": "close"},
+        ) from None
+
+
+async def _read_chunks(request: Request, limit: int) -> bytes:
     chunks = []
     received = 0
     async for chunk in request.stream():
@@ -332,7 +345,28 @@ _STRING = r'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
 _SCALAR = r"(?:" + _STRING + r"|-?\d++(?:\.\d++)?+(?:[eE][+-]?\d++)?+|true|false|null)"
 _SCALAR_RUN = re.compile(r"(?:" + _SCALAR + r"[ \t\n\r]*,[ \t\n\r]*){1,1024}")
 _PAIR_RUN = re.compile(r"(?:" + _STRING + r"[ \t\n\r]*:[ \t\n\r]*" + _SCALAR + r"[ \t\n\r]*,[ \t\n\r]*){1,1024}")
-_scan_scalar: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _not_a_number(name: str) -> Any:
+    # json accepts NaN and Infinity; RFC 8259 does not, and a NaN label became the reference answer "nan"
+    raise ClientError(400, f"body is not valid JSON: {name} is not a JSON number (RFC 8259)")
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    members = dict(pairs)
+    if len(members) != len(pairs):
+        _duplicate_key(next(key for i, (key, _) in enumerate(pairs) if any(key == k for k, _ in pairs[:i])))
+    return members
+
+
+def _duplicate_key(key: str) -> None:
+    # json keeps the last of two equal keys, other parsers (a proxy, a log reader) the first: refuse both readings
+    raise ClientError(400, f"body has the key {key!r} twice in one object: send each key once")
+
+
+_scan_scalar: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder(  # type: ignore[attr-defined]
+    parse_constant=_not_a_number
+).scan_once
 _scan_string: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
 
 
@@ -362,10 +396,12 @@ def _json_value(text: str, index: int, depth: int) -> tuple[Any, int]:
         if run is not None:  # many small members: parse them in C, a bounded run at a time
             chunk = opener + text[index : run.end()].rstrip(" \t\n\r").removesuffix(",") + closer
             try:
-                parsed = json.loads(chunk)
+                parsed = json.loads(chunk, object_pairs_hook=_unique_pairs)
             except json.JSONDecodeError as exc:
                 raise json.JSONDecodeError(exc.msg, text, index + exc.pos - 1) from None
             if opener == "{":
+                if not pairs.keys().isdisjoint(parsed):
+                    _duplicate_key(next(key for key in parsed if key in pairs))
                 pairs.update(parsed)
             else:
                 items.extend(parsed)
@@ -378,6 +414,8 @@ def _json_value(text: str, index: int, depth: int) -> tuple[Any, int]:
             if text[index : index + 1] != ":":
                 raise json.JSONDecodeError("Expecting ':' delimiter", text, index)
             value, index = _json_value(text, _json_space(text, index + 1), depth + 1)
+            if key in pairs:
+                _duplicate_key(key)
             pairs[key] = value
         else:
             value, index = _json_value(text, index, depth + 1)

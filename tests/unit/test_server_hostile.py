@@ -1,0 +1,125 @@
+"""The reward server against hostile clients, from outside: slow and cut-off bodies, compressed bodies,
+non-standard JSON (NaN, duplicate keys), prompts without text. Each case is a defect found by attacking
+the running server; the basics (malformed bodies, size limits, surrogates) are in test_server.py."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from grm_reward import GRMConfig
+from grm_reward.backends.scripted import ScriptedBackend
+from grm_reward.config import ServerOptions
+from grm_reward.server import build_app
+from tests.helpers import judge_text
+from tests.servers import uvicorn_thread
+
+PROMPT = "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"
+
+
+def seen_judge(seen: list[str]):
+    def judge(call) -> str:
+        seen.append(call.prompt)
+        return judge_text([5 for _ in call.responses])
+
+    return judge
+
+
+def make_app(seen: list[str] | None = None, **server):
+    config = GRMConfig(backend="transformers", k=1, batching={"window_s": 0.005}, server=server)
+    return build_app(config, backend=ScriptedBackend(seen_judge(seen if seen is not None else [])))
+
+
+def read_reply(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (or the socket's timeout passes)."""
+    reply = b""
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            return reply
+        reply += data
+
+
+# --- a body that never finishes arriving ------------------------------------------------------------------
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"Content-Length: 1000\r\n\r\n" + b'{"query": [',  # declared, then stalls
+        b"Transfer-Encoding: chunked\r\n\r\n" + b'b\r\n{"query": [\r\n',  # chunked, cut off mid-way
+    ],
+    ids=["content-length", "chunked"],
+)
+def test_a_body_that_stalls_gets_a_408_naming_the_limit_and_others_are_served(head: bytes) -> None:
+    # it held its connection (and what it had sent) until request_timeout_s, 170 s, then blamed the deadline
+    options = ServerOptions(body_timeout_s=1.0)
+    with uvicorn_thread(make_app(body_timeout_s=1.0), options=options) as base:
+        port = int(base.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+            sock.sendall(b"POST /get_reward HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + head)
+            good = httpx.post(base + "/get_reward", json={"query": [PROMPT + "4"], "prompts": [PROMPT]}, timeout=20)
+            started = time.monotonic()
+            reply = read_reply(sock)
+            waited = time.monotonic() - started
+        metrics = httpx.get(base + "/metrics").text
+    assert good.status_code == 200
+    assert reply.startswith(b"HTTP/1.1 408 "), reply[:200]
+    assert b"body_timeout_s=1" in reply and b'"object":"error"' in reply
+    assert waited < 15  # closed after the body timeout, not after request_timeout_s (170 s)
+    assert 'route="/get_reward",status="408"' in metrics
+
+
+def test_body_timeout_is_a_server_setting() -> None:
+    assert ServerOptions().body_timeout_s <= ServerOptions().request_timeout_s
+    with pytest.raises(Exception, match="body_timeout_s"):
+        ServerOptions(body_timeout_s=0)
+
+
+# --- bodies the server cannot read as given ------------------------------------------------------------
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br"])
+def test_a_compressed_body_gets_a_415_naming_the_encoding(encoding: str) -> None:
+    # a gzip body was a 400 "body is not UTF-8: ... byte 0x8b", which named neither the cause nor the fix
+    import gzip
+
+    with TestClient(make_app()) as client:
+        response = client.post("/get_reward", content=gzip.compress(b'{"query": []}'),
+                               headers={"content-type": "application/json", "content-encoding": encoding})
+    assert response.status_code == 415, response.text
+    assert f"Content-Encoding '{encoding}' is not supported" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_not_json(constant: str) -> None:
+    # a NaN label became the reference answer "nan": a silently wrong reward
+    seen: list[str] = []
+    body = json.dumps({"query": [PROMPT + "4"], "prompts": [PROMPT], "labels": ["@"]}).replace('"@"', constant)
+    native_body = json.dumps([{"prompt": "q", "responses": ["a"], "reference": "@"}]).replace('"@"', constant)
+    with TestClient(make_app(seen)) as client:
+        response = client.post("/get_reward", content=body, headers={"content-type": "application/json"})
+        native = client.post("/v1/rewards", content=native_body, headers={"content-type": "application/json"})
+    assert response.status_code == 400 and native.status_code == 400, response.text
+    assert f"{constant} is not a JSON number" in response.json()["error"]["message"]
+    assert not seen
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        ('{"query": ["x"], "query": ["%s4"], "prompts": ["%s"]}', "query"),  # both in one run of small members
+        ('{"prompts": ["%s"], "query": ["x"], "labels": [["%s"]], "query": ["%s4"]}', "query"),  # across runs
+        ('{"query": ["%s4"], "prompts": ["%s"], "labels": [{"reference": "a", "reference": "b"}]}', "reference"),
+    ],
+)
+def test_a_duplicate_key_gets_a_400_naming_it(body: str, key: str) -> None:
+    # the last one won silently; another parser (a proxy, a logger) reads the first: two readings of one body
+    escaped = PROMPT.replace("\n", "\\n")
+    body = body % ((escaped,) * body.count("%s"))
+    with TestClient(make_app()) as client:
+        response = client.post("/get_reward", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert f"the key {key!r} twice in one object" in response.json()["error"]["message"]
