@@ -123,3 +123,26 @@ def test_a_duplicate_key_gets_a_400_naming_it(body: str, key: str) -> None:
         response = client.post("/get_reward", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 400, response.text
     assert f"the key {key!r} twice in one object" in response.json()["error"]["message"]
+
+
+# --- prompts with nothing to judge against -----------------------------------------------------------
+@pytest.mark.parametrize(
+    ("query", "prompt"),
+    [
+        ("<|im_start|><|im_end|><|im_start|>assistant\n<|im_end|>", "<|im_start|><|im_end|><|im_start|>assistant\n"),
+        ("<|im_start|>user\n<|im_end|>\n<|im_start|>assistant\nhi<|im_end|>", "<|im_start|>user\n<|im_end|>\n<|im_start|>assistant\n"),
+        ("<|im_start|>assistant\n<|im_end|>", None),
+        ("<|begin_of_text|><|start_header_id|>assistant<|end_header_id|>\n\nhi<|eot_id|>", None),
+        ("<start_of_turn>user\n<end_of_turn>\n<start_of_turn>model\nhi", None),
+    ],
+)
+def test_a_prompt_of_chat_template_markers_only_gets_a_422(query: str, prompt: str | None) -> None:
+    # the markers themselves ("<|im_start|>user\n<|im_end|>...") were the judge's question: a reward for nothing
+    seen: list[str] = []
+    body: dict = {"query": [query]} if prompt is None else {"query": [query], "prompts": [prompt]}
+    with TestClient(make_app(seen)) as client:
+        response = client.post("/get_reward", json=body)
+        assert response.status_code == 422, response.text
+        assert "query 0: the prompt has no text, only chat-template markers" in response.json()["error"]["message"]
+        assert not seen
+        assert client.post("/get_reward", json={"query": [PROMPT + "4"], "prompts": [PROMPT]}).status_code == 200
