@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from grm_reward.errors import DataError
+from grm_reward.types import find_lone_surrogate
 
 __all__ = ["LoadIssue", "jsonl_rows", "not_object"]
 
@@ -38,18 +39,35 @@ def jsonl_rows(file: Path) -> Iterator[tuple[int, Mapping[str, Any] | LoadIssue]
     """
     opener: Any = gzip.open if file.name.lower().endswith(".gz") else open
     try:
-        with opener(file, "rt", encoding="utf-8") as stream:
+        with opener(file, "rb") as stream:  # bytes: one bad byte is its line's issue, not the file's
             for number, raw in enumerate(stream, start=1):
+                if number == 1:
+                    raw = raw.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark, as editors on Windows write
                 if not raw.strip():
                     continue
                 where = f"line {number}"
                 try:
-                    row = json.loads(raw)
+                    row = json.loads(raw.decode("utf-8"))
+                except UnicodeDecodeError as exc:
+                    message = f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1})"
+                    yield number, LoadIssue(str(file), where, message)
+                    continue
                 except json.JSONDecodeError as exc:
                     yield number, LoadIssue(str(file), where, f"not valid JSON ({exc.msg} at column {exc.colno})")
                     continue
-                yield number, row if isinstance(row, dict) else not_object(file, where, row)
-    except (OSError, UnicodeDecodeError, EOFError) as exc:
+                except RecursionError:
+                    yield number, LoadIssue(str(file), where, "JSON nested too deeply")
+                    continue
+                if not isinstance(row, dict):
+                    yield number, not_object(file, where, row)
+                    continue
+                surrogate = find_lone_surrogate(row)  # JSON allows "\ud800", which no encoder downstream accepts
+                if surrogate is not None:
+                    message = f"{surrogate} contains a lone surrogate (an escape such as \\ud800), which is not text"
+                    yield number, LoadIssue(str(file), where, message)
+                    continue
+                yield number, row
+    except (OSError, EOFError) as exc:
         raise DataError(f"cannot read {file}: {exc}") from exc
 
 

@@ -111,6 +111,8 @@ def _parse(line: _Line, limit: int) -> _Row:
             text = line.text.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InputError(f"not valid UTF-8 (byte 0x{line.text[exc.start]:02x} at byte {exc.start + 1})") from None
+        if n == 1:  # a byte-order mark, as editors on Windows write (the line's hash keeps it, for --resume)
+            text = text.removeprefix("\ufeff")
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

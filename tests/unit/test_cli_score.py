@@ -167,6 +167,14 @@ def test_lone_surrogates_bad_bytes_huge_and_deep_lines_are_their_own_error_rows(
     assert "Traceback" not in capsys.readouterr().err
 
 
+def test_a_byte_order_mark_at_the_start_of_the_file_is_skipped(tmp_path) -> None:
+    # the first row was lost as "not valid JSON (Unexpected UTF-8 BOM ...)"
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b'\xef\xbb\xbf{"id": 0, "prompt": "q", "responses": ["a"]}\r\n{"id": 1, "prompt": "q", "responses": ["b"]}\r\n')
+    assert score(str(source), "-o", str(tmp_path / "out.jsonl"), "--backend", FAST, "-k", "1") == 0
+    assert [(row["id"], "error" in row) for row in read_rows(tmp_path / "out.jsonl")] == [(0, False), (1, False)]
+
+
 def test_empty_input_gives_an_empty_output(tmp_path) -> None:
     src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     src.write_bytes(b"\n  \n")
