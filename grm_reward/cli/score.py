@@ -535,7 +535,7 @@ def _open_output(args: argparse.Namespace, summary: _Summary) -> tuple[BinaryIO,
 
 
 def _count_rows(path: str, limit: int) -> int | None:
-    if path == "-":
+    if path == "-" or not Path(path).is_file():  # a pipe (`<(zcat rows.gz)`) can be read once only
         return None
     with open(path, "rb") as stream:
         return sum(1 for _ in _lines(stream, limit))
@@ -555,8 +555,10 @@ def _cmd_score(args: argparse.Namespace) -> int:
         print("grm-reward: --max-consecutive-failures must be 0 (never stop) or more", file=sys.stderr)
         return EXIT_CANNOT_RUN
     config = config_from_args(args)
-    if args.input != "-" and not Path(args.input).is_file():
-        print(f"grm-reward: input file {args.input} does not exist", file=sys.stderr)
+    if args.input != "-" and (not Path(args.input).exists() or Path(args.input).is_dir()):
+        # a named pipe or `<(zcat rows.gz)` is no regular file, and was refused as "does not exist"
+        what = "is a directory" if Path(args.input).is_dir() else "does not exist"
+        print(f"grm-reward: input file {args.input} {what}", file=sys.stderr)
         return EXIT_CANNOT_RUN
     settings = _Settings(args.chunk_size, max(args.in_flight, args.chunk_size), args.max_consecutive_failures,
                          args.max_line_bytes)

@@ -175,6 +175,28 @@ def test_a_byte_order_mark_at_the_start_of_the_file_is_skipped(tmp_path) -> None
     assert [(row["id"], "error" in row) for row in read_rows(tmp_path / "out.jsonl")] == [(0, False), (1, False)]
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_named_pipe_is_read_once_like_stdin(tmp_path, capsys) -> None:
+    # `grm-reward score <(zcat rows.jsonl.gz)` was refused: "input file /dev/fd/63 does not exist"
+    import threading
+
+    fifo = tmp_path / "rows.fifo"
+    os.mkfifo(fifo)
+    rows = rows_file(tmp_path / "rows.jsonl", 3).read_bytes()
+
+    def feed() -> None:
+        with open(fifo, "wb") as stream:
+            stream.write(rows)
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    assert score(str(fifo), "-o", str(tmp_path / "out.jsonl"), "--backend", FAST, "-k", "1") == 0
+    writer.join(5)
+    assert [row["id"] for row in read_rows(tmp_path / "out.jsonl")] == [0, 1, 2]
+    assert score(str(tmp_path), "-o", str(tmp_path / "x.jsonl"), "--backend", FAST) == 2
+    assert f"input file {tmp_path} is a directory" in capsys.readouterr().err
+
+
 def test_empty_input_gives_an_empty_output(tmp_path) -> None:
     src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     src.write_bytes(b"\n  \n")
