@@ -209,6 +209,10 @@ def build_app(config: GRMConfig, *, backend: Any = None) -> FastAPI:
         logger.info("grm-reward judge loaded: %s", "ready" if reason is None else f"not ready yet: {reason}")
         try:
             yield
+        except asyncio.CancelledError:
+            # a second Ctrl-C: uvicorn skips the lifespan shutdown and the event loop cancels it instead, which
+            # Starlette reported as a failed shutdown with a traceback. A forced stop is no failure: close, quietly.
+            logger.warning("forced shutdown (a second signal): requests still in flight are answered 503")
         finally:
             await service.aclose()
 
