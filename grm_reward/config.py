@@ -838,9 +838,13 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML (.yaml/.yml) or JSON config file into a dict of GRMConfig fields."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1})") from None
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(text)
