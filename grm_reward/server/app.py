@@ -351,11 +351,6 @@ _SCALAR_RUN = re.compile(r"(?:" + _SCALAR + r"[ \t\n\r]*,[ \t\n\r]*){1,1024}")
 _PAIR_RUN = re.compile(r"(?:" + _STRING + r"[ \t\n\r]*:[ \t\n\r]*" + _SCALAR + r"[ \t\n\r]*,[ \t\n\r]*){1,1024}")
 
 
-def _not_a_number(name: str) -> Any:
-    # json accepts NaN and Infinity; RFC 8259 does not, and a NaN label became the reference answer "nan"
-    raise ClientError(400, f"body is not valid JSON: {name} is not a JSON number (RFC 8259)")
-
-
 def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     members = dict(pairs)
     if len(members) != len(pairs):
@@ -368,9 +363,7 @@ def _duplicate_key(key: str) -> None:
     raise ClientError(400, f"body has the key {key!r} twice in one object: send each key once")
 
 
-_scan_scalar: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder(  # type: ignore[attr-defined]
-    parse_constant=_not_a_number
-).scan_once
+_scan_scalar: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 _scan_string: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
 
 
