@@ -381,7 +381,8 @@ class ServerOptions(_Section):
         262_144,
         ge=1,
         description=(
-            "Most characters in one prompt (the conversation; also a reference or the principles); a longer one gets "
+            "Most characters in one prompt (the conversation as the judge reads it, role labels included; also a "
+            "reference or the principles, numbered); a longer one gets "
             "a 422 naming this limit. /get_reward's query may hold max_prompt_chars + max_response_chars."
         ),
     )

@@ -144,3 +144,18 @@ def test_a_prompt_of_chat_template_markers_only_gets_a_422(query: str, prompt: s
         assert "query 0: the prompt has no text, only chat-template markers" in response.json()["error"]["message"]
         assert not seen
         assert client.post("/get_reward", json={"query": [PROMPT + "4"], "prompts": [PROMPT]}).status_code == 200
+
+
+def test_the_prompt_limit_counts_what_the_judge_reads() -> None:
+    # many one-character messages (or principles) passed the limit counted by their text alone, and the judge
+    # read several times max_prompt_chars (100,000 messages: 900,000 characters, 4 s of CPU per request)
+    seen: list[str] = []
+    many = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}] * 20  # 40 characters of text
+    with TestClient(make_app(seen, max_prompt_chars=150)) as client:
+        response = client.post("/v1/rewards", json=[{"prompt": many, "responses": ["a"]}])
+        assert response.status_code == 422, response.text
+        assert "the prompt has" in response.json()["error"]["message"] and "max_prompt_chars=150" in response.text
+        response = client.post("/v1/rewards", json=[{"prompt": "q", "responses": ["a"], "principles": ["p"] * 60}])
+        assert response.status_code == 422 and "the principles has" in response.text, response.text
+        assert client.post("/v1/rewards", json=[{"prompt": many[:4], "responses": ["a"]}]).status_code == 200
+    assert len(seen) == 1
