@@ -159,3 +159,25 @@ def test_the_prompt_limit_counts_what_the_judge_reads() -> None:
         assert response.status_code == 422 and "the principles has" in response.text, response.text
         assert client.post("/v1/rewards", json=[{"prompt": many[:4], "responses": ["a"]}]).status_code == 200
     assert len(seen) == 1
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"POST /get_reward HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n{}",
+        b"POST /get_reward HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n",
+    ],
+    ids=["request-line", "two-lengths", "bad-chunk"],
+)
+def test_a_request_http_cannot_parse_gets_a_json_400(request_bytes: bytes) -> None:
+    # uvicorn answered "Invalid HTTP request received." in plain text; every other error is JSON
+    with uvicorn_thread(make_app(), options=ServerOptions()) as base:
+        port = int(base.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+            sock.sendall(request_bytes)
+            reply = read_reply(sock)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"content-type: application/json" in head.lower(), reply
+    error = json.loads(body)
+    assert error["status"] == 400 and error["object"] == "error" and error["error"]["message"]
