@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from grm_reward.errors import DataError
+from grm_reward.errors import DataError, InputError
 from grm_reward.types import find_lone_surrogate
 
-__all__ = ["LoadIssue", "jsonl_rows", "not_object"]
+__all__ = ["LoadIssue", "duplicate_key", "jsonl_rows", "not_object", "unique_keys"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +47,7 @@ def jsonl_rows(file: Path) -> Iterator[tuple[int, Mapping[str, Any] | LoadIssue]
                     continue
                 where = f"line {number}"
                 try:
-                    row = json.loads(raw.decode("utf-8"))
+                    row = json.loads(raw.decode("utf-8"), object_pairs_hook=unique_keys)
                 except UnicodeDecodeError as exc:
                     message = f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1})"
                     yield number, LoadIssue(str(file), where, message)
@@ -57,6 +57,9 @@ def jsonl_rows(file: Path) -> Iterator[tuple[int, Mapping[str, Any] | LoadIssue]
                     continue
                 except RecursionError:
                     yield number, LoadIssue(str(file), where, "JSON nested too deeply")
+                    continue
+                except InputError as exc:  # a key twice in one object
+                    yield number, LoadIssue(str(file), where, str(exc))
                     continue
                 if not isinstance(row, dict):
                     yield number, not_object(file, where, row)
@@ -74,3 +77,24 @@ def jsonl_rows(file: Path) -> Iterator[tuple[int, Mapping[str, Any] | LoadIssue]
 def not_object(file: Path, where: str, row: Any) -> LoadIssue:
     """The issue of a row that parsed but is not a JSON object."""
     return LoadIssue(str(file), where, f"expected a JSON object, got {type(row).__name__}")
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for :func:`json.loads`: the object, or :class:`InputError` for a key given twice.
+
+    ``json`` keeps the last of two equal keys, other parsers (a proxy, a log reader) the first: such a
+    row or body has two readings, so it is refused rather than read one way silently.
+    """
+    members = dict(pairs)
+    if len(members) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise duplicate_key(key)
+            seen.add(key)
+    return members
+
+
+def duplicate_key(key: str) -> InputError:
+    """The error for a JSON object holding ``key`` twice."""
+    return InputError(f"the key {key!r} appears twice in one object")

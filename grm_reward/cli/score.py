@@ -34,6 +34,7 @@ from grm_reward.errors import (
     JudgeUnavailableError,
     TemplateError,
 )
+from grm_reward.jsonl import unique_keys
 from grm_reward.types import Request, RewardResult, find_lone_surrogate
 
 __all__ = ["register"]
@@ -114,7 +115,7 @@ def _parse(line: _Line, limit: int) -> _Row:
         if n == 1:  # a byte-order mark, as editors on Windows write (the line's hash keeps it, for --resume)
             text = text.removeprefix("\ufeff")
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=unique_keys)  # a key twice: InputError, the line's error
         except json.JSONDecodeError as exc:
             raise InputError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
         except RecursionError:

@@ -46,6 +46,7 @@ from grm_reward.errors import (
     InputError,
     JudgeUnavailableError,
 )
+from grm_reward.jsonl import duplicate_key, unique_keys
 from grm_reward.server.protocol import (
     ErrorDetail,
     ErrorResponse,
@@ -331,6 +332,8 @@ def _parse_json(raw: bytes) -> Any:
         raise ClientError(400, f"body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except RecursionError:
         raise ClientError(400, f"body is nested too deeply (more than {_MAX_JSON_DEPTH} levels)") from None
+    except InputError as exc:  # a key twice in one object: json keeps the last, other parsers the first
+        raise ClientError(400, f"body is ambiguous: {exc} (send each key once)") from None
     except ValueError as exc:  # an integer of more than sys.get_int_max_str_digits() digits
         raise ClientError(400, f"body is not valid JSON: {exc}") from None
 
@@ -349,18 +352,6 @@ _STRING = r'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
 _SCALAR = r"(?:" + _STRING + r"|-?\d++(?:\.\d++)?+(?:[eE][+-]?\d++)?+|true|false|null)"
 _SCALAR_RUN = re.compile(r"(?:" + _SCALAR + r"[ \t\n\r]*,[ \t\n\r]*){1,1024}")
 _PAIR_RUN = re.compile(r"(?:" + _STRING + r"[ \t\n\r]*:[ \t\n\r]*" + _SCALAR + r"[ \t\n\r]*,[ \t\n\r]*){1,1024}")
-
-
-def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    members = dict(pairs)
-    if len(members) != len(pairs):
-        _duplicate_key(next(key for i, (key, _) in enumerate(pairs) if any(key == k for k, _ in pairs[:i])))
-    return members
-
-
-def _duplicate_key(key: str) -> None:
-    # json keeps the last of two equal keys, other parsers (a proxy, a log reader) the first: refuse both readings
-    raise ClientError(400, f"body has the key {key!r} twice in one object: send each key once")
 
 
 _scan_scalar: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
@@ -393,12 +384,12 @@ def _json_value(text: str, index: int, depth: int) -> tuple[Any, int]:
         if run is not None:  # many small members: parse them in C, a bounded run at a time
             chunk = opener + text[index : run.end()].rstrip(" \t\n\r").removesuffix(",") + closer
             try:
-                parsed = json.loads(chunk, object_pairs_hook=_unique_pairs)
+                parsed = json.loads(chunk, object_pairs_hook=unique_keys)
             except json.JSONDecodeError as exc:
                 raise json.JSONDecodeError(exc.msg, text, index + exc.pos - 1) from None
             if opener == "{":
                 if not pairs.keys().isdisjoint(parsed):
-                    _duplicate_key(next(key for key in parsed if key in pairs))
+                    raise duplicate_key(next(key for key in parsed if key in pairs))
                 pairs.update(parsed)
             else:
                 items.extend(parsed)
@@ -412,7 +403,7 @@ def _json_value(text: str, index: int, depth: int) -> tuple[Any, int]:
                 raise json.JSONDecodeError("Expecting ':' delimiter", text, index)
             value, index = _json_value(text, _json_space(text, index + 1), depth + 1)
             if key in pairs:
-                _duplicate_key(key)
+                raise duplicate_key(key)
             pairs[key] = value
         else:
             value, index = _json_value(text, index, depth + 1)

@@ -197,6 +197,15 @@ def test_a_named_pipe_is_read_once_like_stdin(tmp_path, capsys) -> None:
     assert f"input file {tmp_path} is a directory" in capsys.readouterr().err
 
 
+def test_a_key_given_twice_is_the_lines_error(tmp_path) -> None:
+    # json kept the last "prompt" and scored the row silently; the server refuses such a body too
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"prompt": "a", "responses": ["x"], "prompt": "b"}\n{"prompt": "q", "responses": ["y"]}\n')
+    assert score(str(source), "-o", str(tmp_path / "out.jsonl"), "--backend", FAST, "-k", "1") == 1
+    first, second = read_rows(tmp_path / "out.jsonl")
+    assert first["error"] == "line 1: the key 'prompt' appears twice in one object" and "rewards" in second
+
+
 def test_empty_input_gives_an_empty_output(tmp_path) -> None:
     src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     src.write_bytes(b"\n  \n")

@@ -17,6 +17,7 @@ LINES = [
     b'{"prompt": "\\ud800", "chosen": "a", "rejected": "b"}\n',  # an escaped lone surrogate
     b'\xef\xbb\xbf{"prompt": "q", "chosen": "bom", "rejected": "b"}\n',  # a BOM in the middle of the file
     b"[" * 100_000 + b"]" * 100_000 + b"\n",  # nested deeper than Python recurses
+    b'{"prompt": "q", "chosen": "a", "rejected": "b", "chosen": "c"}\n',  # json read it as "c", silently
     b'{"prompt": "q", "chosen": "ok", "rejected": "b"}',  # no final newline
 ]
 
@@ -30,15 +31,16 @@ def test_bad_bytes_and_lone_surrogates_are_their_lines_issues(tmp_path: Path, gz
     rows = list(jsonl_rows(path))
     issues = {number: row.message for number, row in rows if isinstance(row, LoadIssue)}
     good = {number: row["chosen"] for number, row in rows if not isinstance(row, LoadIssue)}
-    assert good == {1: "a", 7: "ok"}
+    assert good == {1: "a", 8: "ok"}
     assert issues == {
         3: "not valid UTF-8 (byte 0xe9 at byte 16)",
         4: "prompt contains a lone surrogate (an escape such as \\ud800), which is not text",
         5: "not valid JSON (Unexpected UTF-8 BOM (decode using utf-8-sig) at column 1)",
         6: "JSON nested too deeply",  # was a RecursionError out of the loader
+        7: "the key 'chosen' appears twice in one object",
     }
     loaded = loaders.load_pairwise(path)
-    assert [i.responses[0] for i in loaded.items] == ["a", "ok"] and len(loaded.issues) == 4
+    assert [i.responses[0] for i in loaded.items] == ["a", "ok"] and len(loaded.issues) == 5
 
 
 def test_a_bom_at_the_start_of_the_file_is_skipped(tmp_path: Path) -> None:

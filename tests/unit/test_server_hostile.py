@@ -120,7 +120,7 @@ def test_a_duplicate_key_gets_a_400_naming_it(body: str, key: str) -> None:
     with TestClient(make_app()) as client:
         response = client.post("/get_reward", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 400, response.text
-    assert f"the key {key!r} twice in one object" in response.json()["error"]["message"]
+    assert f"body is ambiguous: the key {key!r} appears twice in one object" in response.json()["error"]["message"]
 
 
 # --- prompts with nothing to judge against -----------------------------------------------------------
