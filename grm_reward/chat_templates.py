@@ -127,19 +127,23 @@ def split_query(query: str, prompt: str | None = None) -> SplitQuery:
     conversation = prompt or ""
     messages = parse_chat_prompt(conversation)
     return SplitQuery(
-        prompt=messages if messages else _clean_text(conversation),
+        prompt=messages if messages is not None else _clean_text(conversation),
         response=strip_end_tokens(response).strip(),
         method=method,
     )
 
 
 def parse_chat_prompt(text: str) -> list[Message] | None:
-    """Chat messages from a templated prompt (the open assistant turn at the end dropped); None if unknown."""
+    """Chat messages from a templated prompt (the open assistant turn at the end dropped); None if unknown,
+    ``[]`` if the text is a known template's turns with no text in any of them (only its markers)."""
+    markers_only = False
     for name, turn, _ in _TEMPLATES:
         if name == "mistral":
             found = [("user", m.group(1)) for m in turn.finditer(text)]
         else:
             found = [(_ROLES.get(m.group(1), m.group(1)), m.group(2)) for m in turn.finditer(text)]
+        if found and not any(strip_end_tokens(content).strip() for _, content in found):
+            markers_only = True  # was judged as it stood: the markers became the judge's question
         if not any(role == "user" for role, _ in found):
             continue
         messages: list[Message] = [
@@ -149,7 +153,7 @@ def parse_chat_prompt(text: str) -> list[Message] | None:
             messages.pop()
         if messages and any(m["role"] == "user" and m["content"] for m in messages):
             return messages
-    return None
+    return [] if markers_only else None
 
 
 def _after_truncated_prompt(query: str, prompt: str) -> int | None:

@@ -382,7 +382,8 @@ class ServerOptions(_Section):
         262_144,
         ge=1,
         description=(
-            "Most characters in one prompt (the conversation; also a reference or the principles); a longer one gets "
+            "Most characters in one prompt (the conversation as the judge reads it, role labels included; also a "
+            "reference or the principles, numbered); a longer one gets "
             "a 422 naming this limit. /get_reward's query may hold max_prompt_chars + max_response_chars."
         ),
     )
@@ -395,6 +396,14 @@ class ServerOptions(_Section):
         description=(
             "Close a connection whose request line and headers are not complete this long after it opened (or after "
             "its previous answer): half-sent requests cannot pile up and exhaust file descriptors."
+        ),
+    )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description=(
+            "Longest time a request body may take to arrive once its headers have (408 beyond, and the connection "
+            "is closed): a body sent slowly, or cut off and left open, cannot hold a connection for request_timeout_s."
         ),
     )
     keep_alive_s: int = Field(
@@ -831,9 +840,13 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML (.yaml/.yml) or JSON config file into a dict of GRMConfig fields."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1})") from None
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(text)

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from grm_reward.errors import DataError
+from grm_reward.errors import DataError, InputError
+from grm_reward.types import find_lone_surrogate
 
-__all__ = ["LoadIssue", "jsonl_rows", "not_object"]
+__all__ = ["LoadIssue", "duplicate_key", "jsonl_rows", "not_object", "unique_keys"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,21 +39,62 @@ def jsonl_rows(file: Path) -> Iterator[tuple[int, Mapping[str, Any] | LoadIssue]
     """
     opener: Any = gzip.open if file.name.lower().endswith(".gz") else open
     try:
-        with opener(file, "rt", encoding="utf-8") as stream:
+        with opener(file, "rb") as stream:  # bytes: one bad byte is its line's issue, not the file's
             for number, raw in enumerate(stream, start=1):
+                if number == 1:
+                    raw = raw.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark, as editors on Windows write
                 if not raw.strip():
                     continue
                 where = f"line {number}"
                 try:
-                    row = json.loads(raw)
+                    row = json.loads(raw.decode("utf-8"), object_pairs_hook=unique_keys)
+                except UnicodeDecodeError as exc:
+                    message = f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1})"
+                    yield number, LoadIssue(str(file), where, message)
+                    continue
                 except json.JSONDecodeError as exc:
                     yield number, LoadIssue(str(file), where, f"not valid JSON ({exc.msg} at column {exc.colno})")
                     continue
-                yield number, row if isinstance(row, dict) else not_object(file, where, row)
-    except (OSError, UnicodeDecodeError, EOFError) as exc:
+                except RecursionError:
+                    yield number, LoadIssue(str(file), where, "JSON nested too deeply")
+                    continue
+                except InputError as exc:  # a key twice in one object
+                    yield number, LoadIssue(str(file), where, str(exc))
+                    continue
+                if not isinstance(row, dict):
+                    yield number, not_object(file, where, row)
+                    continue
+                surrogate = find_lone_surrogate(row)  # JSON allows "\ud800", which no encoder downstream accepts
+                if surrogate is not None:
+                    message = f"{surrogate} contains a lone surrogate (an escape such as \\ud800), which is not text"
+                    yield number, LoadIssue(str(file), where, message)
+                    continue
+                yield number, row
+    except (OSError, EOFError) as exc:
         raise DataError(f"cannot read {file}: {exc}") from exc
 
 
 def not_object(file: Path, where: str, row: Any) -> LoadIssue:
     """The issue of a row that parsed but is not a JSON object."""
     return LoadIssue(str(file), where, f"expected a JSON object, got {type(row).__name__}")
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for :func:`json.loads`: the object, or :class:`InputError` for a key given twice.
+
+    ``json`` keeps the last of two equal keys, other parsers (a proxy, a log reader) the first: such a
+    row or body has two readings, so it is refused rather than read one way silently.
+    """
+    members = dict(pairs)
+    if len(members) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise duplicate_key(key)
+            seen.add(key)
+    return members
+
+
+def duplicate_key(key: str) -> InputError:
+    """The error for a JSON object holding ``key`` twice."""
+    return InputError(f"the key {key!r} appears twice in one object")

@@ -241,12 +241,15 @@ def validate_request(req: Request) -> None:
     elif isinstance(prompt, Sequence) and not isinstance(prompt, (bytes, bytearray)):
         if len(prompt) == 0:
             raise InputError("prompt is an empty list of messages")
+        has_text = False
         for j, message in enumerate(prompt):
             if not isinstance(message, Mapping) or "role" not in message or "content" not in message:
                 raise InputError(f"prompt message {j} must be a mapping with 'role' and 'content'")
             if not isinstance(message["role"], str):
                 raise InputError(f"prompt message {j}: 'role' must be a string")
-            message_text(message, where=f"prompt message {j}")
+            has_text = bool(message_text(message, where=f"prompt message {j}").strip()) or has_text
+        if not has_text:  # as for an empty string: the judge would score the responses against nothing
+            raise InputError("prompt is empty: no message has any text")
     else:
         raise InputError(f"prompt must be a string or a list of chat messages, got {type(prompt).__name__}")
 
@@ -336,6 +339,8 @@ def message_text(message: Message, *, where: str = "message") -> str:
         for part in content:
             if isinstance(part, Mapping) and part.get("type") == "text" and isinstance(part.get("text"), str):
                 texts.append(part["text"])
+            elif isinstance(part, Mapping) and part.get("type") == "text":
+                raise InputError(f"{where}: a 'text' part needs a string 'text', got {type(part.get('text')).__name__}")
             else:
                 kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
                 raise InputError(f"{where}: only text content can be judged, found a {kind!r} part")
@@ -357,6 +362,8 @@ def completion_text(completion: str | Sequence[Message] | Message, *, include_re
     """
     if isinstance(completion, str):
         return completion
+    if isinstance(completion, (bytes, bytearray)) or not isinstance(completion, (Mapping, Sequence)):
+        raise InputError(f"a completion must be a string or chat messages, got {type(completion).__name__}")
     messages = [completion] if isinstance(completion, Mapping) else list(completion)
     parts = []
     for j, message in enumerate(messages):

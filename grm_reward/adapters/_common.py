@@ -7,6 +7,8 @@ from a listwise judgement where needed); these functions turn it into loggable v
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Hashable, Sequence
 from typing import Any
 
@@ -28,12 +30,13 @@ __all__ = [
 
 
 def as_reference(value: Any) -> str | None:
-    """A dataset's reference answer as request text: None, empty or blank -> None; numbers -> str.
+    """A dataset's reference answer as request text: None, NaN (pandas' missing value), empty or blank -> None;
+    numbers -> str.
 
-    >>> as_reference(42), as_reference("  "), as_reference(None)
-    ('42', None, None)
+    >>> as_reference(42), as_reference("  "), as_reference(None), as_reference(float("nan"))
+    ('42', None, None, None)
     """
-    if value is None:
+    if value is None or (isinstance(value, numbers.Real) and math.isnan(value)):  # NaN was the reference "nan"
         return None
     text = value if isinstance(value, str) else str(value)
     return text if text.strip() else None

@@ -70,6 +70,8 @@ def build_request(query: str, prompt: str | None, label: Any = None, *, label_as
     split = split_query(query, prompt)
     if isinstance(split.prompt, str) and not split.prompt.strip():
         raise InputError("cannot tell the prompt from the response: send 'prompts' (OpenRLHF always does)")
+    if not split.prompt:
+        raise InputError("the prompt has no text, only chat-template markers: there is nothing to judge against")
     reference, principles = label_fields(label, as_reference=label_as_reference)
     return Request(prompt=split.prompt, responses=[split.response], principles=principles, reference=reference)
 

@@ -22,7 +22,7 @@ from grm_reward.adapters._common import as_principles, as_reference, critique, d
 from grm_reward.batching import MicroBatcher
 from grm_reward.config import GRMConfig
 from grm_reward.deadlines import deadline_scope
-from grm_reward.errors import ConfigError
+from grm_reward.errors import ConfigError, InputError
 from grm_reward.model import GenerativeRewardModel
 from grm_reward.types import Message, Request, RewardResult
 
@@ -195,6 +195,8 @@ class GRMRewardManager(RewardManagerBase):
     # --- DataProto -> Request -> verl's answer -----------------------------------------------------
     def request(self, data: DataProto) -> Request:
         """The judge request for a one-trajectory ``DataProto`` (its last sequence, as verl's managers do)."""
+        if len(data) == 0:  # was an IndexError from deep inside DataProto
+            raise InputError("the grm reward manager scores one trajectory per call: got an empty DataProto")
         item = data[-1:][0]
         tensors, fields = item.batch, item.non_tensor_batch
         prompt_ids, response_ids = tensors["prompts"], tensors["responses"]

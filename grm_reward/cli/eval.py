@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,17 @@ class _ProgressBar:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why files cannot be written under ``folder`` (made if missing), or None."""
+    try:
+        (folder / "samples").mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return str(exc.strerror or exc)
+    return None
 
 
 def _list_benchmarks() -> int:
@@ -115,6 +127,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         seed=args.eval_seed,
     )
 
+    problem = _unwritable(settings.output_dir)
+    if problem is not None:  # before any judging: the sample store was first written after a judged chunk
+        print(f"grm-reward: cannot write to the output directory {settings.output_dir}: {problem}", file=sys.stderr)
+        return 2
+
     def progress(runs: list[Any]) -> _ProgressBar:
         if not args.quiet:
             for run in runs:
@@ -135,6 +152,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+    except OSError as exc:  # a full disk mid-run: the items stored so far are kept, the same command resumes
+        where = exc.filename or settings.output_dir
+        print(f"grm-reward: cannot write the results: {exc.strerror or exc} ({where})", file=sys.stderr)
+        return 2
     failed = 0
     for bench in report["benchmarks"]:
         for label, block in (("rows not loaded", bench["load_issues"]), ("items failed", bench["errors"])):

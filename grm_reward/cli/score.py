@@ -34,6 +34,7 @@ from grm_reward.errors import (
     JudgeUnavailableError,
     TemplateError,
 )
+from grm_reward.jsonl import unique_keys
 from grm_reward.types import Request, RewardResult, find_lone_surrogate
 
 __all__ = ["register"]
@@ -111,8 +112,10 @@ def _parse(line: _Line, limit: int) -> _Row:
             text = line.text.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InputError(f"not valid UTF-8 (byte 0x{line.text[exc.start]:02x} at byte {exc.start + 1})") from None
+        if n == 1:  # a byte-order mark, as editors on Windows write (the line's hash keeps it, for --resume)
+            text = text.removeprefix("\ufeff")
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=unique_keys)  # a key twice: InputError, the line's error
         except json.JSONDecodeError as exc:
             raise InputError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
         except RecursionError:
@@ -533,7 +536,7 @@ def _open_output(args: argparse.Namespace, summary: _Summary) -> tuple[BinaryIO,
 
 
 def _count_rows(path: str, limit: int) -> int | None:
-    if path == "-":
+    if path == "-" or not Path(path).is_file():  # a pipe (`<(zcat rows.gz)`) can be read once only
         return None
     with open(path, "rb") as stream:
         return sum(1 for _ in _lines(stream, limit))
@@ -553,8 +556,10 @@ def _cmd_score(args: argparse.Namespace) -> int:
         print("grm-reward: --max-consecutive-failures must be 0 (never stop) or more", file=sys.stderr)
         return EXIT_CANNOT_RUN
     config = config_from_args(args)
-    if args.input != "-" and not Path(args.input).is_file():
-        print(f"grm-reward: input file {args.input} does not exist", file=sys.stderr)
+    if args.input != "-" and (not Path(args.input).exists() or Path(args.input).is_dir()):
+        # a named pipe or `<(zcat rows.gz)` is no regular file, and was refused as "does not exist"
+        what = "is a directory" if Path(args.input).is_dir() else "does not exist"
+        print(f"grm-reward: input file {args.input} {what}", file=sys.stderr)
         return EXIT_CANNOT_RUN
     settings = _Settings(args.chunk_size, max(args.in_flight, args.chunk_size), args.max_consecutive_failures,
                          args.max_line_bytes)

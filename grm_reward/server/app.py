@@ -46,6 +46,7 @@ from grm_reward.errors import (
     InputError,
     JudgeUnavailableError,
 )
+from grm_reward.jsonl import duplicate_key, unique_keys
 from grm_reward.server.protocol import (
     ErrorDetail,
     ErrorResponse,
@@ -128,7 +129,7 @@ def create_app(service: RewardService, *, lifespan: Any = None) -> FastAPI:
 
         async def handle() -> BaseModel:
             _authorize(request, options.api_key)
-            raw = await _read_body(request, options.max_body_bytes)
+            raw = await _read_body(request, options.max_body_bytes, options.body_timeout_s)
             body_read.set()
             parsed = await run_cpu(_decode, raw, parse)  # JSON + validation: CPU, off the loop
             return await handler(parsed)
@@ -209,6 +210,10 @@ def build_app(config: GRMConfig, *, backend: Any = None) -> FastAPI:
         logger.info("grm-reward judge loaded: %s", "ready" if reason is None else f"not ready yet: {reason}")
         try:
             yield
+        except asyncio.CancelledError:
+            # a second Ctrl-C: uvicorn skips the lifespan shutdown and the event loop cancels it instead, which
+            # Starlette reported as a failed shutdown with a traceback. A forced stop is no failure: close, quietly.
+            logger.warning("forced shutdown (a second signal): requests still in flight are answered 503")
         finally:
             await service.aclose()
 
@@ -279,7 +284,7 @@ def _authorize(request: Request, api_key: str | None) -> None:
         )
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -288,6 +293,19 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise ClientError(400, "Content-Length is not a number") from None
         if size > limit:
             raise ClientError(413, f"body of {size} bytes exceeds the server's max_body_bytes={limit}")
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":  # a gzip body read as JSON was a 400 "not UTF-8" that named neither the cause nor the fix
+        raise ClientError(415, f"Content-Encoding {encoding!r} is not supported: send the JSON body uncompressed")
+    try:
+        return await asyncio.wait_for(_read_chunks(request, limit), timeout)
+    except asyncio.TimeoutError:  # slowloris, or a body cut off with the connection left open
+        raise ClientError(
+            408, f"the request body did not arrive within the server's body_timeout_s={timeout:g}",
+            headers={"Connection": "close"},
+        ) from None
+
+
+async def _read_chunks(request: Request, limit: int) -> bytes:
     chunks = []
     received = 0
     async for chunk in request.stream():
@@ -314,6 +332,8 @@ def _parse_json(raw: bytes) -> Any:
         raise ClientError(400, f"body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except RecursionError:
         raise ClientError(400, f"body is nested too deeply (more than {_MAX_JSON_DEPTH} levels)") from None
+    except InputError as exc:  # a key twice in one object: json keeps the last, other parsers the first
+        raise ClientError(400, f"body is ambiguous: {exc} (send each key once)") from None
     except ValueError as exc:  # an integer of more than sys.get_int_max_str_digits() digits
         raise ClientError(400, f"body is not valid JSON: {exc}") from None
 
@@ -332,6 +352,8 @@ _STRING = r'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
 _SCALAR = r"(?:" + _STRING + r"|-?\d++(?:\.\d++)?+(?:[eE][+-]?\d++)?+|true|false|null)"
 _SCALAR_RUN = re.compile(r"(?:" + _SCALAR + r"[ \t\n\r]*,[ \t\n\r]*){1,1024}")
 _PAIR_RUN = re.compile(r"(?:" + _STRING + r"[ \t\n\r]*:[ \t\n\r]*" + _SCALAR + r"[ \t\n\r]*,[ \t\n\r]*){1,1024}")
+
+
 _scan_scalar: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 _scan_string: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
 
@@ -362,10 +384,12 @@ def _json_value(text: str, index: int, depth: int) -> tuple[Any, int]:
         if run is not None:  # many small members: parse them in C, a bounded run at a time
             chunk = opener + text[index : run.end()].rstrip(" \t\n\r").removesuffix(",") + closer
             try:
-                parsed = json.loads(chunk)
+                parsed = json.loads(chunk, object_pairs_hook=unique_keys)
             except json.JSONDecodeError as exc:
                 raise json.JSONDecodeError(exc.msg, text, index + exc.pos - 1) from None
             if opener == "{":
+                if not pairs.keys().isdisjoint(parsed):
+                    raise duplicate_key(next(key for key in parsed if key in pairs))
                 pairs.update(parsed)
             else:
                 items.extend(parsed)
@@ -378,6 +402,8 @@ def _json_value(text: str, index: int, depth: int) -> tuple[Any, int]:
             if text[index : index + 1] != ":":
                 raise json.JSONDecodeError("Expecting ':' delimiter", text, index)
             value, index = _json_value(text, _json_space(text, index + 1), depth + 1)
+            if key in pairs:
+                raise duplicate_key(key)
             pairs[key] = value
         else:
             value, index = _json_value(text, index, depth + 1)

@@ -15,6 +15,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from grm_reward.config import ServerOptions
+from grm_reward.server.protocol import ErrorDetail, ErrorResponse
 
 __all__ = ["HeaderTimeoutProtocol", "uvicorn_config"]
 
@@ -50,6 +51,16 @@ class HeaderTimeoutProtocol(H11Protocol):
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
+
+    def send_400_response(self, msg: str) -> None:
+        """A request h11 cannot parse gets the JSON error every other answer has (uvicorn's is plain text)."""
+        body = ErrorResponse(error=ErrorDetail(type="BadRequest", message=msg), status=400).model_dump_json().encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                   (b"connection", b"close")]
+        for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"), h11.Data(data=body),
+                      h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
 
     def _header_timed_out(self) -> None:
         self._header_timer = None

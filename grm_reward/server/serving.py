@@ -35,6 +35,7 @@ from grm_reward.errors import (
     InputError,
     JudgeUnavailableError,
 )
+from grm_reward.prompts import format_conversation, format_principles
 from grm_reward.server.protocol import (
     ErrorDetail,
     GetRewardRequest,
@@ -44,7 +45,7 @@ from grm_reward.server.protocol import (
     RewardsRequest,
     RewardsResponse,
 )
-from grm_reward.types import Request, RewardResult, message_text
+from grm_reward.types import Request, RewardResult
 
 __all__ = ["Metrics", "RewardService", "Scorer", "public_error_message"]
 
@@ -233,15 +234,15 @@ class RewardService:
                 )
             try:
                 request = Request(**item.to_request_dict())
-                prompt = request.prompt
-                size = len(prompt) if isinstance(prompt, str) else sum(len(message_text(m)) for m in prompt)
+                # what the judge reads, role labels and numbering included: 100,000 one-character messages
+                # were counted as 100,000 characters and shown to the judge as 900,000
+                size = len(format_conversation(request.prompt))
                 self._check_size(size, options.max_prompt_chars, "the prompt", "max_prompt_chars")
                 for j, response in enumerate(request.responses):
                     self._check_size(len(response), options.max_response_chars, f"response {j}", "max_response_chars")
                 self._check_size(len(request.reference or ""), options.max_prompt_chars, "the reference",
                                  "max_prompt_chars")
-                principles = request.principles
-                size = len(principles) if isinstance(principles, str) else sum(len(p) for p in principles or ())
+                size = len(format_principles(request.principles)) if request.principles is not None else 0
                 self._check_size(size, options.max_prompt_chars, "the principles", "max_prompt_chars")
             except InputError as exc:
                 raise InputError(str(exc), index=i) from exc

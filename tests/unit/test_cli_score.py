@@ -167,6 +167,45 @@ def test_lone_surrogates_bad_bytes_huge_and_deep_lines_are_their_own_error_rows(
     assert "Traceback" not in capsys.readouterr().err
 
 
+def test_a_byte_order_mark_at_the_start_of_the_file_is_skipped(tmp_path) -> None:
+    # the first row was lost as "not valid JSON (Unexpected UTF-8 BOM ...)"
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b'\xef\xbb\xbf{"id": 0, "prompt": "q", "responses": ["a"]}\r\n{"id": 1, "prompt": "q", "responses": ["b"]}\r\n')
+    assert score(str(source), "-o", str(tmp_path / "out.jsonl"), "--backend", FAST, "-k", "1") == 0
+    assert [(row["id"], "error" in row) for row in read_rows(tmp_path / "out.jsonl")] == [(0, False), (1, False)]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_named_pipe_is_read_once_like_stdin(tmp_path, capsys) -> None:
+    # `grm-reward score <(zcat rows.jsonl.gz)` was refused: "input file /dev/fd/63 does not exist"
+    import threading
+
+    fifo = tmp_path / "rows.fifo"
+    os.mkfifo(fifo)
+    rows = rows_file(tmp_path / "rows.jsonl", 3).read_bytes()
+
+    def feed() -> None:
+        with open(fifo, "wb") as stream:
+            stream.write(rows)
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    assert score(str(fifo), "-o", str(tmp_path / "out.jsonl"), "--backend", FAST, "-k", "1") == 0
+    writer.join(5)
+    assert [row["id"] for row in read_rows(tmp_path / "out.jsonl")] == [0, 1, 2]
+    assert score(str(tmp_path), "-o", str(tmp_path / "x.jsonl"), "--backend", FAST) == 2
+    assert f"input file {tmp_path} is a directory" in capsys.readouterr().err
+
+
+def test_a_key_given_twice_is_the_lines_error(tmp_path) -> None:
+    # json kept the last "prompt" and scored the row silently; the server refuses such a body too
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"prompt": "a", "responses": ["x"], "prompt": "b"}\n{"prompt": "q", "responses": ["y"]}\n')
+    assert score(str(source), "-o", str(tmp_path / "out.jsonl"), "--backend", FAST, "-k", "1") == 1
+    first, second = read_rows(tmp_path / "out.jsonl")
+    assert first["error"] == "line 1: the key 'prompt' appears twice in one object" and "rewards" in second
+
+
 def test_empty_input_gives_an_empty_output(tmp_path) -> None:
     src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     src.write_bytes(b"\n  \n")

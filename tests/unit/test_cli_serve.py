@@ -92,3 +92,46 @@ def test_serve_runs_uvicorn_with_the_connection_limits() -> None:
     assert issubclass(config.http, HeaderTimeoutProtocol) and config.http.header_timeout_s == 3.0
     assert (config.timeout_keep_alive, config.limit_concurrency, config.backlog) == (7, 10, 5)
     assert config.timeout_graceful_shutdown == 2
+
+
+def test_a_second_ctrl_c_stops_at_once_without_a_traceback(tmp_path) -> None:
+    # the forced exit printed the lifespan's CancelledError traceback ("lifespan.shutdown.failed") on stderr
+    import signal
+    import threading
+    import time
+
+    port = free_port()
+    log = tmp_path / "serve.log"
+    command = [sys.executable, "-m", "grm_reward", "serve", "--backend", "tests.helpers:stuck_backend",
+               "--port", str(port), "--server-shutdown-timeout-s", "30", "--server-log-level", "info"]
+    replies: list[object] = []
+    with process_server(command, port, log=log, timeout=60, cwd=ROOT) as base:
+        prompt = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+
+        def call() -> None:
+            try:
+                replies.append(httpx.post(base + "/get_reward", json={"query": [prompt + "x"], "prompts": [prompt]},
+                                          timeout=60).status_code)
+            except httpx.HTTPError as exc:
+                replies.append(exc)
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        deadline = time.monotonic() + 30
+        while "grm_batches_in_flight 1" not in httpx.get(base + "/metrics").text:  # the judge call has started
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        process = process_server.current  # type: ignore[attr-defined]
+        started = time.monotonic()
+        process.send_signal(signal.SIGINT)  # drains: the stuck judge call would hold it for 30 s
+        while "Waiting for connections to close" not in log.read_text(errors="replace"):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)  # forces
+        process.wait(timeout=20)
+        stopped_after = time.monotonic() - started
+        caller.join(timeout=20)
+    stderr = log.read_text(errors="replace")
+    assert stopped_after < 15 and process.returncode == 130, stderr
+    assert replies == [503]  # the JSON "shutting down" answer: OpenRLHF retries it
+    assert "Traceback" not in stderr and "CancelledError" not in stderr, stderr

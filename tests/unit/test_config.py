@@ -63,6 +63,10 @@ def test_yaml_and_json_files(tmp_path) -> None:
         GRMConfig.from_file(bad)
     with pytest.raises(ConfigError, match="cannot read"):
         GRMConfig.from_file(tmp_path / "absent.yaml")
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"system_prompt: caf\xe9\n")  # was a UnicodeDecodeError traceback out of the CLI
+    with pytest.raises(ConfigError, match=r"config file .*latin.yaml is not UTF-8 \(byte 0xe9 at byte 19\)"):
+        GRMConfig.from_file(latin)
 
 
 def test_cli_flags_map_onto_config(tmp_path) -> None:

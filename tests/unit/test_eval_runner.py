@@ -222,6 +222,32 @@ def test_cli_eval_errors(tmp_path, capsys, monkeypatch) -> None:
     assert "realmistake" in capsys.readouterr().out
 
 
+def test_an_unwritable_output_directory_stops_before_any_judging(tmp_path, capsys) -> None:
+    # the store's folder was made after the first chunk was judged: a traceback, exit status 1 ("items failed")
+    pairs = write_pairs(tmp_path / "pairs.jsonl", 2)
+    occupied = tmp_path / "a-file"
+    occupied.write_text("")
+    for out in (occupied, occupied / "below"):
+        assert main(["eval", "-b", f"pairwise={pairs}", "--backend", "tests.score_backends:must_not_be_built",
+                     "-k", "2", "-o", str(out), "--no-plots", "-q"]) == 2
+        assert f"grm-reward: cannot write to the output directory {out}: " in capsys.readouterr().err
+
+
+def test_a_full_disk_mid_run_is_a_clear_error(tmp_path, capsys, monkeypatch) -> None:
+    import errno
+
+    from grm_reward.eval import store
+
+    def full(self, records, *, keep_text=True) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+
+    monkeypatch.setattr(store.SampleStore, "append", full)
+    pairs = write_pairs(tmp_path / "pairs.jsonl", 2)
+    assert main(["eval", "-b", f"pairwise={pairs}", "--backend", NOISY, "-k", "2", "-o", str(tmp_path / "out"),
+                 "--no-plots", "-q"]) == 2  # was a traceback and exit status 1 ("items failed")
+    assert "grm-reward: cannot write the results: No space left on device (" in capsys.readouterr().err
+
+
 def test_importing_the_harness_loads_no_plotting_or_engine() -> None:
     code = (
         "import sys, grm_reward.eval, grm_reward.cli.eval, grm_reward.eval.report;"

@@ -230,6 +230,11 @@ def test_chat_prompt_and_system_prompt() -> None:
         ({"prompt": 5, "responses": ["a"]}, "prompt must be a string"),
         ({"prompt": "q", "responses": ["a"], "principles": ""}, "principles is an empty string"),
         ({"prompt": [{"role": "user", "content": [{"type": "image_url"}]}], "responses": ["a"]}, "only text content"),
+        # messages without text were judged against an empty prompt (an empty string prompt is refused)
+        ({"prompt": [{"role": "user", "content": None}, {"role": "user", "content": [{"type": "text", "text": " "}]}],
+          "responses": ["a"]}, "prompt is empty: no message has any text"),
+        ({"prompt": [{"role": "user", "content": [{"type": "text", "text": 5}]}], "responses": ["a"]},
+         "a 'text' part needs a string 'text', got int"),  # was "found a 'text' part"
     ],
 )
 def test_bad_requests_get_clear_errors(request_kwargs, message) -> None:

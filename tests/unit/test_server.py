@@ -182,9 +182,9 @@ def test_the_json_walker_reads_what_json_loads_reads_and_bounds_each_c_call(monk
     sizes: list[int] = []
     real_loads = json.loads
 
-    def loads(chunk: str) -> object:
+    def loads(chunk: str, **options: object) -> object:
         sizes.append(len(chunk))
-        return real_loads(chunk)
+        return real_loads(chunk, **options)
 
     monkeypatch.setattr(server_app.json, "loads", loads)
     for raw in (json.dumps(value).encode(), json.dumps(value, indent=3).encode()):  # windows end anywhere

@@ -128,6 +128,24 @@ def test_completion_text_keeps_assistant_turns_only() -> None:
         completion_text([{"role": "assistant", "content": [{"type": "image"}]}])
 
 
+def test_a_completion_of_the_wrong_type_is_an_input_error_naming_it() -> None:
+    reward, backend = reward_for()
+    for bad in (float("nan"), None, b"bytes"):  # a float was a TypeError from list(completion)
+        with pytest.raises(InputError, match="completion 1: a completion must be a string or chat messages"):
+            call(reward, ["q", "q"], ["a", bad])
+    assert backend.requests == []
+
+
+def test_a_missing_reference_from_pandas_is_no_reference() -> None:
+    # a NaN in a reference column (pandas' missing value) reached the judge as the reference answer "nan"
+    import numpy as np
+
+    reward, backend = reward_for()
+    call(reward, ["q", "q", "q"], ["a", "b", "c"], reference=[float("nan"), np.float32("nan"), "ok"])
+    prompts = [r.messages[-1]["content"] for r in backend.requests]
+    assert prompts and not any("nan" in p for p in prompts)
+
+
 def test_reference_and_principles_columns_reach_the_judge() -> None:
     reward, backend = reward_for(batching={"group_by_prompt": False})
     call(

@@ -144,6 +144,17 @@ def test_scores_a_batch_and_rm_scores_sit_at_the_last_valid_token(verl_modules, 
     assert verl_support.last_valid_token(batch) == [1, 5, 1]  # "four <eos>", 6 words (no room for eos), "apple <eos>"
 
 
+def test_an_empty_dataproto_is_an_input_error_and_the_manager_still_scores(verl_modules, config, tokenizer) -> None:
+    from grm_reward import InputError
+
+    _, verl_support, _, _ = verl_modules
+    manager = manager_from(verl_modules, config, tokenizer)
+    batch = verl_support.rollout_batch(tokenizer, ROWS)
+    with pytest.raises(InputError, match="one trajectory per call: got an empty DataProto"):  # was an IndexError
+        asyncio.run(manager.run_single(batch[0:0]))
+    assert [o["reward_score"] for o in score_batch(manager, batch[0:1])] == pytest.approx([(checksum_score("four") - 1) / 9])
+
+
 def test_concurrent_calls_share_one_batcher_and_groups_are_listwise(verl_modules, config, tokenizer) -> None:
     _, verl_support, _, _ = verl_modules
     manager = manager_from(verl_modules, config, tokenizer)
