@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import statistics
 import subprocess
@@ -78,6 +79,7 @@ def scenario(options: dict[str, Any], stragglers: list[int], straggle_s: float) 
                 await one_round(model, 0)
                 stats = model.backend.stats.extra
                 before = {key: stats[key] for key in ("hedges", "hedge_wins", "http_requests")}
+                gc.collect()  # else a full collection lands in some measured round: +0.1 s, always the same repeat
                 rewards, latencies, wall = await one_round(model, 1)
                 return {
                     "rewards": rewards,
