@@ -31,9 +31,6 @@ __all__ = [
 
 V = TypeVar("V")
 
-#: Settings that never change a result: serving, fleet, and the caches' own sizes.
-
-
 class LRUStore(Generic[V]):
     """A dict of at most ``capacity`` entries; the least recently used one goes first.
 
@@ -81,7 +78,7 @@ def _digest(*parts: object) -> str:
 
 def config_identity(config: GRMConfig, judge: str) -> str:
     """Everything a reward depends on besides the request: ``judge`` (the engine's name) and every
-    setting except serving, fleet and cache sizes."""
+    setting except the serving sections (:data:`~grm_reward.config.SERVING_SECTIONS`)."""
     return _digest(judge, config.model_dump(mode="json", exclude=set(SERVING_SECTIONS)))
 
 
