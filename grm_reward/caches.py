@@ -31,6 +31,7 @@ __all__ = [
 
 V = TypeVar("V")
 
+
 class LRUStore(Generic[V]):
     """A dict of at most ``capacity`` entries; the least recently used one goes first.
 
