@@ -24,6 +24,7 @@ __all__ = [
     "Usage",
     "completion_text",
     "find_lone_surrogate",
+    "is_text",
 ]
 
 #: A chat message: ``{"role": "user" | "assistant" | "system" | ..., "content": str}``.
@@ -296,11 +297,11 @@ def find_lone_surrogate(data: Any) -> str | None:
     while stack:
         path, value = stack.pop()
         if isinstance(value, str):
-            if not _is_text(value):
+            if not is_text(value):
                 return _dotted(path) or "body"
         elif isinstance(value, Mapping):
             for key, item in value.items():
-                if isinstance(key, str) and not _is_text(key):
+                if isinstance(key, str) and not is_text(key):
                     where = _dotted(path)
                     return f"{where}.<key>" if where else "<key>"
                 stack.append(((path, key), item))
@@ -317,7 +318,8 @@ def _dotted(path: Any) -> str:
     return ".".join(reversed(keys))
 
 
-def _is_text(value: str) -> bool:
+def is_text(value: str) -> bool:
+    """Whether ``value`` encodes as UTF-8 (holds no lone surrogate)."""
     if value.isascii():
         return True
     try:

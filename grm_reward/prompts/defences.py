@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from pydantic_core import SchemaValidator, core_schema
 
-from grm_reward.types import DefenceRecord, Request
+from grm_reward.types import DefenceRecord, Request, is_text
 
 __all__ = ["INJECTION_KINDS", "NEUTRALISED_KINDS", "defend_request", "defend_response", "find_injections", "neutralise"]
 
@@ -244,17 +244,9 @@ def _may_match(text: str, screen: Callable[[str | bytes], bool]) -> bool:
     """
     if screen(text):
         return True
-    if text.isascii() or _is_text(text):
+    if is_text(text):
         return False
     return screen(text.encode("utf-8", "replace"))  # a lone surrogate, which the screen cannot read, as "?"
-
-
-def _is_text(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 # The record of a response nothing was done to, set through the slots' own descriptors: the frozen
