@@ -16,7 +16,7 @@ from typing import Any
 from grm_reward.errors import DataError, InputError
 from grm_reward.types import find_lone_surrogate
 
-__all__ = ["LoadIssue", "duplicate_key", "jsonl_rows", "not_object", "unique_keys"]
+__all__ = ["LoadIssue", "duplicate_key", "json_object", "jsonl_rows", "not_object", "unique_keys"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,28 +41,13 @@ def jsonl_rows(file: Path) -> Iterator[tuple[int, Mapping[str, Any] | LoadIssue]
     try:
         with opener(file, "rb") as stream:  # bytes: one bad byte is its line's issue, not the file's
             for number, raw in enumerate(stream, start=1):
-                if number == 1:
-                    raw = raw.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark, as editors on Windows write
                 if not raw.strip():
                     continue
                 where = f"line {number}"
                 try:
-                    row = json.loads(raw.decode("utf-8"), object_pairs_hook=unique_keys)
-                except UnicodeDecodeError as exc:
-                    message = f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1})"
-                    yield number, LoadIssue(str(file), where, message)
-                    continue
-                except json.JSONDecodeError as exc:
-                    yield number, LoadIssue(str(file), where, f"not valid JSON ({exc.msg} at column {exc.colno})")
-                    continue
-                except RecursionError:
-                    yield number, LoadIssue(str(file), where, "JSON nested too deeply")
-                    continue
-                except InputError as exc:  # a key twice in one object
+                    row = json_object(raw, first_line=number == 1)
+                except InputError as exc:
                     yield number, LoadIssue(str(file), where, str(exc))
-                    continue
-                if not isinstance(row, dict):
-                    yield number, not_object(file, where, row)
                     continue
                 surrogate = find_lone_surrogate(row)  # JSON allows "\ud800", which no encoder downstream accepts
                 if surrogate is not None:
@@ -72,6 +57,25 @@ def jsonl_rows(file: Path) -> Iterator[tuple[int, Mapping[str, Any] | LoadIssue]
                 yield number, row
     except (OSError, EOFError) as exc:
         raise DataError(f"cannot read {file}: {exc}") from exc
+
+
+def json_object(raw: bytes, *, first_line: bool = False) -> dict[str, Any]:
+    """One JSONL line as a JSON object, or :class:`InputError` saying what is wrong with it (not UTF-8,
+    not JSON, nested too deeply, a key given twice, not an object). ``first_line``: a byte-order mark,
+    as editors on Windows write, is skipped."""
+    if first_line:
+        raw = raw.removeprefix(b"\xef\xbb\xbf")
+    try:
+        row = json.loads(raw.decode("utf-8"), object_pairs_hook=unique_keys)  # a key twice: InputError
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1})") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise InputError("JSON nested too deeply") from None
+    if not isinstance(row, dict):
+        raise InputError(f"expected a JSON object, got {type(row).__name__}")
+    return row
 
 
 def not_object(file: Path, where: str, row: Any) -> LoadIssue:

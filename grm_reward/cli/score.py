@@ -34,8 +34,8 @@ from grm_reward.errors import (
     JudgeUnavailableError,
     TemplateError,
 )
-from grm_reward.jsonl import unique_keys
-from grm_reward.types import Request, RewardResult, find_lone_surrogate
+from grm_reward.jsonl import json_object
+from grm_reward.types import Request, RewardResult
 
 __all__ = ["register"]
 
@@ -82,11 +82,6 @@ def _lines(stream: BinaryIO, limit: int) -> Iterator[_Line]:
         yield _Line(number, None, digest.hexdigest()[:16], size)
 
 
-def _surrogate_field(data: dict[str, Any]) -> str | None:
-    """The first request field holding a lone surrogate (``"\\ud800"`` in JSON), which is not text."""
-    return find_lone_surrogate({key: data.get(key) for key in _REQUEST_KEYS})
-
-
 @dataclass(eq=False)
 class _Row:
     line: int
@@ -108,27 +103,11 @@ def _parse(line: _Line, limit: int) -> _Row:
     try:
         if line.text is None:
             raise InputError(f"line is {line.size} bytes, over --max-line-bytes {limit}")
-        try:
-            text = line.text.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InputError(f"not valid UTF-8 (byte 0x{line.text[exc.start]:02x} at byte {exc.start + 1})") from None
-        if n == 1:  # a byte-order mark, as editors on Windows write (the line's hash keeps it, for --resume)
-            text = text.removeprefix("\ufeff")
-        try:
-            data = json.loads(text, object_pairs_hook=unique_keys)  # a key twice: InputError, the line's error
-        except json.JSONDecodeError as exc:
-            raise InputError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
-        except RecursionError:
-            raise InputError("JSON nested too deeply") from None
-        if not isinstance(data, dict):
-            raise InputError(f"expected a JSON object, got {type(data).__name__}")
+        data = json_object(line.text, first_line=n == 1)  # the line's hash keeps a byte-order mark, for --resume
         row.data = data
         missing = [k for k in ("prompt", "responses") if k not in data]
         if missing:
             raise InputError(f"missing key(s) {missing}")
-        bad = _surrogate_field(data)
-        if bad is not None:
-            raise InputError(f"{bad} contains a lone surrogate (an escape such as \\ud800), which is not text")
         row.request = Request(**{k: data[k] for k in _REQUEST_KEYS if data.get(k) is not None})
     except (InputError, TypeError, ValueError) as exc:
         row.error = f"line {n}: {exc}"
