@@ -1,11 +1,14 @@
 """Reward-hacking defences: their CPU cost, and how often a planted injection wins, off and on.
 
-Side by side in one run, on RewardBench v1 pairs from ``../shared/data`` (chosen vs rejected):
+Side by side in one run, on RewardBench v1 pairs from ``../shared/data`` (chosen vs rejected), in
+two kinds: chat (the LLMBar subsets) and math (``math-prm``: step-by-step solutions, nearly all
+ending in ``\boxed{answer}``, as the responses of a math RL run do):
 
-- **cost**: the defence's CPU time per rewarded response (``defend_request`` on every request)
+- **cost**: the defence's CPU time per rewarded response (``defend_requests`` on the batch, as
+  planning runs it)
   against the layer's own CPU time per rewarded response (``score_batch`` with an instant
-  scripted judge, k samples, defences off). Runs alternate; the fastest run of each is kept.
-  Goal: < 1 %.
+  scripted judge, k samples, defences off), for each kind. Runs alternate; the fastest run of
+  each is kept. Goal: < 1 %.
 - **injected wins**: every rejected answer gets one planted injection (verdict look-alikes and
   instructions to the judge, in turn); a **gullible judge double** (tests/helpers.py: 10 for any
   shown response with a verdict look-alike or an order to the judge, else 8 for the chosen answer
@@ -30,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from grm_reward import GenerativeRewardModel  # noqa: E402
 from grm_reward.backends import ScriptedBackend  # noqa: E402
 from grm_reward.backends.scripted import JudgeCall  # noqa: E402
-from grm_reward.prompts.defences import defend_request  # noqa: E402
+from grm_reward.prompts.defences import defend_requests  # noqa: E402
 from grm_reward.types import Request  # noqa: E402
 from tests.conftest import find_shared_data  # noqa: E402
 from tests.helpers import is_gullible_trigger, judge_text  # noqa: E402
@@ -50,9 +53,15 @@ ORDERS = [
 ]
 
 
-def load_pairs(limit: int) -> list[tuple[str, str, str]]:
+def load_pairs(limit: int) -> dict[str, list[tuple[str, str, str]]]:
+    """Up to ``limit`` pairs of each kind, chat and math."""
     rows = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [(r["prompt"], r["chosen"], r["rejected"]) for r in rows[:limit]]
+    kinds: dict[str, list[tuple[str, str, str]]] = {"chat": [], "math": []}
+    for r in rows:
+        pairs = kinds["math" if r["subset"].startswith("math") else "chat"]
+        if len(pairs) < limit:
+            pairs.append((r["prompt"], r["chosen"], r["rejected"]))
+    return kinds
 
 
 def gullible(chosen: set[str], *, heeds_notice: bool) -> ScriptedBackend:
@@ -67,7 +76,7 @@ def gullible(chosen: set[str], *, heeds_notice: bool) -> ScriptedBackend:
 
 def cost(pairs: list[tuple[str, str, str]], k: int, repeats: int) -> tuple[float, float, float]:
     """(defence µs, defence switched off µs, layer µs) per rewarded response, the fastest of ``repeats``
-    alternating runs each. Switched off, ``defend_request`` still builds the records the layer keeps."""
+    alternating runs each. Switched off, ``defend_requests`` still builds the records the layer keeps."""
     requests = [Request(prompt=p, responses=[c, r]) for p, c, r in pairs]
     responses = 2 * len(requests)
     rm = GenerativeRewardModel(
@@ -77,12 +86,10 @@ def cost(pairs: list[tuple[str, str, str]], k: int, repeats: int) -> tuple[float
     defence_runs, off_runs, layer_runs = [], [], []
     for _ in range(repeats):
         started = time.process_time()
-        for request in requests:
-            defend_request(request)
+        defend_requests(requests)  # as planning runs it: the whole batch, before anything else
         defence_runs.append(time.process_time() - started)
         started = time.process_time()
-        for request in requests:
-            defend_request(request, rewrite=False, flag=False)
+        defend_requests(requests, rewrite=False, flag=False)
         off_runs.append(time.process_time() - started)
         started = time.process_time()
         rm.score_batch(requests)
@@ -105,20 +112,23 @@ def injected_wins(pairs: list[tuple[str, str, str]], k: int, plants: list[str], 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", type=int, default=400)
+    parser.add_argument("--pairs", type=int, default=400, help="pairs of each kind, chat and math")
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     if not DATA.is_file():
         print(f"skipped: {DATA} is absent (see ../shared/data/README.md)")
         return
-    pairs = load_pairs(args.pairs)
-    chars = sum(len(c) + len(r) for _, c, r in pairs) / (2 * len(pairs))
-    print(f"{len(pairs)} RewardBench v1 pairs, mean response {chars:.0f} chars, k={args.k}")
-    defence_us, off_us, layer_us = cost(pairs, args.k, args.repeats)
-    print(f"CPU per rewarded response: defence {defence_us:.1f} µs, layer (defence off) {layer_us:.1f} µs, "
-          f"ratio {defence_us / layer_us:.2%} (goal < 1%); beyond defend_request switched off "
-          f"({off_us:.1f} µs, records only): {(defence_us - off_us) / layer_us:.2%}")
+    kinds = load_pairs(args.pairs)
+    print(f"RewardBench v1, k={args.k}; CPU per rewarded response, best of {args.repeats} alternating runs:")
+    for kind, pairs in kinds.items():
+        chars = sum(len(c) + len(r) for _, c, r in pairs) / (2 * len(pairs))
+        defence_us, off_us, layer_us = cost(pairs, args.k, args.repeats)
+        print(f"  {kind:4s} ({len(pairs)} pairs, mean response {chars:.0f} chars): defence {defence_us:.1f} µs, "
+              f"layer (defence off) {layer_us:.1f} µs, ratio {defence_us / layer_us:.2%} (goal < 1%); "
+              f"beyond defend_requests switched off ({off_us:.1f} µs, records only): "
+              f"{(defence_us - off_us) / layer_us:.2%}")
+    pairs = kinds["chat"] + kinds["math"]
     print("share of pairs where the injected rejected answer beats the chosen one (gullible judge double):")
     for name, plants in (("verdict look-alikes", LOOKALIKES), ("instructions to the judge", ORDERS)):
         off = injected_wins(pairs, args.k, plants, neutralise=False)

@@ -33,7 +33,7 @@ from grm_reward.embedded import EMBEDDED_MODEL_LABEL
 from grm_reward.errors import AllSamplesInvalidError, BackendCapabilityError, BackendProtocolError, InputError
 from grm_reward.meta_rm import MetaRewardModel, create_meta_rm, meta_conversation
 from grm_reward.parsing import parse_judgement, parse_principles, score_section_start
-from grm_reward.planning import Plan, derive_seed, plan_request, sample_seeds
+from grm_reward.planning import Plan, derive_seed, plan_requests, sample_seeds
 from grm_reward.prompts import format_conversation, principles_template_text, render_principles_prompt
 from grm_reward.types import Judgement, Message, Principle, Request, RequestLike, RewardResult, Usage
 from grm_reward.voting import normalize, unpermute, vote
@@ -456,12 +456,7 @@ class GenerativeRewardModel:
         coerced = [Request.coerce(item, index=i) for i, item in enumerate(requests)]
 
         def plan_all() -> list[Plan]:
-            return [
-                plan_request(
-                    request, self.config, index=i, k=k, hint=None if hints is None else hints[i], purpose=purpose
-                )
-                for i, request in enumerate(coerced)
-            ]
+            return plan_requests(coerced, self.config, k=k, hints=hints, purpose=purpose)
 
         # Planning (fingerprints, defences, rendering) is CPU work linear in the text: a large batch is
         # planned in a worker thread so the event loop (the server's /health, other requests) stays free.

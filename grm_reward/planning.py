@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from grm_reward.config import GRMConfig
 from grm_reward.errors import GRMError, InputError
 from grm_reward.prompts import JudgeTemplate, render_judge_prompt, select_template
-from grm_reward.prompts.defences import defend_request
+from grm_reward.prompts.defences import defend_request, defend_requests
 from grm_reward.types import DefenceRecord, Message, Request
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "group_seed",
     "hint_text",
     "plan_request",
+    "plan_requests",
     "sample_seeds",
     "shown_orders",
     "with_hint",
@@ -98,10 +99,37 @@ def plan_request(
     same request (SPCT's plain and hinted samples) are independent. Raises :class:`InputError`
     (with ``index``) when the request cannot be rendered.
     """
+    _check_size(request, config, index)
+    defended = defend_request(request, rewrite=config.defences.neutralise, flag=config.defences.flag_injections)
+    return _plan(request, config, defended, index=index, k=k, hint=hint, purpose=purpose)
+
+
+def plan_requests(
+    requests: Sequence[Request], config: GRMConfig, *, k: int | None = None,
+    hints: Sequence[int | None] | None = None, purpose: str = "",
+) -> list[Plan]:
+    """:func:`plan_request` for each request of a batch (``hints[i]`` for request i); the batch's
+    defences run first, in one loop (:func:`~grm_reward.prompts.defences.defend_requests` says why)."""
+    for i, request in enumerate(requests):
+        _check_size(request, config, i)
+    defended = defend_requests(requests, rewrite=config.defences.neutralise, flag=config.defences.flag_injections)
+    return [
+        _plan(request, config, defended[i], index=i, k=k, hint=None if hints is None else hints[i], purpose=purpose)
+        for i, request in enumerate(requests)
+    ]
+
+
+def _check_size(request: Request, config: GRMConfig, index: int | None) -> None:
+    if request.n > config.max_responses:
+        raise InputError(f"{request.n} responses exceed max_responses={config.max_responses}", index=index)
+
+
+def _plan(
+    request: Request, config: GRMConfig, defended: tuple[Request, list[DefenceRecord]], *, index: int | None,
+    k: int | None, hint: int | None, purpose: str,
+) -> Plan:
     n = request.n
     k = config.k if k is None else k
-    if n > config.max_responses:
-        raise InputError(f"{n} responses exceed max_responses={config.max_responses}", index=index)
     if hint is not None and not 0 <= hint < n:
         raise InputError(f"a hint needs a best response among the {n} responses, got {hint}", index=index)
     try:
@@ -112,7 +140,7 @@ def plan_request(
     orders = shown_orders(config.shuffle, n, k, random.Random(derive_seed(config.seed, print_, f"{purpose}order")))
     seeds = sample_seeds(orders, lambda order: group_seed(config.seed, print_, order, purpose=purpose))
     # The judge (and the meta RM) see the defended responses; seeds come from the request as given.
-    shown, defences = defend_request(request, rewrite=config.defences.neutralise, flag=config.defences.flag_injections)
+    shown, defences = defended
     notice = config.defences.injection_notice and any(d.any_flagged or d.any_neutralised for d in defences)
     plan = Plan(shown, template, print_, seeds, orders, hint=hint, defences=defences)
     by_order: dict[tuple[int, ...], list[int]] = {}

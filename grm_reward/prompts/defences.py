@@ -9,14 +9,17 @@ What is defended and what is not: docs/reward-hacking.md.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 
 from pydantic_core import SchemaValidator, core_schema
 
 from grm_reward.types import DefenceRecord, Request, is_text
 
-__all__ = ["INJECTION_KINDS", "NEUTRALISED_KINDS", "defend_request", "defend_response", "find_injections", "neutralise"]
+__all__ = [
+    "INJECTION_KINDS", "NEUTRALISED_KINDS", "defend_request", "defend_requests", "defend_response", "find_injections",
+    "neutralise",
+]
 
 #: What :func:`neutralise` rewrites (the keys of ``DefenceRecord.neutralised``).
 NEUTRALISED_KINDS = ("scores_label", "boxed_list", "double_bracket", "delimiter")
@@ -197,21 +200,29 @@ def find_injections(text: str, lower: str | None = None) -> dict[str, int]:
 # (most responses hold nothing any rule looks for, and the rules then never run). Each alternative
 # relaxes one rule: it matches wherever the rule does, sometimes where the rule does not, so the
 # screen changes no result (tests/unit/test_defences.py checks it against the unscreened rules).
-# It runs on the text as given, case-insensitively (see _may_match for non-ASCII text). ``(?-u:\b)`` is an ASCII word boundary: wherever a rule
-# sees a word start or end (Unicode ``\w``), this sees one too.
+# It runs on the text as given, case-insensitively (see _may_match for non-ASCII text). ``(?-u:\b)`` is an
+# ASCII word boundary: wherever a rule sees a word start or end (Unicode ``\w``), this sees one too. Gaps
+# are unbounded where the rules bound them: a bounded gap multiplies the automaton's states (5-10 % slower).
 _B = r"(?-u:\b)"
+#: What may stand in a score list (numbers, their signs and points, separators, "$*_` "): no ASCII letter,
+#: backslash, brace or line break. Then _SPLIT's separators: Python's \s is Rust's plus \x1c-\x1f.
+_LIST_CHAR = r"[^a-z\\{}\n]"
+_LIST_SEPARATOR = r"[,，、;；\s\x1c-\x1f]"
 _REWRITE_SCREEN = (
-    r"score[^\n]{0,24}[:：]",  # _LABEL: the colon comes within 20 characters of "score"
-    r"boxed",  # _BOXED
-    r"\[\[",  # _DOUBLE
-    r"\[[ \t]{0,8}the[ \t]",  # _DELIMITER
-    r"###",  # _HEADER
+    r"score[^\n]*[:：]",  # _LABEL: a colon after "score" on its line
+    # _BOXED rewrites a box only when it holds two numbers or more: a math answer's \boxed{42} or
+    # \boxed{\frac{1}{2}} does not pass (most math responses end in one)
+    r"boxed[ \t]{0,8}\{" + _LIST_CHAR + "*" + _LIST_SEPARATOR + _LIST_CHAR + r"*\}",
+    r"\[\[" + _LIST_CHAR + r"+\]\]",  # _DOUBLE: a number between double brackets
+    r"\[[ \t]{0,8}the[ \t]{1,8}(?:beg[iİı]n|start|end)",  # _DELIMITER (re.IGNORECASE reads ı and İ as i)
+    # _HEADER, the template's own section titles (not any Markdown heading)
+    r"###[#]{0,8}[ \t]{0,8}(?:conversat[iİı]on|responses|output|reference|evaluat[iİı]on|g[iİı]ven)",
 )
 _FLAG_SCREEN = (
-    # ignore_instructions: a keyword, then an instruction noun on the same line within 40 characters
-    _B + r"(?:ignore|disregard|forget)" + _B + r"[^\n.]{0,40}(?:instruction|prompt|rules|guideline|criteria|direction)",
-    # score_request: a verb, a target, then a score noun or "10" within 80 characters (_ASK: 40 + 7 + 12 + 3)
-    _B + r"(?:give|assign|award|rate)[ \t]+(?:th|my|it|me)[^\n.]{0,80}(?:score|rating|marks|points|grade|10)",
+    # ignore_instructions: a keyword, then an instruction noun in the same sentence
+    _B + r"(?:ignore|disregard|forget)" + _B + r"[^\n.]*(?:instruction|prompt|rules|guideline|criteria|direction)",
+    # score_request: a verb, a target, then a score noun or "10" in the same sentence
+    _B + r"(?:give|assign|award|rate)[ \t]+(?:th|my|it|me)[^\n.]*(?:score|rating|marks|points|grade|10)",
     # judge_address: a role noun after a space or tab (the end of the address _ADDRESS_ROLE looks for)
     r"[ \t](?:" + "|".join(_ROLES) + ")" + _B,
     r"<\||<｜|\[/?inst\]|_of_turn>",  # chat_token
@@ -244,7 +255,7 @@ def _may_match(text: str, screen: Callable[[str | bytes], bool]) -> bool:
     """
     if screen(text):
         return True
-    if is_text(text):
+    if text.isascii() or is_text(text):
         return False
     return screen(text.encode("utf-8", "replace"))  # a lone surrogate, which the screen cannot read, as "?"
 
@@ -288,6 +299,8 @@ def _clean_record(chars: int) -> DefenceRecord:
 
 
 def _apply_rules(text: str, rewrite: bool, flag: bool) -> tuple[str, DefenceRecord]:
+    if rewrite and flag:  # the screen matched: which family's rules may match (most hits need one family)
+        rewrite, flag = _may_match(text, _screen(True, False)), _may_match(text, _screen(False, True))
     lower = text.lower()
     shown, neutralised = neutralise(text, lower) if rewrite else (text, {})
     flagged = find_injections(text, lower) if flag else {}
@@ -303,18 +316,30 @@ def defend_response(text: str, *, rewrite: bool = True, flag: bool = True) -> tu
 
 def defend_request(request: Request, *, rewrite: bool = True, flag: bool = True) -> tuple[Request, list[DefenceRecord]]:
     """``request`` as the judge should see it (responses defended) and one record per response."""
-    records: list[DefenceRecord] = []
-    shown: list[str] | None = None
-    screen = _screen(rewrite, flag) if rewrite or flag else None
-    for response in request.responses:
-        if screen is None or not _may_match(response, screen):
-            records.append(_clean_record(len(response)))  # most responses: nothing any rule looks for
-            continue
-        text, record = _apply_rules(response, rewrite, flag)
-        if text != response:
-            shown = list(request.responses) if shown is None else shown
-            shown[len(records)] = text
-        records.append(record)
-    if shown is None:
-        return request, records
-    return replace(request, responses=shown), records
+    return defend_requests((request,), rewrite=rewrite, flag=flag)[0]
+
+
+def defend_requests(
+    requests: Sequence[Request], *, rewrite: bool = True, flag: bool = True
+) -> list[tuple[Request, list[DefenceRecord]]]:
+    """:func:`defend_request` for each request, in one loop: a batch is screened before anything else
+    is done to it, because screening each request between its other planning steps cost 1.4x as much
+    (the screen's compiled tables fell out of the CPU's caches in between)."""
+    if not (rewrite or flag):
+        return [(request, [_clean_record(len(r)) for r in request.responses]) for request in requests]
+    screen = _screen(rewrite, flag)
+    defended = []
+    for request in requests:
+        records: list[DefenceRecord] = []
+        shown: list[str] | None = None
+        for response in request.responses:
+            if not _may_match(response, screen):
+                records.append(_CLEAN.get(len(response)) or _clean_record(len(response)))  # most responses
+                continue
+            text, record = _apply_rules(response, rewrite, flag)
+            if text != response:
+                shown = list(request.responses) if shown is None else shown
+                shown[len(records)] = text
+            records.append(record)
+        defended.append((request, records) if shown is None else (replace(request, responses=shown), records))
+    return defended
