@@ -2,8 +2,10 @@
 
 Workload: 64 GRPO groups x 4 responses judged listwise (one judge call per group), every group
 scored at once through ``GenerativeRewardModel.ascore_batch`` and the `openai` backend, 32 judge
-calls in flight, against ``tests/fault_judge.py`` answering in 0.05 s in its own process. Each
-configuration gets a fresh judge process, one warm-up round (latencies become known), then the
+calls in flight, against ``tests/fault_judge.py`` answering in 0.05 s in its own process (in the
+spread runs, in log-normally spread times of median 0.05 s, a hedge as long as its original). Each
+configuration gets a fresh judge process, two warm-up rounds (latencies become known, and what
+hedging a batch's last calls buys), then the
 measured round, side by side in one run; ``--repeats`` interleaved rounds of the short runs, medians
 shown (the ratio of each repeat's hang run to its no-hang run too). Run:
 ``python benchmarks/bench_tail_latency.py``.
@@ -29,6 +31,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from grm_reward import GenerativeRewardModel, GRMConfig, Request  # noqa: E402
 
 GROUPS, RESPONSES, IN_FLIGHT, LATENCY = 64, 4, 32, 0.05
+#: Log-normal sigma of a healthy judge's call times in the spread runs (p95 / median = e^(1.645 sigma) = 2.3).
+SPREAD = 0.5
+#: Rounds before the measured one: the first makes latencies known (hedging starts), the second lets the
+#: tail hedge learn whether duplicating a batch's last calls wins (ServerHealth.tail_hedge_outcome).
+WARM_UP = 2
 #: The policy on main before issue 13: no hedging, the fixed 300 s timeout.
 TODAY = {"hedge": False, "latency_timeout_factor": 0.0}
 
@@ -60,11 +67,12 @@ async def one_round(model: GenerativeRewardModel, round_: int) -> tuple[list[Any
     return list(rewards), latencies, time.monotonic() - started
 
 
-def scenario(options: dict[str, Any], stragglers: list[int], straggle_s: float) -> dict[str, Any]:
-    """A fresh judge process; a warm-up round, then the measured round in which the first call of
-    each group in ``stragglers`` waits ``straggle_s`` more (its hedge or retry does not)."""
-    marks = [arg for g in stragglers for arg in ("--straggle", f"round 1, question {g}:")]
-    command = [sys.executable, str(ROOT / "tests" / "fault_judge.py"), "--latency", str(LATENCY)]
+def scenario(options: dict[str, Any], stragglers: list[int], straggle_s: float, spread: float = 0.0) -> dict[str, Any]:
+    """A fresh judge process; ``WARM_UP`` rounds, then the measured round in which the first call of
+    each group in ``stragglers`` waits ``straggle_s`` more (its hedge or retry does not). ``spread``:
+    calls take log-normally spread times (sigma), a hedge as long as its original (the same sample)."""
+    marks = [arg for g in stragglers for arg in ("--straggle", f"round {WARM_UP}, question {g}:")]
+    command = [sys.executable, str(ROOT / "tests" / "fault_judge.py"), "--latency", str(LATENCY), "--spread", str(spread)]
     judge = subprocess.Popen(
         [*command, "--straggle-s", str(straggle_s), *marks], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT
     )
@@ -76,11 +84,12 @@ def scenario(options: dict[str, Any], stragglers: list[int], straggle_s: float) 
 
         async def run() -> dict[str, Any]:
             try:
-                await one_round(model, 0)
+                for round_ in range(WARM_UP):
+                    await one_round(model, round_)
                 stats = model.backend.stats.extra
                 before = {key: stats[key] for key in ("hedges", "hedge_wins", "http_requests")}
                 gc.collect()  # else a full collection lands in some measured round: +0.1 s, always the same repeat
-                rewards, latencies, wall = await one_round(model, 1)
+                rewards, latencies, wall = await one_round(model, WARM_UP)
                 return {
                     "rewards": rewards,
                     "wall": wall,
@@ -109,6 +118,9 @@ def main() -> None:
         "one call hangs, hedging (default)": ({}, hang_at, args.hang),
         "10% calls at 2 s, hedging (default)": ({}, slow_tenth, 2.0),
         "10% calls at 2 s, no hedging": ({"hedge": False}, slow_tenth, 2.0),
+        # a healthy judge whose calls vary in length as generations do: hedges here buy nothing
+        f"no hang, latency spread {SPREAD}, hedging": ({}, [], 0.0, SPREAD),
+        f"no hang, latency spread {SPREAD}, no hedging": ({"hedge": False}, [], 0.0, SPREAD),
     }
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in runs}
     for _ in range(max(1, args.repeats)):  # interleaved: a change of load hits every run alike
@@ -134,8 +146,10 @@ def main() -> None:
     hung = results["one call hangs, hedging (default)"]
     ratios = ", ".join(f"{h['wall'] / b['wall']:.2f}x" for h, b in zip(hung, base, strict=True))
     print(f"one call hangs / no hang, per repeat: {ratios}")
-    extra = sum(r["hedges"] for r in base)
-    print(f"extra judge calls from hedging under normal load: {extra}/{GROUPS * len(base)} = {extra / (GROUPS * len(base)):.1%}")
+    for name in ("no hang, hedging (default)", f"no hang, latency spread {SPREAD}, hedging"):
+        extra = sum(r["hedges"] for r in results[name])
+        calls = GROUPS * len(results[name])
+        print(f"extra judge calls from hedging under normal load ({name}): {extra}/{calls} = {extra / calls:.1%}")
 
 
 if __name__ == "__main__":

@@ -213,14 +213,15 @@ class OpenAIOptions(_Section):
         0.1, ge=0.0, description="Floor of the hedge delay: jitter of a very fast judge never triggers hedges."
     )
     hedge_tail_factor: float = Field(
-        1.5,
+        1.25,
         ge=0.0,
         description=(
             "Tail hedge: once every call to the server still out was overtaken (a call sent after it was answered: "
             "the batch waits on stragglers only), a call running longer than this x the median latency (at least "
-            "hedge_min_delay_s) is hedged then, not at p95 x hedge_factor. The judge has nothing else of ours to do, "
-            "and the median is not lifted by slow first calls as p95 is; 1.5 lets the last calls of a healthy batch "
-            "finish unhedged. Within hedge_budget; 0 turns it off."
+            "10 ms) is hedged then, not at p95 x hedge_factor. The judge has nothing else of ours to do, and the "
+            "median is not lifted by slow first calls as p95 is. Each tail hedge its original beats (a long "
+            "generation, repeated at the same length by its same-seed duplicate) doubles this delay, up to 16x; a "
+            "winning one resets it. Within hedge_budget; 0 turns it off."
         ),
     )
     hedge_budget: float = Field(

@@ -26,8 +26,10 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import math
 import re
 import socket
+import statistics
 import struct
 import threading
 from collections import Counter
@@ -57,6 +59,8 @@ class FaultJudge:
     def __init__(self, *, port: int = 0, latency_s: float = 0.0, owned_by: str = "vllm") -> None:
         self.port = port
         self.latency_s = latency_s
+        #: log-normal spread of the slow mode's latency (0: every call takes latency_s); see _spread_factor
+        self.latency_spread = 0.0
         self.owned_by = owned_by
         self.mode = "ok"
         self.retry_after: float | None = 1.0
@@ -218,6 +222,15 @@ class FaultJudge:
             if not writer.is_closing():
                 writer.close()
 
+    def _spread_factor(self, raw: bytes) -> float:
+        """exp(spread x z), z a standard normal drawn from the request's bytes: calls vary in length as a
+        real judge's generations do (median latency_s), and a hedge or retry (the same bytes: the same
+        seed, the same sample) takes exactly as long as its original."""
+        if self.latency_spread <= 0:
+            return 1.0
+        fraction = (int.from_bytes(hashlib.sha256(raw).digest()[:8], "big") + 0.5) / 2**64
+        return math.exp(self.latency_spread * statistics.NormalDist().inv_cdf(fraction))
+
     async def _answer(
         self, method: str, target: str, raw: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> bool:
@@ -232,7 +245,7 @@ class FaultJudge:
         self.calls_by_mode[mode] += 1
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        delay = self.latency_s if mode == "slow" else 0.0
+        delay = self.latency_s * self._spread_factor(raw) if mode == "slow" else 0.0
         if method != "GET" and self.stragglers:
             hit = self.calls if self.calls in self.stragglers else next(
                 (key for key in self.stragglers if isinstance(key, str) and key.encode() in raw), None
@@ -347,12 +360,14 @@ if __name__ == "__main__":  # a judge in its own process: prints its URL, serves
 
     parser = argparse.ArgumentParser(description="the fault-injecting judge, in its own process")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per call (mode slow)")
+    parser.add_argument("--spread", type=float, default=0.0, help="log-normal spread of the latency (sigma)")
     parser.add_argument("--straggle-s", type=float, default=60.0)
     parser.add_argument("--straggle", action="append", default=[], help="body substring whose first call straggles")
     cli = parser.parse_args()
     server = FaultJudge(latency_s=cli.latency).start()
     server.set_mode("slow" if cli.latency > 0 else "ok", latency_s=cli.latency)
     server.straggle_s, server.stragglers = cli.straggle_s, set(cli.straggle)
+    server.latency_spread = cli.spread
     print(server.url, flush=True)
     sys.stdin.read()
     print(json.dumps({"calls": server.calls, "disconnects": server.disconnects}), flush=True)

@@ -236,6 +236,7 @@ class HTTPEndpoint:
                 return await post()
 
         tasks: list[asyncio.Future[HTTPResponse]] = []
+        tail_hedge = False  # whether the duplicate went out under the tail rule (its outcome is learned)
         token = health.call_waiting()
         try:
             tasks.append(asyncio.ensure_future(send()))
@@ -252,13 +253,11 @@ class HTTPEndpoint:
                 await asyncio.wait(tasks, timeout=first)
                 while not tasks[0].done():
                     elapsed = time.monotonic() - sent[0] if sent else 0.0
-                    if (
-                        elapsed >= 2 * delay
-                        or (elapsed >= delay and health.overtaken(sent[0] + delay / 2))
-                        or (elapsed >= tail and health.drained())
-                    ):
+                    late = elapsed >= 2 * delay or (elapsed >= delay and health.overtaken(sent[0] + delay / 2))
+                    if late or (elapsed >= tail and health.drained()):
                         if health.try_hedge(self.policy):
                             self.stats["hedges"] += 1
+                            tail_hedge = not late
                             tasks.append(asyncio.ensure_future(post()))
                         break
                     if elapsed < first:
@@ -274,6 +273,8 @@ class HTTPEndpoint:
                     if task.exception() is None and task.result().is_success:
                         if task is not tasks[0]:
                             self.stats["hedge_wins"] += 1
+                        if tail_hedge:
+                            health.tail_hedge_outcome(won=task is not tasks[0])
                         return task.result()
                     outcome = outcome or task
             assert outcome is not None

@@ -21,6 +21,14 @@ BUDGET_WINDOW_S = 10.0
 LATENCY_WINDOW = 512
 #: Hedges allowed per window whatever the traffic (so a quiet client can still hedge once).
 HEDGE_BUDGET_FLOOR = 1
+#: Floor of the tail hedge's delay. Not ``hedge_min_delay_s``, which keeps a busy client's own lag from
+#: hedging mid-batch calls: once the batch has drained, that lag has passed and the judge has nothing
+#: else of ours to do, so only the median factor guards against jitter.
+TAIL_MIN_DELAY_S = 0.01
+#: Each tail hedge its original beat doubles the tail delay, up to 2**TAIL_BACKOFF_MAX x (a winning one resets
+#: it): a judge whose slowest calls are long generations, which a duplicate with the same seed repeats at the
+#: same length, stops being sent duplicates that cannot win; a stuck call still gets one (the hedge rules).
+TAIL_BACKOFF_MAX = 4
 
 
 class ServerHealth:
@@ -57,6 +65,7 @@ class ServerHealth:
         self._sorted: list[float] | None = None
         self._hedges: deque[float] = deque()
         self._youngest_answered = float("-inf")
+        self._tail_backoff = 0  # tail hedges lost in a row (capped at TAIL_BACKOFF_MAX)
         # First sends (not hedges) out, in the order they went out: token -> when; and those waiting for a slot
         self._out: dict[int, float] = {}
         self._waiting = 0
@@ -120,12 +129,20 @@ class ServerHealth:
 
     def tail_delay(self, policy: HTTPPolicy | None = None) -> float | None:
         """Seconds after which a call still running gets a duplicate once the server's calls have
-        :meth:`drained`: max(floor, ``hedge_tail_factor`` x median latency); None: off or not known yet."""
+        :meth:`drained`: max(``TAIL_MIN_DELAY_S``, ``hedge_tail_factor`` x median latency), doubled for each
+        tail hedge lost in a row (:meth:`tail_hedge_outcome`); None: off or not known yet."""
         policy = policy or self.policy
         if not policy.hedge or policy.hedge_tail_factor <= 0:
             return None
         median = self.percentile(50.0, policy)
-        return None if median is None else max(policy.hedge_min_delay_s, median * policy.hedge_tail_factor)
+        if median is None:
+            return None
+        return max(TAIL_MIN_DELAY_S, median * policy.hedge_tail_factor) * (1 << self._tail_backoff)
+
+    def tail_hedge_outcome(self, won: bool) -> None:
+        """A tail hedge won (its answer came first) or lost (its original's did): see ``TAIL_BACKOFF_MAX``."""
+        with self._lock:
+            self._tail_backoff = 0 if won else min(self._tail_backoff + 1, TAIL_BACKOFF_MAX)
 
     def latency_timeout(self, policy: HTTPPolicy | None = None) -> float | None:
         """A call's timeout from observed latency: max(floor, factor x p99); None until known or off."""

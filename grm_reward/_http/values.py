@@ -79,7 +79,7 @@ class HTTPPolicy:
     hedge_percentile: float = 95.0
     hedge_factor: float = 2.0
     hedge_min_delay_s: float = 0.1
-    hedge_tail_factor: float = 1.5
+    hedge_tail_factor: float = 1.25
     hedge_budget: float = 0.05
     latency_min_samples: int = 20
     latency_timeout_factor: float = 10.0

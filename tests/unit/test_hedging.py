@@ -10,6 +10,7 @@ import pytest
 
 from grm_reward import ConfigError, GenerationError, GenerativeRewardModel, GRMConfig, GRMReward
 from grm_reward._http import HEDGE_BUDGET_FLOOR, HTTPPolicy, ServerHealth
+from grm_reward._http.health import TAIL_BACKOFF_MAX, TAIL_MIN_DELAY_S
 from grm_reward.backends.openai import OpenAIBackend
 from grm_reward.config import OpenAIOptions
 from grm_reward.deadlines import deadline_scope
@@ -96,11 +97,23 @@ def test_the_tail_delay_is_a_multiple_of_the_median_so_slow_first_calls_do_not_l
     fast = ServerHealth("http://judge", policy)
     for _ in range(4):
         fast.record_latency(0.001)
-    assert fast.tail_delay() == 0.05  # the floor
+    assert fast.tail_delay() == TAIL_MIN_DELAY_S  # its own floor, not hedge_min_delay_s (the batch has drained)
     for off in (HTTPPolicy(latency_min_samples=1, hedge_tail_factor=0.0), HTTPPolicy(latency_min_samples=1, hedge=False)):
         health = ServerHealth("http://judge", off)
         health.record_latency(0.1)
         assert health.tail_delay() is None
+
+
+def test_each_tail_hedge_its_original_beats_doubles_the_tail_delay_until_one_wins() -> None:
+    health = ServerHealth("http://judge", HTTPPolicy(latency_min_samples=1, hedge_tail_factor=1.5))
+    health.record_latency(0.2)
+    base = health.tail_delay()
+    assert base == pytest.approx(0.3)
+    for lost in range(1, TAIL_BACKOFF_MAX + 3):
+        health.tail_hedge_outcome(won=False)
+        assert health.tail_delay() == pytest.approx(base * 2 ** min(lost, TAIL_BACKOFF_MAX))
+    health.tail_hedge_outcome(won=True)
+    assert health.tail_delay() == pytest.approx(base)
 
 
 def test_drained_only_once_every_call_still_out_was_overtaken() -> None:
@@ -163,6 +176,35 @@ def test_the_last_straggler_of_a_batch_is_hedged_once_the_batch_drains(judge: Fa
     assert elapsed < min(regular, 5.0)  # hedged once the other 7 were answered, not after p95 x 200
     assert backend.stats.extra["hedges"] == 1 and backend.stats.extra["hedge_wins"] == 1
     assert judge.calls == WARM + 8 + 1
+
+
+def test_a_judge_whose_last_calls_are_long_generations_stops_getting_tail_hedges(judge: FaultJudge) -> None:
+    # Calls take log-normally spread times fixed by their bytes, as generations of different lengths do: the
+    # duplicate of a batch's last call (same bytes, same sample) takes as long and always loses. After a few
+    # such losses the tail rule stops duplicating; a call that is stuck, not long, is still hedged and wins.
+    judge.set_mode("slow", latency_s=0.04)
+    judge.latency_spread = 0.8
+    backend = make_backend(judge, max_concurrency=16, hedge_factor=200.0)  # only the tail rule hedges in time
+    health = backend.http.health
+    hedges_per_batch: list[int] = []
+
+    async def main() -> float:
+        await warm_up(backend)
+        for batch in range(6):
+            before = backend.stats.extra["hedges"]
+            await asyncio.gather(*(generate(backend, request(seed=1000 + 16 * batch + s)) for s in range(16)))
+            hedges_per_batch.append(backend.stats.extra["hedges"] - before)
+        judge.stragglers = {judge.calls + 1}  # now one call is stuck for 60 s
+        started = time.monotonic()
+        await asyncio.wait_for(asyncio.gather(*(generate(backend, request(seed=5000 + s)) for s in range(4))), 20)
+        return time.monotonic() - started
+
+    elapsed = run(main, backend)
+    assert sum(hedges_per_batch) >= 1 and hedges_per_batch[-3:] == [0, 0, 0], hedges_per_batch
+    assert backend.stats.extra["hedge_wins"] == 1  # only the stuck call's duplicate ever won...
+    median = health.percentile(50.0)
+    assert median is not None and health.tail_delay() == pytest.approx(max(TAIL_MIN_DELAY_S, 1.25 * median))  # reset
+    assert elapsed < 10
 
 
 def test_a_hedge_does_not_wait_for_the_slot_its_straggler_holds(judge: FaultJudge) -> None:
