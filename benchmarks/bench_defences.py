@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -74,28 +75,35 @@ def gullible(chosen: set[str], *, heeds_notice: bool) -> ScriptedBackend:
     return ScriptedBackend(judge, record=False)
 
 
-def cost(pairs: list[tuple[str, str, str]], k: int, repeats: int) -> tuple[float, float, float]:
-    """(defence µs, defence switched off µs, layer µs) per rewarded response, the fastest of ``repeats``
-    alternating runs each. Switched off, ``defend_requests`` still builds the records the layer keeps."""
+def cost(pairs: list[tuple[str, str, str]], k: int, repeats: int) -> dict[str, float]:
+    """Per rewarded response, the fastest of ``repeats`` alternating runs each: ``defence``, ``off``
+    (switched off, ``defend_requests`` still builds the records the layer keeps) and ``layer`` µs; and
+    the median over repeats of each repeat's own ratios, defence / layer (``ratio``) and (defence - off)
+    / layer (``added``): a repeat's runs follow one another, so a change of the machine's speed between
+    repeats (this shared machine's runs differ by up to 1.5x) cancels out of its ratio."""
     requests = [Request(prompt=p, responses=[c, r]) for p, c, r in pairs]
     responses = 2 * len(requests)
     rm = GenerativeRewardModel(
         backend=ScriptedBackend([judge_text([6, 7])], record=False), k=k, defences={"neutralise": False, "flag_injections": False}
     )
     rm.score_batch(requests)  # warm up
-    defence_runs, off_runs, layer_runs = [], [], []
+    runs: dict[str, list[float]] = {"defence": [], "off": [], "layer": []}
     for _ in range(repeats):
         started = time.process_time()
         defend_requests(requests)  # as planning runs it: the whole batch, before anything else
-        defence_runs.append(time.process_time() - started)
+        runs["defence"].append(time.process_time() - started)
         started = time.process_time()
         defend_requests(requests, rewrite=False, flag=False)
-        off_runs.append(time.process_time() - started)
+        runs["off"].append(time.process_time() - started)
         started = time.process_time()
         rm.score_batch(requests)
-        layer_runs.append(time.process_time() - started)
+        runs["layer"].append(time.process_time() - started)
     rm.close()
-    return min(defence_runs) / responses * 1e6, min(off_runs) / responses * 1e6, min(layer_runs) / responses * 1e6
+    figures = {name: min(times) / responses * 1e6 for name, times in runs.items()}
+    repeat_runs = list(zip(runs["defence"], runs["off"], runs["layer"], strict=True))
+    figures["ratio"] = statistics.median(d / layer for d, _, layer in repeat_runs)
+    figures["added"] = statistics.median((d - off) / layer for d, off, layer in repeat_runs)
+    return figures
 
 
 def injected_wins(pairs: list[tuple[str, str, str]], k: int, plants: list[str], **defences: bool) -> float:
@@ -123,11 +131,11 @@ def main() -> None:
     print(f"RewardBench v1, k={args.k}; CPU per rewarded response, best of {args.repeats} alternating runs:")
     for kind, pairs in kinds.items():
         chars = sum(len(c) + len(r) for _, c, r in pairs) / (2 * len(pairs))
-        defence_us, off_us, layer_us = cost(pairs, args.k, args.repeats)
-        print(f"  {kind:4s} ({len(pairs)} pairs, mean response {chars:.0f} chars): defence {defence_us:.1f} µs, "
-              f"layer (defence off) {layer_us:.1f} µs, ratio {defence_us / layer_us:.2%} (goal < 1%); "
-              f"beyond defend_requests switched off ({off_us:.1f} µs, records only): "
-              f"{(defence_us - off_us) / layer_us:.2%}")
+        f = cost(pairs, args.k, args.repeats)
+        print(f"  {kind:4s} ({len(pairs)} pairs, mean response {chars:.0f} chars): defence {f['defence']:.1f} µs, "
+              f"layer (defence off) {f['layer']:.1f} µs; defence / layer per repeat, median {f['ratio']:.2%} "
+              f"(goal < 1%), of the fastest runs {f['defence'] / f['layer']:.2%}; what switching it on adds "
+              f"(beyond the records switched off builds, {f['off']:.1f} µs): median {f['added']:.2%}")
     pairs = kinds["chat"] + kinds["math"]
     print("share of pairs where the injected rejected answer beats the chosen one (gullible judge double):")
     for name, plants in (("verdict look-alikes", LOOKALIKES), ("instructions to the judge", ORDERS)):

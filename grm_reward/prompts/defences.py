@@ -204,10 +204,10 @@ def find_injections(text: str, lower: str | None = None) -> dict[str, int]:
 # ASCII word boundary: wherever a rule sees a word start or end (Unicode ``\w``), this sees one too. Gaps
 # are unbounded where the rules bound them: a bounded gap multiplies the automaton's states (5-10 % slower).
 _B = r"(?-u:\b)"
-#: What may stand in a score list (numbers, their signs and points, separators, "$*_` "): no ASCII letter,
-#: backslash, brace or line break. Then _SPLIT's separators: Python's \s is Rust's plus \x1c-\x1f.
-_LIST_CHAR = r"[^a-z\\{}\n]"
+#: _SPLIT's separators (Python's \s is Rust's plus \x1c-\x1f), then what may stand in a score list: digits
+#: (Unicode's, as Python's \d), signs, points, separators and the "$*_` " each number may be wrapped in.
 _LIST_SEPARATOR = r"[,，、;；\s\x1c-\x1f]"
+_LIST_CHAR = r"[\d+\-.$*_`,，、;；\s\x1c-\x1f]"
 _REWRITE_SCREEN = (
     r"score[^\n]*[:：]",  # _LABEL: a colon after "score" on its line
     # _BOXED rewrites a box only when it holds two numbers or more: a math answer's \boxed{42} or
