@@ -366,6 +366,14 @@ class ServerOptions(_Section):
     )
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 beyond).")
     max_queries: int = Field(4096, ge=1, description="Most queries (or requests) in one HTTP request body (422 beyond).")
+    max_messages: int = Field(
+        4096,
+        ge=1,
+        description=(
+            "Most chat messages in one request's prompt (422 beyond). Checked with max_queries on the decoded "
+            "JSON before anything else: every message costs CPU however short it is."
+        ),
+    )
     request_timeout_s: float = Field(
         170.0, gt=0, description="Longest time one HTTP request may take, queueing included (504 beyond; OpenRLHF waits 180 s)."
     )

@@ -152,11 +152,16 @@ def create_app(service: RewardService, *, lifespan: Any = None) -> FastAPI:
 
     @app.post("/get_reward")
     async def get_reward(request: Request) -> Response:
-        return await answer(request, "/get_reward", service.get_reward, GetRewardRequest.model_validate)
+        def parse(data: Any) -> GetRewardRequest:
+            service.check_openrlhf_counts(data)  # before validation: its CPU grows with the counts
+            return GetRewardRequest.model_validate(data)
+
+        return await answer(request, "/get_reward", service.get_reward, parse)
 
     @app.post("/v1/rewards")
     async def rewards(request: Request) -> Response:
         def parse(data: Any) -> RewardsRequest:
+            service.check_native_counts(data)
             return RewardsRequest.model_validate({"requests": data} if isinstance(data, list) else data)
 
         return await answer(request, "/v1/rewards", service.rewards, parse)
@@ -324,7 +329,7 @@ def _parse_json(raw: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise ClientError(400, f"body is not UTF-8: {exc}") from None
     try:
-        value, end = _json_value(text, _json_space(text, 0), 0)
+        value, end = _json_value(text, _json_space(text, 0), 0, [_MAX_WALKED_CONTAINERS])
         if _json_space(text, end) != len(text):
             raise json.JSONDecodeError("Extra data", text, end)
         return value
@@ -332,6 +337,12 @@ def _parse_json(raw: bytes) -> Any:
         raise ClientError(400, f"body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except RecursionError:
         raise ClientError(400, f"body is nested too deeply (more than {_MAX_JSON_DEPTH} levels)") from None
+    except _TooManyContainers:
+        raise ClientError(
+            413,
+            f"body has more than {_MAX_WALKED_CONTAINERS} JSON arrays and objects that hold values nested over "
+            f"{_SMALL_DEPTH} levels deep: send a flatter or smaller body",
+        ) from None
     except InputError as exc:  # a key twice in one object: json keeps the last, other parsers the first
         raise ClientError(400, f"body is ambiguous: {exc} (send each key once)") from None
     except ValueError as exc:  # an integer of more than sys.get_int_max_str_digits() digits
@@ -340,18 +351,38 @@ def _parse_json(raw: bytes) -> Any:
 
 # json.loads builds a body's values in one C call that holds the GIL: 16 MiB of small values froze the
 # event loop (and /health) for over a second even from a worker thread. This parser walks containers in
-# Python and hands the C scanner runs of at most 1,024 scalars (or "key": scalar pairs) within 16K
+# Python and hands the C scanner runs of at most 1,024 small values (or "key": value pairs) within 16K
 # characters at a time, so the GIL is released between runs; a longer scalar gets a C call of its own
 # (a run of 60 strings of 262K characters was one 16 MB regular-expression match and one 16 MB
-# json.loads, each holding the GIL throughout).
+# json.loads, each holding the GIL throughout). A small value is a scalar or a container of small values
+# nested at most three deep (a request item with its chat messages): walked in Python one by one, the
+# 200,000 items of a 7 MB body cost 3.6 s of CPU.
 _MAX_JSON_DEPTH = 100
 _RUN_CHARS = 16_384
+#: Containers a body may have walked in Python (~8 µs each): 16 MiB of [[[[0]]]] took 13 s of CPU. A
+#: full batch of chat requests needs one per request (and per content-part list).
+_MAX_WALKED_CONTAINERS = 65_536
 _JSON_SPACE = re.compile(r"[ \t\n\r]*")
-# Possessive (*+): a run cut short by the window fails in one pass instead of backtracking through it.
+# Possessive (*+, ?+, {}+): a run cut short by the window fails in one pass instead of backtracking through it.
+_WS = r"[ \t\n\r]*+"
 _STRING = r'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
 _SCALAR = r"(?:" + _STRING + r"|-?\d++(?:\.\d++)?+(?:[eE][+-]?\d++)?+|true|false|null)"
-_SCALAR_RUN = re.compile(r"(?:" + _SCALAR + r"[ \t\n\r]*,[ \t\n\r]*){1,1024}")
-_PAIR_RUN = re.compile(r"(?:" + _STRING + r"[ \t\n\r]*:[ \t\n\r]*" + _SCALAR + r"[ \t\n\r]*,[ \t\n\r]*){1,1024}")
+
+
+def _containers(value: str) -> str:
+    """A JSON array of ``value`` or an object whose values are ``value`` (possessively)."""
+    array = r"\[" + _WS + r"(?:" + value + r"(?:" + _WS + "," + _WS + value + r")*+)?+" + _WS + r"\]"
+    pair = _STRING + _WS + ":" + _WS + value
+    return array + "|" + r"\{" + _WS + r"(?:" + pair + r"(?:" + _WS + "," + _WS + pair + r")*+)?+" + _WS + r"\}"
+
+
+# Three levels: a request item whose prompt is a list of chat messages is one small value.
+_SMALL_DEPTH = 3
+_SMALL = _SCALAR
+for _ in range(_SMALL_DEPTH):
+    _SMALL = r"(?:" + _SCALAR + "|" + _containers(_SMALL) + ")"
+_SCALAR_RUN = re.compile(r"(?:" + _SMALL + _WS + "," + _WS + r"){1,1024}+")
+_PAIR_RUN = re.compile(r"(?:" + _STRING + _WS + ":" + _WS + _SMALL + _WS + "," + _WS + r"){1,1024}+")
 
 
 _scan_scalar: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
@@ -362,8 +393,13 @@ def _json_space(text: str, index: int) -> int:
     return _JSON_SPACE.match(text, index).end()  # type: ignore[union-attr]
 
 
-def _json_value(text: str, index: int, depth: int) -> tuple[Any, int]:
-    """The JSON value at ``index`` and the index after it (containers in Python, scalars in C)."""
+class _TooManyContainers(Exception):
+    pass
+
+
+def _json_value(text: str, index: int, depth: int, budget: list[int]) -> tuple[Any, int]:
+    """The JSON value at ``index`` and the index after it (containers in Python, small values in C);
+    ``budget[0]``: containers this body may still have walked in Python."""
     opener = text[index : index + 1]
     if opener not in ("[", "{"):
         try:
@@ -372,6 +408,9 @@ def _json_value(text: str, index: int, depth: int) -> tuple[Any, int]:
             raise json.JSONDecodeError("Expecting value", text, exc.value) from None
     if depth >= _MAX_JSON_DEPTH:
         raise RecursionError
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _TooManyContainers
     closer = "]" if opener == "[" else "}"
     items: list[Any] = []
     pairs: dict[str, Any] = {}
@@ -380,7 +419,8 @@ def _json_value(text: str, index: int, depth: int) -> tuple[Any, int]:
         return (items if opener == "[" else pairs), index + 1
     run_pattern = _PAIR_RUN if opener == "{" else _SCALAR_RUN
     while True:
-        run = run_pattern.match(text, index, index + _RUN_CHARS)
+        # (a small value nests 3 levels: near the depth limit, walk, so that the limit stays exact)
+        run = run_pattern.match(text, index, index + _RUN_CHARS) if depth + _SMALL_DEPTH < _MAX_JSON_DEPTH else None
         if run is not None:  # many small members: parse them in C, a bounded run at a time
             chunk = opener + text[index : run.end()].rstrip(" \t\n\r").removesuffix(",") + closer
             try:
@@ -401,12 +441,12 @@ def _json_value(text: str, index: int, depth: int) -> tuple[Any, int]:
             index = _json_space(text, index)
             if text[index : index + 1] != ":":
                 raise json.JSONDecodeError("Expecting ':' delimiter", text, index)
-            value, index = _json_value(text, _json_space(text, index + 1), depth + 1)
+            value, index = _json_value(text, _json_space(text, index + 1), depth + 1, budget)
             if key in pairs:
                 raise duplicate_key(key)
             pairs[key] = value
         else:
-            value, index = _json_value(text, index, depth + 1)
+            value, index = _json_value(text, index, depth + 1, budget)
             items.append(value)
         index = _json_space(text, index)
         separator = text[index : index + 1]

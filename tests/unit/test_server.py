@@ -172,6 +172,10 @@ def test_malformed_native_bodies(client, body, fragment) -> None:
         ["x" * 100_000] * 8 + ["short", 1, {"k": ["[" * 300]}],  # long scalars next to small ones
         {f"key{i}": "v" * (i % 50) for i in range(5000)},
         [[i, str(i)] for i in range(3000)],
+        # small containers (up to three levels) ride in the runs; deeper ones are walked
+        {"requests": [{"prompt": [{"role": "user", "content": f"q{i}"}], "responses": ["a", "b"]} for i in range(2000)]},
+        [[[[[i]]], {"a": [{"b": [i]}]}, [], {}] for i in range(1000)],
+        ["[" * 98 + "]" * 98, [[[[[[[[]]]]]]]]] * 50,
     ],
 )
 def test_the_json_walker_reads_what_json_loads_reads_and_bounds_each_c_call(monkeypatch, value) -> None:
@@ -210,6 +214,53 @@ def test_too_many_queries_in_one_body() -> None:
     with TestClient(make_app(server={"max_queries": 3})) as client:
         response = get_reward(client, [CHATML_PROMPT + "a"] * 4)
         assert response.status_code == 422 and "max_queries=3" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("levels", [99, 100, 101])
+def test_the_depth_limit_is_exact_whether_the_deepest_values_are_walked_or_run(levels: int) -> None:
+    from grm_reward.server import app as server_app
+
+    # walked to the bottom; or a run of a 3-level value ([[[1]]],2) at the bottom, which a walk near
+    # the limit must not hand to C unchecked
+    for body in ("[" * levels + "1" + "]" * levels, "[" * (levels - 3) + "[[[1]]],2" + "]" * (levels - 3)):
+        if levels > 100:
+            with pytest.raises(server_app.ClientError, match="nested too deeply"):
+                server_app._parse_json(body.encode())
+        else:
+            assert server_app._parse_json(body.encode()) == json.loads(body)
+
+
+def test_a_body_of_many_deep_little_values_is_refused_not_walked_for_seconds() -> None:
+    # 16 MB of [[[[0]]]]: each element a container holding a 3-level value, walked in Python at ~8 µs each
+    # (13 s of CPU); the walk stops at its budget of containers
+    from grm_reward.server import app as server_app
+
+    raw = b"[" + b",".join([b"[[[[0]]]]"] * (server_app._MAX_WALKED_CONTAINERS + 1)) + b"]"
+    with pytest.raises(server_app.ClientError, match="flatter or smaller body") as caught:
+        server_app._parse_json(raw)
+    assert caught.value.status == 413
+    fine = b"[" + b",".join([b"[[[0]]]"] * (server_app._MAX_WALKED_CONTAINERS + 1)) + b"]"  # small values: runs
+    assert len(server_app._parse_json(fine)) == server_app._MAX_WALKED_CONTAINERS + 1
+
+
+def test_counts_are_refused_before_the_body_is_validated() -> None:
+    # Validating costs CPU per item however small the item: 200,000 tiny items took 6 s before
+    # max_queries refused them. These items are invalid too: the count must be what answers.
+    with TestClient(make_app(server={"max_queries": 3, "max_messages": 4})) as client:
+        items = [{"prompt": "q", "responses": "not a list"}] * 4
+        response = client.post("/v1/rewards", json={"requests": items})
+        assert response.status_code == 422 and "max_queries=3" in response.json()["error"]["message"]
+        response = client.post("/v1/rewards", json=items)  # a bare list too
+        assert response.status_code == 422 and "max_queries=3" in response.json()["error"]["message"]
+        response = client.post("/get_reward", json={"query": [1, 2, 3, 4]})
+        assert response.status_code == 422 and "max_queries=3" in response.json()["error"]["message"]
+        chat = [{"role": "user", "content": "hi"}, {"role": "assistant"}] * 3  # 6 messages, invalid ones among them
+        response = client.post("/v1/rewards", json=[{"prompt": "q", "responses": ["a"]}, {"prompt": chat, "responses": ["a"]}])
+        message = response.json()["error"]["message"]
+        assert response.status_code == 422 and "max_messages=4" in message and "6 messages" in message and "1" in message
+        four = [{"role": "user", "content": "hi"}] * 4  # at the limit: scored
+        response = client.post("/v1/rewards", json=[{"prompt": four, "responses": ["a"]}])
+        assert response.status_code == 200 and response.json()["results"][0]["rewards"][0] is not None
 
 
 def test_unknown_routes_and_methods_answer_json(client) -> None:
