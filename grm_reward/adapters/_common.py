@@ -31,13 +31,15 @@ __all__ = [
 
 def as_reference(value: Any) -> str | None:
     """A dataset's reference answer as request text: None, NaN (pandas' missing value), empty or blank -> None;
-    numbers -> str.
+    numbers -> str; an infinite number is refused (it is no answer, and "inf" would be judged as one).
 
     >>> as_reference(42), as_reference("  "), as_reference(None), as_reference(float("nan"))
     ('42', None, None, None)
     """
     if value is None or (isinstance(value, numbers.Real) and math.isnan(value)):  # NaN was the reference "nan"
         return None
+    if isinstance(value, numbers.Real) and math.isinf(value):
+        raise InputError(f"the reference answer is {value}: not an answer (send a string, a finite number or null)")
     text = value if isinstance(value, str) else str(value)
     return text if text.strip() else None
 

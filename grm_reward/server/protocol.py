@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from grm_reward.types import find_lone_surrogate
 
@@ -122,7 +122,7 @@ class RewardsRequest(_Model):
     """The native body: ``{"requests": [...]}`` (a bare JSON list of items is accepted too)."""
 
     requests: list[RewardItem]
-    include_samples: bool = Field(True, description="Return every judge sample (text, principles, critique, scores).")
+    include_samples: StrictBool = Field(True, description="Return every judge sample (text, principles, critique, scores).")
 
 
 class PrincipleOut(BaseModel):

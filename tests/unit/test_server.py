@@ -158,6 +158,7 @@ def test_malformed_get_reward_bodies(client, body, status, fragment) -> None:
         ([{"prompt": [{"role": "user", "content": [{"type": "image_url"}]}], "responses": ["a"]}], "only text"),
         ([{"prompt": "q", "responses": ["a"] * 40}], "exceed the server's max_responses=32"),
         ({"requests": "x"}, "requests: Input should be a valid list"),
+        ({"requests": [{"prompt": "q", "responses": ["a"]}], "include_samples": "yes"}, "include_samples: Input should be a valid boolean"),
     ],
 )
 def test_malformed_native_bodies(client, body, fragment) -> None:

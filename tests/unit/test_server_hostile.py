@@ -105,6 +105,15 @@ def test_a_nan_label_is_no_reference_answer() -> None:
     assert "nan" not in seen[0].lower()
 
 
+def test_an_infinite_label_is_refused_not_judged_as_the_answer_inf() -> None:
+    with TestClient(make_app([])) as client:
+        for label in ("Infinity", '{"reference": -Infinity}'):
+            body = json.dumps({"query": [PROMPT + "4"], "prompts": [PROMPT], "labels": ["@"]}).replace('"@"', label)
+            response = client.post("/get_reward", content=body, headers={"content-type": "application/json"})
+            assert response.status_code == 422, response.text
+            assert "not an answer" in response.json()["error"]["message"]
+
+
 @pytest.mark.parametrize(
     ("body", "key"),
     [
