@@ -206,8 +206,9 @@ def find_injections(text: str, lower: str | None = None) -> dict[str, int]:
 _B = r"(?-u:\b)"
 #: _SPLIT's separators (Python's \s is Rust's plus \x1c-\x1f), then what may stand in a score list: digits
 #: (Unicode's, as Python's \d), signs, points, separators and the "$*_` " each number may be wrapped in.
-_LIST_SEPARATOR = r"[,，、;；\s\x1c-\x1f]"
-_LIST_CHAR = r"[\d+\-.$*_`,，、;；\s\x1c-\x1f]"
+_SEPARATORS = r",，、;；\s\x1c-\x1f"
+_LIST_SEPARATOR = "[" + _SEPARATORS + "]"
+_LIST_CHAR = r"[\d+\-.$*_`" + _SEPARATORS + "]"
 _REWRITE_SCREEN = (
     r"score[^\n]*[:：]",  # _LABEL: a colon after "score" on its line
     # _BOXED rewrites a box only when it holds two numbers or more: a math answer's \boxed{42} or
@@ -334,7 +335,8 @@ def defend_requests(
         shown: list[str] | None = None
         for response in request.responses:
             if not _may_match(response, screen):
-                records.append(_CLEAN.get(len(response)) or _clean_record(len(response)))  # most responses
+                # most responses; the shared record looked up here, not through a call (3 % of the defence)
+                records.append(_CLEAN.get(len(response)) or _clean_record(len(response)))
                 continue
             text, record = _apply_rules(response, rewrite, flag)
             if text != response:

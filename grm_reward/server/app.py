@@ -50,8 +50,6 @@ from grm_reward.jsonl import duplicate_key, unique_keys
 from grm_reward.server.protocol import (
     ErrorDetail,
     ErrorResponse,
-    GetRewardRequest,
-    RewardsRequest,
     find_lone_surrogate,
 )
 from grm_reward.server.serving import RewardService, public_error_message
@@ -152,19 +150,11 @@ def create_app(service: RewardService, *, lifespan: Any = None) -> FastAPI:
 
     @app.post("/get_reward")
     async def get_reward(request: Request) -> Response:
-        def parse(data: Any) -> GetRewardRequest:
-            service.check_openrlhf_counts(data)  # before validation: its CPU grows with the counts
-            return GetRewardRequest.model_validate(data)
-
-        return await answer(request, "/get_reward", service.get_reward, parse)
+        return await answer(request, "/get_reward", service.get_reward, service.openrlhf_body)
 
     @app.post("/v1/rewards")
     async def rewards(request: Request) -> Response:
-        def parse(data: Any) -> RewardsRequest:
-            service.check_native_counts(data)
-            return RewardsRequest.model_validate({"requests": data} if isinstance(data, list) else data)
-
-        return await answer(request, "/v1/rewards", service.rewards, parse)
+        return await answer(request, "/v1/rewards", service.rewards, service.native_body)
 
     @app.get("/health")
     async def health() -> Response:

@@ -112,28 +112,31 @@ class RewardService:
         self._probe: asyncio.Future[str | None] | None = None
         self._last_probe: tuple[str | None, float] | None = None  # (reason, time.monotonic()) of the last probe
 
-    def check_openrlhf_counts(self, data: Any) -> None:
-        """``max_queries`` on a decoded /get_reward body, before it is validated (see :meth:`check_native_counts`)."""
+    def openrlhf_body(self, data: Any) -> GetRewardRequest:
+        """A decoded /get_reward body, validated; ``max_queries`` first (see :meth:`native_body`)."""
         if isinstance(data, dict) and isinstance(data.get("query"), list):
             self._check_count(len(data["query"]), "queries")
+        return GetRewardRequest.model_validate(data)
 
-    def check_native_counts(self, data: Any) -> None:
-        """``max_queries`` and ``max_messages`` on a decoded /v1/rewards body, before it is validated:
-        validating 200,000 tiny items took 6 s of CPU before the count refused them. Shapes that are
-        wrong otherwise are left to the validation, which says what is wrong."""
+    def native_body(self, data: Any) -> RewardsRequest:
+        """A decoded /v1/rewards body (or a bare list of items), validated. ``max_queries`` and
+        ``max_messages`` are checked first: validation's CPU grows with the counts however small each
+        item is (200,000 tiny items took 6 s before the count refused them). Shapes that are wrong
+        otherwise are left to the validation, which says what is wrong."""
         items = data.get("requests") if isinstance(data, dict) else data
-        if not isinstance(items, list):
-            return
-        self._check_count(len(items), "requests")
-        limit = self.config.server.max_messages
-        for i, item in enumerate(items):
-            prompt = item.get("prompt") if isinstance(item, dict) else None
-            if isinstance(prompt, list) and len(prompt) > limit:
-                raise InputError(f"the prompt has {len(prompt)} messages, over the server's max_messages={limit}", index=i)
+        if isinstance(items, list):
+            self._check_count(len(items), "requests")
+            limit = self.config.server.max_messages
+            for i, item in enumerate(items):
+                prompt = item.get("prompt") if isinstance(item, dict) else None
+                if isinstance(prompt, list) and len(prompt) > limit:
+                    raise InputError(
+                        f"the prompt has {len(prompt)} messages, over the server's max_messages={limit}", index=i
+                    )
+        return RewardsRequest.model_validate({"requests": data} if isinstance(data, list) else data)
 
     async def get_reward(self, body: GetRewardRequest) -> GetRewardResponse:
         """OpenRLHF's /get_reward: one reward per query; an empty batch gets empty lists."""
-        self._check_count(len(body.query), "queries")  # (the HTTP app checked the decoded body already)
         requests = await run_cpu(self._openrlhf_requests, body)  # splitting: CPU, off the loop
         results = await self._score(requests)
         answer = openrlhf_response(
@@ -143,7 +146,6 @@ class RewardService:
 
     async def rewards(self, body: RewardsRequest) -> RewardsResponse:
         """The native API: per request, rewards and judgements, or the error that request met."""
-        self._check_count(len(body.requests), "requests")  # (the HTTP app checked the decoded body already)
         requests = await run_cpu(self._native_requests, body)
         outcomes = await self._score(requests, per_item=True)
         results: list[RewardOut | ItemError] = []
