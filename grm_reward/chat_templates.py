@@ -135,24 +135,34 @@ def split_query(query: str, prompt: str | None = None) -> SplitQuery:
 
 def parse_chat_prompt(text: str) -> list[Message] | None:
     """Chat messages from a templated prompt (the open assistant turn at the end dropped); None if unknown,
-    ``[]`` if the text is a known template's turns with no text in any of them (only its markers)."""
+    ``[]`` if the text is a known template's turns with no text in any of them (only its markers).
+
+    A conversation without a user turn (the task in the system prompt) is returned as it is, once no
+    template finds a user turn: judged as text, its markers became part of the judge's question.
+
+    >>> parse_chat_prompt("<|im_start|>system\\nTranslate: good morning<|im_end|>\\n<|im_start|>assistant\\n")
+    [{'role': 'system', 'content': 'Translate: good morning'}]
+    """
     markers_only = False
+    without_user: list[Message] | None = None
     for name, turn, _ in _TEMPLATES:
         if name == "mistral":
             found = [("user", m.group(1)) for m in turn.finditer(text)]
         else:
             found = [(_ROLES.get(m.group(1), m.group(1)), m.group(2)) for m in turn.finditer(text)]
-        if found and not any(strip_end_tokens(content).strip() for _, content in found):
-            markers_only = True  # was judged as it stood: the markers became the judge's question
-        if not any(role == "user" for role, _ in found):
-            continue
         messages: list[Message] = [
             {"role": role, "content": strip_end_tokens(content).strip()} for role, content in found
         ]
         while messages and messages[-1]["role"] == "assistant" and not messages[-1]["content"]:
             messages.pop()
-        if messages and any(m["role"] == "user" and m["content"] for m in messages):
+        if found and not any(m["content"] for m in messages):
+            markers_only = True  # was judged as it stood: the markers became the judge's question
+        elif any(m["role"] == "user" and m["content"] for m in messages):
             return messages
+        elif without_user is None and any(m["content"] for m in messages):
+            without_user = [m for m in messages if m["content"]]
+    if without_user is not None:
+        return without_user
     return [] if markers_only else None
 
 

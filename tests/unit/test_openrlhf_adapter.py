@@ -92,6 +92,25 @@ def test_parse_chat_prompt_multi_turn() -> None:
 
 
 @pytest.mark.parametrize(
+    "query",
+    [
+        "<|im_start|>system\nTranslate to French: good morning<|im_end|>\n<|im_start|>assistant\nBonjour<|im_end|>",
+        "<|start_header_id|>system<|end_header_id|>\n\nTranslate to French: good morning<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\nBonjour<|eot_id|>",
+        "<|system|>\nTranslate to French: good morning<|end|>\n<|assistant|>\nBonjour<|end|>",
+        # an empty user turn is dropped, not judged as an empty question
+        "<|im_start|>system\nTranslate to French: good morning<|im_end|>\n<|im_start|>user\n<|im_end|>\n"
+        "<|im_start|>assistant\nBonjour<|im_end|>",
+    ],
+)
+def test_a_conversation_without_a_user_turn_is_judged_as_messages(query: str) -> None:
+    # The task in the system prompt: the judge's question was the raw text, chat markers and all.
+    split = split_query(query)
+    assert split.prompt == [{"role": "system", "content": "Translate to French: good morning"}]
+    assert split.response == "Bonjour"
+
+
+@pytest.mark.parametrize(
     ("label", "expected"),
     [("4", ("4", None)), ("", (None, None)), (None, (None, None)), (4, ("4", None)), (True, (None, None)),
      ({"reference": "4", "principles": ["exact", ""]}, ("4", ["exact"])), ({"other": 1}, (None, None)), ([1], (None, None)),
