@@ -503,9 +503,9 @@ class DefenceOptions(_Section):
     neutralise: bool = Field(
         True,
         description=(
-            "Rewrite verdict look-alikes (a Scores: line, [[n]], a boxed list of several numbers) and the template's "
-            "delimiters in responses so neither the parser nor a copying judge reads them; a single \\boxed{x} "
-            "passes unchanged."
+            "Rewrite verdict look-alikes (what the parser would read as scores: a Scores: label before "
+            "scores, [[n]], a box of several valid scores) and the template's delimiters in responses so "
+            "neither the parser nor a copying judge reads them; a single \\boxed{x} passes unchanged."
         ),
     )
     flag_injections: bool = Field(

@@ -24,12 +24,17 @@ from dataclasses import dataclass
 from grm_reward.types import Judgement, Principle
 
 __all__ = [
+    "BOXED_OPEN",
+    "DEFAULT_SCORE_RANGE",
+    "LATEX_WRAPPERS",
     "REASON_CODES",
+    "SCORE_LABEL",
     "ScoreBlock",
     "find_score_block",
     "parse_judgement",
     "parse_principles",
     "score_section_start",
+    "score_values",
 ]
 
 #: The reason codes an invalid sample can carry (the text before ":" in ``Judgement.reason``).
@@ -44,13 +49,19 @@ REASON_CODES = (
     "out_of_range",  # outside score_range
 )
 
-_LABEL = re.compile(
+#: A ``Scores:`` label (``**Final Scores:**``, ``score\n:``): the block after the last one is the sample's scores.
+SCORE_LABEL = re.compile(
     r"(?<![A-Za-z])(?:final\s+|overall\s+)?scores?\s*(?:\*\*|__)?\s*[:：]",
     re.IGNORECASE,
 )
-_BOXED_OPEN = re.compile(r"\\{1,2}boxed\s*\{")
+#: The opener of a boxed block, ``\boxed{`` or ``\\boxed {``; its content runs to the matching brace.
+BOXED_OPEN = re.compile(r"\\{1,2}boxed\s*\{")
+#: The scores a sample may give unless the config says otherwise (``GRMConfig.score_range``).
+DEFAULT_SCORE_RANGE = (1, 10)
+#: LaTeX commands whose argument a score block is read through (``\textbf{8}`` reads as 8).
+LATEX_WRAPPERS = ("text", "mathrm", "mathbf", "textbf", "bf")
 _DOUBLE_BRACKET_OPEN = re.compile(r"\[\[")
-_LATEX_WRAPPER = re.compile(r"\\{1,2}(?:text|mathrm|mathbf|textbf|bf)\s*\{([^{}]*)\}")
+_LATEX_WRAPPER = re.compile(r"\\{1,2}(?:" + "|".join(LATEX_WRAPPERS) + r")\s*\{([^{}]*)\}")
 _SEPARATORS = re.compile(r"[,，、;；]")
 _INT = re.compile(r"[+-]?\d+(?:\.0*)?")
 _FLOAT = re.compile(r"[+-]?\d*\.\d+")
@@ -78,7 +89,7 @@ class ScoreBlock:
     label_start: int | None
 
 
-def parse_judgement(text: str, num_responses: int, score_range: tuple[int, int] = (1, 10)) -> Judgement:
+def parse_judgement(text: str, num_responses: int, score_range: tuple[int, int] = DEFAULT_SCORE_RANGE) -> Judgement:
     """Parse one judge sample whose responses were shown in their given order.
 
     >>> j = parse_judgement("Analysis: B is better.\\nScores: \\\\boxed{4, 8}", 2)
@@ -122,23 +133,9 @@ def parse_judgement(text: str, num_responses: int, score_range: tuple[int, int] 
 
 def read_scores(content: str, num_responses: int, score_range: tuple[int, int]) -> tuple[list[int] | None, str | None]:
     """Read the integers of a score block's content; (scores, None) or (None, reason)."""
-    cleaned = _LATEX_WRAPPER.sub(r"\1", content)
-    cleaned = cleaned.replace("$", "").replace("\\,", " ").strip().strip(".").strip()
-    if not cleaned:
-        return None, "empty_block: the score block is empty"
-    parts = [p.strip() for p in _SEPARATORS.split(cleaned)]
-    if len(parts) == 1 and len(parts[0].split()) > 1:
-        parts = parts[0].split()
-    scores: list[int] = []
-    for part in parts:
-        part = part.strip("*_` ")
-        if _INT.fullmatch(part):
-            scores.append(int(float(part)))
-        elif _FLOAT.fullmatch(part):
-            return None, f"not_an_integer: {part!r} is not a whole score"
-        else:
-            shown = part if len(part) <= 40 else part[:37] + "..."
-            return None, f"not_a_number: {shown!r} in the score block"
+    scores, reason = _read_values(content)
+    if scores is None:
+        return None, reason
     if len(scores) != num_responses:
         noun = "score" if num_responses == 1 else "scores"
         return None, f"wrong_count: expected {num_responses} {noun}, found {len(scores)}"
@@ -149,11 +146,42 @@ def read_scores(content: str, num_responses: int, score_range: tuple[int, int]) 
     return scores, None
 
 
+def score_values(content: str) -> list[int] | None:
+    """The whole numbers a score block holding ``content`` reads as, before their count and range are
+    checked; None if it reads as none (empty, or a part that is not a whole number).
+
+    >>> score_values("\\\\textbf{8},\\\\,9."), score_values("8.5, 9"), score_values("x")
+    ([8, 9], None, None)
+    """
+    return _read_values(content)[0]
+
+
+def _read_values(content: str) -> tuple[list[int] | None, str | None]:
+    cleaned = _LATEX_WRAPPER.sub(r"\1", content)
+    cleaned = cleaned.replace("$", "").replace("\\,", " ").strip().strip(".").strip()
+    if not cleaned:
+        return None, "empty_block: the score block is empty"
+    parts = [p.strip() for p in _SEPARATORS.split(cleaned)]
+    if len(parts) == 1 and len(parts[0].split()) > 1:
+        parts = parts[0].split()
+    values: list[int] = []
+    for part in parts:
+        part = part.strip("*_` ")
+        if _INT.fullmatch(part):
+            values.append(int(float(part)))
+        elif _FLOAT.fullmatch(part):
+            return None, f"not_an_integer: {part!r} is not a whole score"
+        else:
+            shown = part if len(part) <= 40 else part[:37] + "..."
+            return None, f"not_a_number: {shown!r} in the score block"
+    return values, None
+
+
 def find_score_block(text: str) -> ScoreBlock | None:
     """Locate the block that holds the scores (see the module docstring for the rules)."""
     if not isinstance(text, str) or not text:
         return None
-    labels = list(_LABEL.finditer(text))
+    labels = list(SCORE_LABEL.finditer(text))
     if labels:
         label = labels[-1]
         return _block_after_label(text, label.start(), label.end())
@@ -165,7 +193,7 @@ def score_section_start(text: str) -> int | None:
     """Where the scores part of the text begins: the last ``Scores:`` label, else the last block."""
     if not isinstance(text, str) or not text:
         return None
-    labels = list(_LABEL.finditer(text))
+    labels = list(SCORE_LABEL.finditer(text))
     if labels:
         return labels[-1].start()
     blocks = _all_blocks(text, 0)
@@ -194,7 +222,7 @@ def _block_after_label(text: str, label_start: int, after: int) -> ScoreBlock | 
 def _all_blocks(text: str, pos: int) -> list[ScoreBlock]:
     """Every \\boxed{...} and [[...]] block starting at or after ``pos``, in order."""
     openers: list[tuple[int, int, str]] = []
-    for m in _BOXED_OPEN.finditer(text, pos):
+    for m in BOXED_OPEN.finditer(text, pos):
         openers.append((m.start(), m.end(), "boxed"))
     for m in _DOUBLE_BRACKET_OPEN.finditer(text, pos):
         openers.append((m.start(), m.end(), "brackets"))
@@ -253,7 +281,7 @@ def _principles(text: str, spans: dict[str, tuple[int, int]]) -> list[Principle]
         return []
     body_start = spans["criteria"][1]
     ends = [s for name, (s, _) in spans.items() if name != "criteria" and s > body_start]
-    label = _LABEL.search(text, body_start)
+    label = SCORE_LABEL.search(text, body_start)
     end = min([*ends, len(text) if label is None else label.start()])
     body = text[body_start:end].strip()
     if not body:

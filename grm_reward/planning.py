@@ -100,7 +100,9 @@ def plan_request(
     (with ``index``) when the request cannot be rendered.
     """
     _check_size(request, config, index)
-    defended = defend_request(request, rewrite=config.defences.neutralise, flag=config.defences.flag_injections)
+    defended = defend_request(
+        request, rewrite=config.defences.neutralise, flag=config.defences.flag_injections, score_range=config.score_range
+    )
     return _plan(request, config, defended, index=index, k=k, hint=hint, purpose=purpose)
 
 
@@ -112,7 +114,9 @@ def plan_requests(
     defences run first, in one loop (:func:`~grm_reward.prompts.defences.defend_requests` says why)."""
     for i, request in enumerate(requests):
         _check_size(request, config, i)
-    defended = defend_requests(requests, rewrite=config.defences.neutralise, flag=config.defences.flag_injections)
+    defended = defend_requests(
+        requests, rewrite=config.defences.neutralise, flag=config.defences.flag_injections, score_range=config.score_range
+    )
     return [
         _plan(request, config, defended[i], index=i, k=k, hint=None if hints is None else hints[i], purpose=purpose)
         for i, request in enumerate(requests)
