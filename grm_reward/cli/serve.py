@@ -27,7 +27,7 @@ _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         import fastapi  # noqa: F401
-        import uvicorn
+        import uvicorn  # noqa: F401
     except ImportError:
         print("grm-reward: the server needs FastAPI and uvicorn: pip install 'grm-reward[serve]'", file=sys.stderr)
         return 2
@@ -49,9 +49,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             return 2
         return run_fleet(config)
     from grm_reward.server import build_app
-    from grm_reward.server.running import uvicorn_config
+    from grm_reward.server.running import RewardServer, uvicorn_config
 
-    uvicorn.Server(uvicorn_config(build_app(config), options)).run()
+    RewardServer(uvicorn_config(build_app(config), options)).run()
     return 0
 
 

@@ -2,12 +2,15 @@
 
 uvicorn closes an idle kept-alive connection, but never one whose request line and headers stay
 incomplete: thousands of half-sent requests would hold file descriptors for ever. The h11
-protocol below closes such a connection after ``header_timeout_s``.
+protocol below closes such a connection after ``header_timeout_s``. And uvicorn forces its exit on
+a second Ctrl-C only: :class:`RewardServer` does so on a second SIGTERM too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
+from types import FrameType
 from typing import Any
 
 import h11
@@ -17,7 +20,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from grm_reward.config import ServerOptions
 from grm_reward.server.protocol import ErrorDetail, ErrorResponse
 
-__all__ = ["HeaderTimeoutProtocol", "uvicorn_config"]
+__all__ = ["HeaderTimeoutProtocol", "RewardServer", "uvicorn_config"]
 
 
 class HeaderTimeoutProtocol(H11Protocol):
@@ -67,6 +70,32 @@ class HeaderTimeoutProtocol(H11Protocol):
         if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
             self.logger.debug("closing a connection whose request head did not arrive in %s s", self.header_timeout_s)
             self.transport.close()
+
+
+class RewardServer(uvicorn.Server):
+    """uvicorn's server, plus: a second SIGTERM forces the exit, as a second Ctrl-C does (``kill`` twice
+    need not wait ``shutdown_timeout_s`` for the requests in flight; uvicorn forced on SIGINT only).
+
+    uvicorn re-raises the signals it caught as its serving ends, before the event loop closes: a SIGTERM,
+    under its default action, then killed the process before the app had answered the requests still in
+    flight (503, which OpenRLHF retries). After a forced SIGTERM the signal is raised once the loop is
+    closed instead, so the process still ends by SIGTERM, with its answers written."""
+
+    _terminate_after_run = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        forced_by_term = self.should_exit and sig == signal.SIGTERM
+        super().handle_exit(sig, frame)
+        if forced_by_term:
+            self.force_exit = True
+            self._terminate_after_run = True
+            captured = getattr(self, "_captured_signals", [])
+            captured[:] = [caught for caught in captured if caught != signal.SIGTERM]
+
+    def run(self, sockets: list[Any] | None = None) -> None:
+        super().run(sockets=sockets)
+        if self._terminate_after_run:
+            signal.raise_signal(signal.SIGTERM)
 
 
 def uvicorn_config(app: Any, options: ServerOptions, **overrides: Any) -> uvicorn.Config:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from grm_reward.cli import build_parser
 from grm_reward.cli.options import config_from_args
@@ -94,8 +95,10 @@ def test_serve_runs_uvicorn_with_the_connection_limits() -> None:
     assert config.timeout_graceful_shutdown == 2
 
 
-def test_a_second_ctrl_c_stops_at_once_without_a_traceback(tmp_path) -> None:
-    # the forced exit printed the lifespan's CancelledError traceback ("lifespan.shutdown.failed") on stderr
+@pytest.mark.parametrize(("stop", "returncode"), [("SIGINT", 130), ("SIGTERM", -15)])
+def test_a_second_signal_stops_at_once_without_a_traceback(tmp_path, stop: str, returncode: int) -> None:
+    # the forced exit printed the lifespan's CancelledError traceback ("lifespan.shutdown.failed") on stderr;
+    # and uvicorn forced it on a second Ctrl-C only: a second SIGTERM (kill twice) waited the whole 30 s
     import signal
     import threading
     import time
@@ -123,15 +126,15 @@ def test_a_second_ctrl_c_stops_at_once_without_a_traceback(tmp_path) -> None:
             time.sleep(0.02)
         process = process_server.current  # type: ignore[attr-defined]
         started = time.monotonic()
-        process.send_signal(signal.SIGINT)  # drains: the stuck judge call would hold it for 30 s
+        process.send_signal(getattr(signal, stop))  # drains: the stuck judge call would hold it for 30 s
         while "Waiting for connections to close" not in log.read_text(errors="replace"):
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        process.send_signal(signal.SIGINT)  # forces
+        process.send_signal(getattr(signal, stop))  # forces
         process.wait(timeout=20)
         stopped_after = time.monotonic() - started
         caller.join(timeout=20)
     stderr = log.read_text(errors="replace")
-    assert stopped_after < 15 and process.returncode == 130, stderr
+    assert stopped_after < 15 and process.returncode == returncode, stderr
     assert replies == [503]  # the JSON "shutting down" answer: OpenRLHF retries it
     assert "Traceback" not in stderr and "CancelledError" not in stderr, stderr
