@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import socket
 import subprocess
 import threading
@@ -14,11 +15,29 @@ from typing import Any
 
 import httpx
 
+_PORTS = random.SystemRandom()  # not the global generator, which tests seed
+
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free now, below the kernel's range for port 0 and above Ray's worker ports (10002-19999).
+
+    The server binds it later: a port the kernel hands out for port 0 could meanwhile go to another
+    process binding port 0 (a Ray cluster starts dozens; one of the fleet test's proxies once failed to
+    bind its port for that). Ports below the ephemeral range are never handed out that way.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 0
+    for _ in range(200):
+        port = _PORTS.randrange(20_000, low) if low > 21_000 else 0
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 @contextlib.contextmanager
