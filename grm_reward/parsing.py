@@ -167,12 +167,15 @@ def _read_values(content: str) -> tuple[list[int] | None, str | None]:
     values: list[int] = []
     for part in parts:
         part = part.strip("*_` ")
+        shown = part if len(part) <= 40 else part[:37] + "..."
         if _INT.fullmatch(part):
-            values.append(int(float(part)))
+            whole = part.split(".")[0]
+            if len(whole.lstrip("+-0")) > 18:  # float() overflows past 308 digits, int() refuses past 4,300
+                return None, f"out_of_range: {shown!r} is outside any score range"
+            values.append(int(whole))
         elif _FLOAT.fullmatch(part):
             return None, f"not_an_integer: {part!r} is not a whole score"
         else:
-            shown = part if len(part) <= 40 else part[:37] + "..."
             return None, f"not_a_number: {shown!r} in the score block"
     return values, None
 

@@ -138,3 +138,12 @@ def test_score_block_location_prefers_label() -> None:
     block = find_score_block(text)
     assert block is not None and block.content == "6, 7"
     assert block.label_start == text.index("Scores:")
+
+
+@pytest.mark.parametrize("digits", [400, 5_000])
+def test_a_number_of_hundreds_of_digits_is_out_of_range_not_a_crash(digits: int) -> None:
+    # int(float(...)) overflowed past 308 digits (OverflowError); int() alone refuses past 4,300
+    judgement = parse_judgement(f"Scores: \\boxed{{{'9' * digits}, 7}}", 2)
+    assert judgement.scores is None and judgement.reason is not None
+    assert judgement.reason.startswith("out_of_range: ")
+    assert parse_judgement(f"Scores: \\boxed{{{'0' * 50}7, 7.0}}", 2).scores == [7, 7]
