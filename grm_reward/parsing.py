@@ -26,6 +26,7 @@ from grm_reward.types import Judgement, Principle
 __all__ = [
     "BOXED_OPEN",
     "DEFAULT_SCORE_RANGE",
+    "DOUBLE_BRACKET_OPEN",
     "LATEX_WRAPPERS",
     "REASON_CODES",
     "SCORE_LABEL",
@@ -60,7 +61,8 @@ BOXED_OPEN = re.compile(r"\\{1,2}boxed\s*\{")
 DEFAULT_SCORE_RANGE = (1, 10)
 #: LaTeX commands whose argument a score block is read through (``\textbf{8}`` reads as 8).
 LATEX_WRAPPERS = ("text", "mathrm", "mathbf", "textbf", "bf")
-_DOUBLE_BRACKET_OPEN = re.compile(r"\[\[")
+#: The opener of a double-bracket block, ``[[``; its content runs to the first ``]]``.
+DOUBLE_BRACKET_OPEN = re.compile(r"\[\[")
 _LATEX_WRAPPER = re.compile(r"\\{1,2}(?:" + "|".join(LATEX_WRAPPERS) + r")\s*\{([^{}]*)\}")
 _SEPARATORS = re.compile(r"[,，、;；]")
 _INT = re.compile(r"[+-]?\d+(?:\.0*)?")
@@ -227,7 +229,7 @@ def _all_blocks(text: str, pos: int) -> list[ScoreBlock]:
     openers: list[tuple[int, int, str]] = []
     for m in BOXED_OPEN.finditer(text, pos):
         openers.append((m.start(), m.end(), "boxed"))
-    for m in _DOUBLE_BRACKET_OPEN.finditer(text, pos):
+    for m in DOUBLE_BRACKET_OPEN.finditer(text, pos):
         openers.append((m.start(), m.end(), "brackets"))
     openers.sort()
     blocks: list[ScoreBlock] = []

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from grm_reward.config import GRMConfig
 from grm_reward.errors import GRMError, InputError
 from grm_reward.prompts import JudgeTemplate, render_judge_prompt, select_template
-from grm_reward.prompts.defences import defend_request, defend_requests
+from grm_reward.prompts.defences import defend_requests
 from grm_reward.types import DefenceRecord, Message, Request
 
 __all__ = [
@@ -100,9 +100,7 @@ def plan_request(
     (with ``index``) when the request cannot be rendered.
     """
     _check_size(request, config, index)
-    defended = defend_request(
-        request, rewrite=config.defences.neutralise, flag=config.defences.flag_injections, score_range=config.score_range
-    )
+    (defended,) = _defend((request,), config)
     return _plan(request, config, defended, index=index, k=k, hint=hint, purpose=purpose)
 
 
@@ -114,13 +112,19 @@ def plan_requests(
     defences run first, in one loop (:func:`~grm_reward.prompts.defences.defend_requests` says why)."""
     for i, request in enumerate(requests):
         _check_size(request, config, i)
-    defended = defend_requests(
-        requests, rewrite=config.defences.neutralise, flag=config.defences.flag_injections, score_range=config.score_range
-    )
+    defended = _defend(requests, config)
     return [
         _plan(request, config, defended[i], index=i, k=k, hint=None if hints is None else hints[i], purpose=purpose)
         for i, request in enumerate(requests)
     ]
+
+
+def _defend(requests: Sequence[Request], config: GRMConfig) -> list[tuple[Request, list[DefenceRecord]]]:
+    """The requests as the judge sees them, with the config's defences (one loop over the batch)."""
+    defences = config.defences
+    return defend_requests(
+        requests, rewrite=defences.neutralise, flag=defences.flag_injections, score_range=config.score_range
+    )
 
 
 def _check_size(request: Request, config: GRMConfig, index: int | None) -> None:

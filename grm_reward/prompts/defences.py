@@ -15,7 +15,14 @@ from dataclasses import replace
 
 from pydantic_core import SchemaValidator, core_schema
 
-from grm_reward.parsing import BOXED_OPEN, DEFAULT_SCORE_RANGE, LATEX_WRAPPERS, SCORE_LABEL, score_values
+from grm_reward.parsing import (
+    BOXED_OPEN,
+    DEFAULT_SCORE_RANGE,
+    DOUBLE_BRACKET_OPEN,
+    LATEX_WRAPPERS,
+    SCORE_LABEL,
+    score_values,
+)
 from grm_reward.types import DefenceRecord, Request, is_text
 
 __all__ = [
@@ -38,7 +45,6 @@ _WRAPPER = r"\\{1,2}(?:" + "|".join(LATEX_WRAPPERS) + r")\s*\{[^{}]*\}"
 _BOX = re.compile(BOXED_OPEN.pattern + r"((?:" + _WRAPPER + r"|[^{}])*+)\}")
 #: ``[[...]]`` to the first ``]]``, as the parser reads one.
 _DOUBLE = re.compile(r"\[\[((?:[^\]]|\](?!\]))*+)\]\]")
-_DOUBLE_OPEN = re.compile(r"\[\[")
 #: What may follow a label on its line for the parser to read scores there: a block, ``[8, 9]`` or ``8, 9``.
 _LEADS_TO_SCORES = re.compile(r"[ \t*_$`]*(?:\\{1,2}boxed|\[|[+-]?\d)")
 _SCORE_WORD = re.compile(r"scores?", re.I)
@@ -171,7 +177,7 @@ def _neutralise_labels(text: str, counts: dict[str, int], score_range: tuple[int
         return text
     closed = text.rfind("]]")  # a "[[" after the last "]]" closes nowhere: not read (nor searched again)
     openers = sorted(
-        [m.start() for m in BOXED_OPEN.finditer(text)] + [m.start() for m in _DOUBLE_OPEN.finditer(text, 0, closed)]
+        [m.start() for m in BOXED_OPEN.finditer(text)] + [m.start() for m in DOUBLE_BRACKET_OPEN.finditer(text, 0, closed)]
     )
     verdicts: dict[int, int | None] = {}  # a block's start -> its end if it reads as scores (each read once)
     pieces: list[str] = []
